@@ -1,0 +1,206 @@
+"""The local stack behind ``driftloop up``: embedded broker, FileStore, and every service.
+
+Each service runs as its own child process (``driftloop serve NAME``), exactly as it would in
+production, pointed at the embedded broker and the FileStore through ``DRIFTLOOP_*``
+variables. The stack records where everything listens in ``<data-dir>/endpoints.json`` so
+other commands find it, and on SIGTERM/SIGINT stops the services, then the broker, leaving
+no process behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shared import topics
+from shared.broker import EmbeddedBroker, api_versions_ok
+from shared.bus import KafkaOptions, all_topics_with_dlq, ensure_topics
+from shared.config import ENDPOINTS_FILE
+from shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("ingest", "trainer", "inference", "monitor")
+DEFAULT_PORTS = {"kafka": 9092, "inference": 8000, "ingest": 8001, "monitor": 8002, "trainer": 8003}
+
+
+def service_available(name: str) -> bool:
+    """True once ``services/<name>/app.py`` exists (the service has been built)."""
+    try:
+        return importlib.util.find_spec(f"services.{name}.app") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with that id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class StackConfig:
+    """What ``driftloop up`` was asked for."""
+
+    data_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    partitions: int = 4
+    log_level: str = "INFO"
+
+
+@dataclass
+class ChildService:
+    """A service process started by the stack."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class LocalStack:
+    """Starts and stops the embedded stack; usable as a context manager."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir.resolve()
+        self.store_root = self.data_dir / "store"
+        self.log_dir = self.data_dir / "logs"
+        self.broker = EmbeddedBroker(port=config.ports["kafka"], log_path=self.log_dir / "kafka.log")
+        self.children: list[ChildService] = []
+        self.missing: list[str] = [n for n in SERVICE_NAMES if not service_available(n)]
+
+    @property
+    def endpoints_path(self) -> Path:
+        """``<data-dir>/endpoints.json``."""
+        return self.data_dir / ENDPOINTS_FILE
+
+    def _refuse_if_running(self) -> None:
+        try:
+            existing = json.loads(self.endpoints_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
+        pid = existing.get("pid")
+        if isinstance(pid, int) and pid != os.getpid() and pid_alive(pid):
+            raise ConfigError(
+                f"a local stack is already running from {self.data_dir} (pid {pid}); "
+                "stop it first or use another --data-dir"
+            )
+        log.info("removing stale %s left by a stack that is gone", self.endpoints_path)
+        self.endpoints_path.unlink(missing_ok=True)
+
+    def start(self) -> dict[str, Any]:
+        """Start broker, topics and services; write and return the endpoints."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store_root.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._refuse_if_running()
+        self.broker.start()
+        options = KafkaOptions(bootstrap=self.broker.bootstrap, client_id="driftloop-up", idempotence=False)
+        asyncio.run(ensure_topics(options, all_topics_with_dlq(), partitions=self.config.partitions))
+        for name in SERVICE_NAMES:
+            if name not in self.missing:
+                self.children.append(self._spawn(name))
+        endpoints = self.endpoints()
+        tmp = self.endpoints_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(endpoints, indent=2))
+        os.replace(tmp, self.endpoints_path)
+        return endpoints
+
+    def endpoints(self) -> dict[str, Any]:
+        """Where everything listens, as written to ``endpoints.json``."""
+        return {
+            "pid": os.getpid(),
+            "started_at": datetime.now(UTC).isoformat(),
+            "kafka_bootstrap": self.broker.bootstrap,
+            "kafka_idempotence": False,
+            "topics": list(topics.ALL),
+            "store": {"kind": "file", "root": str(self.store_root)},
+            "services": {c.name: c.url for c in self.children},
+            "not_yet_built": list(self.missing),
+            "logs": str(self.log_dir),
+        }
+
+    def _spawn(self, name: str) -> ChildService:
+        port = self.config.ports[name]
+        env = dict(os.environ)
+        env.update(
+            {
+                "DRIFTLOOP_DATA_DIR": str(self.data_dir),
+                "DRIFTLOOP_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+                "DRIFTLOOP_KAFKA_IDEMPOTENCE": "false",
+                "DRIFTLOOP_KAFKA_PARTITIONS": str(self.config.partitions),
+                "DRIFTLOOP_STORE_KIND": "file",
+                "DRIFTLOOP_STORE_ROOT": str(self.store_root),
+                "DRIFTLOOP_PORT": str(port),
+                "DRIFTLOOP_LOG_LEVEL": self.config.log_level,
+            }
+        )
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", name],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the stack, which stops children in order
+            )
+        return ChildService(name=name, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+
+    def check(self) -> list[str]:
+        """Problems seen now: a dead service or an unresponsive broker."""
+        problems = [
+            f"{c.name} exited with code {c.process.returncode}; see {c.log_path}"
+            for c in self.children
+            if c.process.poll() is not None
+        ]
+        if not api_versions_ok(self.broker.host, self.broker.port):
+            problems.append("the embedded broker does not answer")
+        return problems
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop services (SIGTERM, then SIGKILL after ``timeout``), then the broker."""
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %ss; killing it", child.name, timeout)
+                child.process.kill()
+                child.process.wait()
+        self.children.clear()
+        self.broker.stop()
+        with contextlib.suppress(FileNotFoundError):
+            current = json.loads(self.endpoints_path.read_text())
+            if current.get("pid") == os.getpid():
+                self.endpoints_path.unlink()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[dict[str, Any]]:
+        """Start the stack for the duration of a ``with`` block."""
+        try:
+            yield self.start()
+        finally:
+            self.stop()

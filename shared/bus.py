@@ -1,0 +1,532 @@
+"""The Kafka bus: the one place driftloop touches aiokafka.
+
+:class:`Publisher` sends events as JSON keyed by model name; :class:`Subscriber` runs a
+consumer-group loop that decodes each message into its event, calls a handler, and commits
+the offset only after the handler succeeded (at-least-once; handlers are idempotent on
+``event_id`` / ``record_id``). What cannot be decoded, or what a handler rejects as
+permanently invalid, goes to ``<topic>.dlq`` with the reason, the original bytes and where it
+was read; the loop carries on. Transient failures (broker or store down) are retried with
+capped exponential backoff, never busy-looping and never dead-lettering good data.
+
+Shutdown is cooperative: :meth:`Subscriber.stop` (wired to SIGTERM by the service) lets the
+in-flight message finish, commits, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord, RecordMetadata
+
+from shared import topics as topic_names
+from shared.config import DriftloopSettings
+from shared.errors import BrokerUnavailable, DriftloopError, InvalidEvent, StoreError
+from shared.events import (
+    Contract,
+    DeadLetter,
+    Event,
+    SourcePosition,
+    decode_event,
+    encode_event,
+    topic_of,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    KafkaError,
+    BrokerUnavailable,
+    StoreError,
+    OSError,
+    TimeoutError,
+)
+"""Failures that say "try again later", not "this message is bad"."""
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    """Connection and tuning shared by publishers and subscribers.
+
+    The consumer defaults follow the broker notes: a 6 s session with 1 s heartbeats keeps
+    group joins short, and a 50 ms fetch wait keeps per-hop latency low.
+    """
+
+    bootstrap: str
+    client_id: str = "driftloop"
+    idempotence: bool = True
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    fetch_max_wait_ms: int = 50
+    request_timeout_ms: int = 10000
+    linger_ms: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: DriftloopSettings, client_id: str | None = None) -> KafkaOptions:
+        """Options for the broker the settings point at (explicit, or the local stack's)."""
+        return cls(
+            bootstrap=settings.resolved_bootstrap(),
+            client_id=client_id or settings.kafka_client_id,
+            idempotence=settings.resolved_idempotence(),
+        )
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: 0.2 s, 0.4 s, 0.8 s … up to ``cap`` seconds.
+
+    >>> b = Backoff(initial=0.5, cap=2.0, jitter=0.0)
+    >>> [b.next_delay() for _ in range(4)]
+    [0.5, 1.0, 2.0, 2.0]
+    """
+
+    initial: float = 0.2
+    cap: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    attempts: int = 0
+
+    def next_delay(self) -> float:
+        """Delay before the next attempt; each call counts one failed attempt."""
+        delay = min(self.cap, self.initial * self.factor**self.attempts)
+        self.attempts += 1
+        return delay * (1.0 + random.uniform(-self.jitter, self.jitter)) if self.jitter else delay
+
+    def reset(self) -> None:
+        """Forget past failures after a success."""
+        self.attempts = 0
+
+
+async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
+    """Sleep, but wake at once when ``stopping`` is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), timeout=seconds)
+
+
+async def ensure_topics(
+    options: KafkaOptions, names: Iterable[str], partitions: int = 4, replication: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created.
+
+    Topics are also auto-created on first produce, but with the broker's default partition
+    count; creating them up front gives replicas partitions to split.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=options.bootstrap,
+        client_id=f"{options.client_id}-admin",
+        request_timeout_ms=options.request_timeout_ms,
+    )
+    try:
+        await admin.start()
+    except KafkaError as err:
+        raise BrokerUnavailable(f"cannot reach Kafka at {options.bootstrap}: {err}") from err
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(name=n, num_partitions=partitions, replication_factor=replication) for n in missing]
+            )
+            log.info("created topics %s (%d partitions)", ", ".join(missing), partitions)
+        return missing
+    except KafkaError as err:
+        raise BrokerUnavailable(f"cannot create topics on {options.bootstrap}: {err}") from err
+    finally:
+        await admin.close()
+
+
+def all_topics_with_dlq() -> list[str]:
+    """Every driftloop topic and its dead-letter topic."""
+    return [name for t in topic_names.ALL for name in (t, topic_names.dlq(t))]
+
+
+# --- publishing ----------------------------------------------------------------------------
+
+
+class Publisher:
+    """Publishes events as JSON, keyed by model name, batched by the client (``linger_ms``).
+
+    :meth:`publish` returns once the broker acknowledged the record (``acks=all``), so a
+    caller that commits afterwards never commits something unpublished. Many concurrent
+    ``publish`` calls share batches.
+    """
+
+    def __init__(self, options: KafkaOptions) -> None:
+        self.options = options
+        self._producer: AIOKafkaProducer | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.options.bootstrap,
+            client_id=f"{self.options.client_id}-producer",
+            acks="all",
+            enable_idempotence=self.options.idempotence,
+            linger_ms=self.options.linger_ms,
+            request_timeout_ms=self.options.request_timeout_ms,
+        )
+
+    async def start(self, stopping: asyncio.Event | None = None, max_wait_s: float | None = None) -> None:
+        """Connect, retrying with backoff while the broker is unreachable.
+
+        Gives up with :class:`BrokerUnavailable` after ``max_wait_s`` seconds (``None``:
+        keep trying until ``stopping`` is set).
+        """
+        stopping = stopping or asyncio.Event()
+        backoff = Backoff()
+        loop = asyncio.get_running_loop()
+        deadline = None if max_wait_s is None else loop.time() + max_wait_s
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+                self._producer = producer
+                return
+            except KafkaError as err:
+                await producer.stop()
+                delay = backoff.next_delay()
+                if stopping.is_set() or (deadline is not None and loop.time() + delay > deadline):
+                    raise BrokerUnavailable(f"cannot reach Kafka at {self.options.bootstrap}: {err}") from err
+                log.warning(
+                    "Kafka at %s unreachable (%s); producer retrying in %.1fs (attempt %d)",
+                    self.options.bootstrap,
+                    err,
+                    delay,
+                    backoff.attempts,
+                )
+                await _sleep_unless(stopping, delay)
+
+    def _require(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise BrokerUnavailable("publisher is not started")
+        return self._producer
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> RecordMetadata:
+        """Send raw bytes and wait for the broker's acknowledgement."""
+        producer = self._require()
+        try:
+            future = await producer.send(topic, value=value, key=key, headers=list(headers or []) or None)
+            return await future
+        except KafkaError as err:
+            raise BrokerUnavailable(f"publishing to {topic} on {self.options.bootstrap} failed: {err}") from err
+
+    async def publish(self, event: Event, headers: Sequence[tuple[str, bytes]] | None = None) -> RecordMetadata:
+        """Publish an event on its topic, keyed by its model name; wait for the acknowledgement."""
+        return await self.send(topic_of(event), encode_event(event), event.model.encode(), headers)
+
+    async def publish_many(self, events: Iterable[Event]) -> int:
+        """Publish several events in shared batches; returns how many were acknowledged."""
+        producer = self._require()
+        try:
+            futures = [await producer.send(topic_of(e), value=encode_event(e), key=e.model.encode()) for e in events]
+            await asyncio.gather(*futures)
+        except KafkaError as err:
+            raise BrokerUnavailable(f"publishing on {self.options.bootstrap} failed: {err}") from err
+        return len(futures)
+
+    async def publish_contract(self, topic: str, item: Contract, key: str | None) -> RecordMetadata:
+        """Publish a non-event contract (a dead letter) on an explicit topic."""
+        return await self.send(topic, encode_event(item), None if key is None else key.encode())
+
+    async def stop(self) -> None:
+        """Flush what is pending and close."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+
+# --- subscribing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where and how a message arrived; handlers use it for idempotence and provenance."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def position(self) -> SourcePosition:
+        """The message's topic, partition and offset."""
+        return SourcePosition(topic=self.topic, partition=self.partition, offset=self.offset)
+
+
+Handler = Callable[[T, Delivery], Awaitable[None]]
+Decoder = Callable[[str, bytes], T]
+
+
+class _Outcome(Enum):
+    DONE = "done"
+    RETRY = "retry"
+
+
+@dataclass
+class SubscriberStats:
+    """Counters a service exports as metrics."""
+
+    handled: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+    commits: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, subscriber: Subscriber[Any]) -> None:
+        self._subscriber = subscriber
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._subscriber._commit(only=set(revoked))
+        self._subscriber._forget(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "nothing")
+
+
+class Subscriber(Generic[T]):
+    """A consumer-group loop with manual commits, dead-lettering and backoff.
+
+    Parameters
+    ----------
+    options
+        Broker connection and tuning.
+    group_id
+        Consumer group; replicas with the same group split the partitions.
+    topics
+        Topics to consume.
+    handler
+        ``async handler(message, delivery)``. Returning means the work is durable; the
+        offset is then committed. Raising a transient error (broker, store, OS) retries the
+        message after a backoff; raising a :class:`DriftloopError` with a 4xx status sends it
+        to the DLQ; any other exception is retried ``max_attempts`` times, then dead-lettered.
+    publisher
+        Used to write dead letters.
+    decode
+        ``decode(topic, bytes)``; by default the topic's event class. Raise
+        :class:`InvalidEvent` for what cannot be decoded.
+    """
+
+    def __init__(
+        self,
+        options: KafkaOptions,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler[T],
+        publisher: Publisher,
+        decode: Decoder[T] | None = None,
+        *,
+        max_attempts: int = 5,
+        max_records: int = 500,
+        auto_offset_reset: str = "earliest",
+        poll_timeout_ms: int = 200,
+    ) -> None:
+        self.options = options
+        self.group_id = group_id
+        self.topics = list(topics)
+        self._handler = handler
+        self._publisher = publisher
+        self._decode: Decoder[Any] = decode or decode_event
+        self.max_attempts = max_attempts
+        self.max_records = max_records
+        self.auto_offset_reset = auto_offset_reset
+        self.poll_timeout_ms = poll_timeout_ms
+        self.stats = SubscriberStats()
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._pending: dict[TopicPartition, int] = {}
+        self._failures: dict[tuple[TopicPartition, int], int] = {}
+        self._backoff = Backoff()
+        self.started = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the in-flight message, commit and close. Safe from a signal handler."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    async def _connect(self) -> AIOKafkaConsumer | None:
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.options.bootstrap,
+                client_id=f"{self.options.client_id}-{self.group_id}",
+                group_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset=self.auto_offset_reset,
+                session_timeout_ms=self.options.session_timeout_ms,
+                heartbeat_interval_ms=self.options.heartbeat_interval_ms,
+                fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+                request_timeout_ms=max(self.options.request_timeout_ms, self.options.session_timeout_ms + 5000),
+                max_poll_records=self.max_records,
+            )
+            consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
+            try:
+                await consumer.start()
+                log.info(
+                    "consuming %s as group %s from %s", ", ".join(self.topics), self.group_id, self.options.bootstrap
+                )
+                return consumer
+            except KafkaError as err:
+                await consumer.stop()
+                delay = backoff.next_delay()
+                log.warning(
+                    "Kafka at %s unreachable (%s); consumer %s retrying in %.1fs (attempt %d)",
+                    self.options.bootstrap,
+                    err,
+                    self.group_id,
+                    delay,
+                    backoff.attempts,
+                )
+                await _sleep_unless(self._stopping, delay)
+        return None
+
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; then commit what was handled and close."""
+        consumer = await self._connect()
+        if consumer is None:
+            return
+        self._consumer = consumer
+        self.started.set()
+        try:
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_records)
+                except KafkaError as err:
+                    delay = self._backoff.next_delay()
+                    log.warning("fetch from %s failed (%s); retrying in %.1fs", self.options.bootstrap, err, delay)
+                    await _sleep_unless(self._stopping, delay)
+                    continue
+                retry_delay = 0.0
+                for tp, records in batch.items():
+                    for record in records:
+                        if self._stopping.is_set():
+                            consumer.seek(tp, record.offset)
+                            break
+                        outcome = await self._handle(tp, record)
+                        if outcome is _Outcome.RETRY:
+                            consumer.seek(tp, record.offset)
+                            retry_delay = max(retry_delay, self._backoff.next_delay())
+                            break
+                        self._pending[tp] = record.offset + 1
+                await self._commit()
+                if retry_delay:
+                    self.stats.retries += 1
+                    await _sleep_unless(self._stopping, retry_delay)
+                elif batch:
+                    self._backoff.reset()
+        finally:
+            await self._commit()
+            self._consumer = None
+            await consumer.stop()
+            log.info("consumer %s closed", self.group_id)
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> _Outcome:
+        delivery = Delivery(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp,
+            headers=tuple(record.headers or ()),
+        )
+        try:
+            if record.value is None:
+                raise InvalidEvent("message has no value (tombstone)")
+            message = self._decode(record.topic, record.value)
+        except InvalidEvent as err:
+            return await self._dead_letter(delivery, err.message)
+        except Exception as err:  # a decoder bug must not stop the partition forever
+            return await self._dead_letter(delivery, f"cannot decode: {type(err).__name__}: {err}")
+        try:
+            await self._handler(message, delivery)
+        except TRANSIENT_ERRORS as err:
+            log.warning("%s[%d]@%d: transient failure, will retry: %s", tp.topic, tp.partition, record.offset, err)
+            return _Outcome.RETRY
+        except DriftloopError as err:
+            if 400 <= err.status_code < 500:
+                return await self._dead_letter(delivery, f"{type(err).__name__}: {err.message}")
+            failure: Exception = err
+        except Exception as err:
+            failure = err
+        else:
+            self._failures.pop((tp, record.offset), None)
+            self.stats.handled += 1
+            return _Outcome.DONE
+        attempts = self._failures.get((tp, record.offset), 0) + 1
+        self._failures[(tp, record.offset)] = attempts
+        log.error(
+            "%s[%d]@%d: handler failed (attempt %d of %d)",
+            tp.topic,
+            tp.partition,
+            record.offset,
+            attempts,
+            self.max_attempts,
+            exc_info=failure,
+        )
+        if attempts < self.max_attempts:
+            return _Outcome.RETRY
+        self._failures.pop((tp, record.offset), None)
+        return await self._dead_letter(
+            delivery, f"handler failed {attempts} times: {type(failure).__name__}: {failure}"
+        )
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> _Outcome:
+        letter = DeadLetter.of(reason, delivery.position, delivery.key, delivery.value)
+        target = topic_names.dlq(delivery.topic)
+        try:
+            await self._publisher.publish_contract(target, letter, letter.key)
+        except TRANSIENT_ERRORS as err:
+            log.warning("cannot write dead letter to %s yet (%s); will retry", target, err)
+            return _Outcome.RETRY
+        log.warning(
+            "%s[%d]@%d dead-lettered to %s: %s", delivery.topic, delivery.partition, delivery.offset, target, reason
+        )
+        self.stats.dead_lettered += 1
+        short = reason.split(":", 1)[0]
+        self.stats.dead_letter_reasons[short] = self.stats.dead_letter_reasons.get(short, 0) + 1
+        return _Outcome.DONE
+
+    async def _commit(self, only: set[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        offsets = {tp: off for tp, off in self._pending.items() if only is None or tp in only}
+        if consumer is None or not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as err:
+            log.warning("commit failed (%s); the messages will be redelivered if this replica stops", err)
+            return
+        self.stats.commits += 1
+        for tp, off in offsets.items():
+            if self._pending.get(tp) == off:
+                del self._pending[tp]
+
+    def _forget(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self._pending.pop(tp, None)
+        self._failures = {k: v for k, v in self._failures.items() if k[0] not in revoked}
