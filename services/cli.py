@@ -8,7 +8,9 @@ Kafka and MinIO, ``demo`` runs a scripted scenario on the local stack. Each sub-
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -21,8 +23,12 @@ from rich.table import Table
 
 from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig, service_available
 from shared import __version__
-from shared.errors import DriftloopError
+from shared.bus import KafkaOptions
+from shared.config import DriftloopSettings, build_store, load_settings
+from shared.datasets import DatasetRepository, manifest_summary
+from shared.errors import DriftloopError, InvalidInput, NotFound
 from shared.lifecycle import configure_logging
+from shared.spec import SpecCatalog, apply_spec
 
 log = logging.getLogger("driftloop")
 
@@ -135,6 +141,123 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(stack, console, events=args.events)
 
 
+def _settings(args: argparse.Namespace) -> DriftloopSettings:
+    return load_settings(DriftloopSettings, data_dir=args.data_dir)
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def cmd_specs_apply(args: argparse.Namespace) -> int:
+    """Validate spec files and store them; services pick them up without a restart."""
+    store = build_store(_settings(args))
+    console = Console(stderr=True)
+    for path in args.files:
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise InvalidInput(f"cannot read {path}: {err.strerror}") from None
+        spec, changed = apply_spec(store, text, source=str(path))
+        state = "applied" if changed else "unchanged"
+        console.print(f"{spec.name}: {state} ({len(spec.features)} features, labels {spec.label.values}) from {path}")
+    return 0
+
+
+def cmd_specs_list(args: argparse.Namespace) -> int:
+    """List the applied specs."""
+    catalog = SpecCatalog(build_store(_settings(args)))
+    specs = catalog.all()
+    rows = [
+        {
+            "model": name,
+            "features": spec.feature_names,
+            "labels": spec.label.values,
+            "estimator": spec.training.estimator,
+            "strategy": spec.deployment.strategy,
+        }
+        for name, spec in sorted(specs.items())
+    ]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    table = Table(title="model specs")
+    for column in ("model", "features", "labels", "estimator", "strategy"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in row.values()))
+    Console().print(table if rows else "no specs applied yet: driftloop specs apply FILE.yaml")
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    """List dataset versions: of one model, or the newest of every model."""
+    repo = DatasetRepository(build_store(_settings(args)))
+    if args.model:
+        versions = repo.versions(args.model)
+        if not versions:
+            raise NotFound(f"model {args.model!r} has no dataset version yet")
+        rows = [manifest_summary(repo.manifest(args.model, v)) for v in versions]
+    else:
+        rows = [manifest_summary(repo.manifest(m)) for m in repo.models()]
+    if args.json:
+        _emit_json(rows)
+        return 0
+    table = Table(title="dataset versions")
+    for column in ("model", "version", "rows_total", "rows_added", "shards", "label_counts", "created_at", "flags"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                str(row[c])
+                for c in (
+                    "model",
+                    "version",
+                    "rows_total",
+                    "rows_added",
+                    "shards",
+                    "label_counts",
+                    "created_at",
+                    "flags",
+                )
+            )
+        )
+    Console().print(table if rows else "no datasets yet")
+    return 0
+
+
+def cmd_datasets_show(args: argparse.Namespace) -> int:
+    """Show one dataset version's manifest: shards, label counts, feature statistics, checks."""
+    repo = DatasetRepository(build_store(_settings(args)))
+    manifest = repo.manifest(args.model, args.version)
+    if args.json:
+        sys.stdout.write(manifest.model_dump_json(indent=2) + "\n")
+        return 0
+    console = Console()
+    console.print(manifest_summary(manifest))
+    stats = Table(title=f"{manifest.model} v{manifest.version}: feature statistics")
+    for column in ("feature", "count", "mean", "std", "min", "max"):
+        stats.add_column(column, justify="right")
+    for name, st in manifest.stats.items():
+        stats.add_row(name, str(st.count), f"{st.mean:.4g}", f"{st.std:.4g}", f"{st.min}", f"{st.max}")
+    console.print(stats)
+    console.print({"checks": manifest.checks})
+    return 0
+
+
+def cmd_publish_annotations(args: argparse.Namespace) -> int:
+    """Publish a JSON-lines file of annotations to the annotations topic."""
+    from services.publish import publish_annotations
+
+    settings = _settings(args)
+    report = asyncio.run(
+        publish_annotations(KafkaOptions.from_settings(settings, "driftloop-publish"), args.file, args.model, args.raw)
+    )
+    if args.json:
+        _emit_json(report)
+    return 0 if not report["invalid_lines"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``driftloop``."""
     parser = argparse.ArgumentParser(
@@ -176,6 +299,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_flags(demo)
     demo.add_argument("--events", type=int, default=5000, help="labelled records to stream (default 5000)")
     demo.set_defaults(func=cmd_demo)
+
+    data_dir_help = "local stack directory (default: $DRIFTLOOP_DATA_DIR or ./.driftloop)"
+    specs = sub.add_parser("specs", help="apply and list model specs").add_subparsers(
+        dest="specs_command", required=True, metavar="ACTION"
+    )
+    apply = specs.add_parser(
+        "apply",
+        help="validate spec YAML files and store them",
+        description="Validate each spec (unknown keys and bad values are refused with the field's path) and "
+        "store it as specs/<model>.yaml; running services pick it up without a restart.",
+    )
+    apply.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    apply.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
+    apply.set_defaults(func=cmd_specs_apply)
+    listing = specs.add_parser("list", help="list applied specs")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
+    listing.set_defaults(func=cmd_specs_list)
+
+    datasets = sub.add_parser("datasets", help="list and inspect dataset versions").add_subparsers(
+        dest="datasets_command", required=True, metavar="ACTION"
+    )
+    dlist = datasets.add_parser("list", help="versions of MODEL, or the newest version of every model")
+    dlist.add_argument("model", nargs="?", help="model name (default: every model)")
+    dlist.add_argument("--json", action="store_true", help="machine-readable output")
+    dlist.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
+    dlist.set_defaults(func=cmd_datasets_list)
+    dshow = datasets.add_parser("show", help="one version's manifest, statistics and checks")
+    dshow.add_argument("model")
+    dshow.add_argument("version", nargs="?", type=int, help="version number (default: newest)")
+    dshow.add_argument("--json", action="store_true", help="the manifest as JSON")
+    dshow.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
+    dshow.set_defaults(func=cmd_datasets_show)
+
+    publish = sub.add_parser("publish", help="publish records to a topic").add_subparsers(
+        dest="publish_command", required=True, metavar="KIND"
+    )
+    pann = publish.add_parser(
+        "annotations",
+        help="publish a JSON-lines file of annotations",
+        description="Publish one AnnotationSubmitted per line of FILE (JSON lines). Lines may omit "
+        "schema_version, event_id and occurred_at (filled in) and model (taken from --model). Lines that are "
+        "not valid annotations are reported with their line number and not sent, unless --raw.",
+    )
+    pann.add_argument("file", type=Path, metavar="FILE.jsonl")
+    pann.add_argument("--model", help="model name for lines that do not give one")
+    pann.add_argument("--raw", action="store_true", help="send every line verbatim; ingest judges them")
+    pann.add_argument("--json", action="store_true", help="print the report as JSON")
+    pann.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
+    pann.set_defaults(func=cmd_publish_annotations)
     return parser
 
 

@@ -24,7 +24,7 @@ from river.datasets import synth
 from services.stack import LocalStack
 from shared import topics
 from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber
-from shared.events import AnnotationSubmitted, encode_event
+from shared.events import AnnotationSubmitted
 from shared.store import FileStore
 
 MODEL = "sea-demo"

@@ -226,6 +226,18 @@ class Publisher:
         except KafkaError as err:
             raise BrokerUnavailable(f"publishing to {topic} on {self.options.bootstrap} failed: {err}") from err
 
+    async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[RecordMetadata]:
+        """Queue a record for the next batch without waiting; await :func:`confirm` on the futures.
+
+        For handlers that buffer: they enqueue as they go and confirm before releasing offsets.
+        """
+        producer = self._require()
+        try:
+            future: asyncio.Future[RecordMetadata] = await producer.send(topic, value=value, key=key)
+            return future
+        except KafkaError as err:
+            raise BrokerUnavailable(f"publishing to {topic} on {self.options.bootstrap} failed: {err}") from err
+
     async def publish(self, event: Event, headers: Sequence[tuple[str, bytes]] | None = None) -> RecordMetadata:
         """Publish an event on its topic, keyed by its model name; wait for the acknowledgement."""
         return await self.send(topic_of(event), encode_event(event), event.model.encode(), headers)
@@ -249,6 +261,16 @@ class Publisher:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+async def confirm(futures: Iterable[asyncio.Future[RecordMetadata]]) -> int:
+    """Wait for the broker to acknowledge enqueued records; returns how many."""
+    pending = list(futures)
+    try:
+        await asyncio.gather(*pending)
+    except KafkaError as err:
+        raise BrokerUnavailable(f"the broker did not acknowledge {len(pending)} records: {err}") from err
+    return len(pending)
 
 
 # --- subscribing ---------------------------------------------------------------------------
@@ -297,8 +319,9 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._subscriber = subscriber
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._subscriber._commit(only=set(revoked))
-        self._subscriber._forget(set(revoked))
+        lost = set(revoked)
+        await self._subscriber._drain_and_commit(only=lost)
+        self._subscriber._forget(lost)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned) or "nothing")
@@ -325,6 +348,14 @@ class Subscriber(Generic[T]):
     decode
         ``decode(topic, bytes)``; by default the topic's event class. Raise
         :class:`InvalidEvent` for what cannot be decoded.
+    drain
+        Deferred commits, for handlers that buffer (ingest writes records in batches): when
+        given, a handled message is not committable until the application calls
+        :meth:`release`, which says "everything handled so far is durable". ``drain()`` must
+        make everything handled durable and call :meth:`release`; the loop calls it before a
+        partition is taken away and before closing.
+    after_poll
+        Called after every poll, with or without messages: the place for time-based flushes.
     """
 
     def __init__(
@@ -340,6 +371,8 @@ class Subscriber(Generic[T]):
         max_records: int = 500,
         auto_offset_reset: str = "earliest",
         poll_timeout_ms: int = 200,
+        drain: Callable[[], Awaitable[None]] | None = None,
+        after_poll: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.options = options
         self.group_id = group_id
@@ -355,6 +388,9 @@ class Subscriber(Generic[T]):
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
+        self._handled: dict[TopicPartition, int] = {}
+        self._drain = drain
+        self._after_poll = after_poll
         self._failures: dict[tuple[TopicPartition, int], int] = {}
         self._backoff = Backoff()
         self.started = asyncio.Event()
@@ -362,6 +398,11 @@ class Subscriber(Generic[T]):
     def stop(self) -> None:
         """Ask the loop to finish the in-flight message, commit and close. Safe from a signal handler."""
         self._stopping.set()
+
+    def assignment(self) -> set[tuple[str, int]]:
+        """The (topic, partition) pairs this replica currently owns."""
+        consumer = self._consumer
+        return {(tp.topic, tp.partition) for tp in consumer.assignment()} if consumer is not None else set()
 
     @property
     def stopping(self) -> bool:
@@ -431,7 +472,22 @@ class Subscriber(Generic[T]):
                             consumer.seek(tp, record.offset)
                             retry_delay = max(retry_delay, self._backoff.next_delay())
                             break
-                        self._pending[tp] = record.offset + 1
+                        if self._drain is None:
+                            self._pending[tp] = record.offset + 1
+                        else:
+                            self._handled[tp] = record.offset + 1
+                if self._after_poll is not None:
+                    try:
+                        await self._after_poll()
+                    except Exception as err:  # buffered work stays uncommitted; try again after a pause
+                        retry_delay = max(retry_delay, self._backoff.next_delay())
+                        log.warning(
+                            "after-poll step failed (%s: %s); retrying in %.1fs",
+                            type(err).__name__,
+                            err,
+                            retry_delay,
+                            exc_info=not isinstance(err, TRANSIENT_ERRORS),
+                        )
                 await self._commit()
                 if retry_delay:
                     self.stats.retries += 1
@@ -439,7 +495,7 @@ class Subscriber(Generic[T]):
                 elif batch:
                     self._backoff.reset()
         finally:
-            await self._commit()
+            await self._drain_and_commit()
             self._consumer = None
             await consumer.stop()
             log.info("consumer %s closed", self.group_id)
@@ -511,6 +567,19 @@ class Subscriber(Generic[T]):
         self.stats.dead_letter_reasons[short] = self.stats.dead_letter_reasons.get(short, 0) + 1
         return _Outcome.DONE
 
+    def release(self) -> None:
+        """Mark every message handled so far as durable, hence committable (deferred mode)."""
+        self._pending.update(self._handled)
+        self._handled.clear()
+
+    async def _drain_and_commit(self, only: set[TopicPartition] | None = None) -> None:
+        if self._drain is not None:
+            try:
+                await self._drain()
+            except Exception:
+                log.exception("drain failed: handled messages stay uncommitted and will be redelivered")
+        await self._commit(only)
+
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         consumer = self._consumer
         offsets = {tp: off for tp, off in self._pending.items() if only is None or tp in only}
@@ -529,4 +598,5 @@ class Subscriber(Generic[T]):
     def _forget(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self._pending.pop(tp, None)
+            self._handled.pop(tp, None)
         self._failures = {k: v for k, v in self._failures.items() if k[0] not in revoked}

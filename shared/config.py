@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from shared.store import ObjectStore
 
 ENV_PREFIX = "DRIFTLOOP_"
 ENDPOINTS_FILE = "endpoints.json"
@@ -140,3 +143,24 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
             var = f"{ENV_PREFIX}{loc[0].upper()}" if loc else "settings"
             problems.append(f"{var}: {item['msg']}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+def build_store(settings: DriftloopSettings) -> ObjectStore:
+    """The object store the settings describe: MinIO when configured, else a FileStore.
+
+    The FileStore root is explicit, or the running local stack's, or ``<data_dir>/store``.
+    """
+    from shared.store import FileStore, MinioStore
+
+    kind = settings.store_kind or "file"
+    if kind == "minio":
+        assert settings.store_endpoint and settings.store_access_key and settings.store_secret_key
+        return MinioStore(
+            settings.store_endpoint,
+            settings.store_access_key,
+            settings.store_secret_key.get_secret_value(),
+            settings.store_bucket,
+            secure=settings.store_secure,
+            region=settings.store_region,
+        )
+    return FileStore(settings.resolved_store_root())

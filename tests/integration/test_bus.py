@@ -42,9 +42,7 @@ async def send_all(pub: Publisher, topic: str, items: list[AnnotationSubmitted |
             await pub.send(topic, encode_event(item), key=item.model.encode())
 
 
-async def consume_until(
-    sub: Subscriber[Any], done: Callable[[], bool], timeout: float = 20.0
-) -> None:
+async def consume_until(sub: Subscriber[Any], done: Callable[[], bool], timeout: float = 20.0) -> None:
     """Run ``sub`` until ``done()`` holds, then stop it gracefully and wait for it to close."""
     task = asyncio.create_task(sub.run())
     try:
@@ -257,3 +255,58 @@ async def test_broker_restart_mid_stream(tmp_path: Any, unique: str) -> None:
             await asyncio.wait_for(run, 15)
         await publisher.stop()
         broker.stop()
+
+
+async def test_deferred_commit_waits_for_release(kafka: KafkaOptions, publisher: Publisher, unique: str) -> None:
+    """A buffering handler: nothing is committed until the buffer is made durable and released."""
+    topic = f"deferred-{unique}"
+    await ensure_topics(kafka, [topic], partitions=1)
+    await send_all(publisher, topic, [annotation(i) for i in range(10)])
+    buffer: list[str] = []
+    durable: list[str] = []
+    sub: Subscriber[AnnotationSubmitted]
+
+    async def handle(event: AnnotationSubmitted, delivery: Delivery) -> None:
+        buffer.append(event.record_id)
+        if len(buffer) + len(durable) == 6:
+            sub.stop()
+
+    async def flush_in_fours() -> None:  # only whole groups of 4 become durable while running
+        while len(buffer) >= 4:
+            durable.extend(buffer[:4])
+            del buffer[:4]
+        if not buffer:
+            sub.release()
+
+    async def crash_drain() -> None:  # as if the process died: the buffer is lost, nothing released
+        buffer.clear()
+
+    sub = Subscriber(
+        kafka,
+        f"g-{unique}",
+        [topic],
+        handle,
+        publisher,
+        decoder,
+        max_records=1,
+        drain=crash_drain,
+        after_poll=flush_in_fours,
+    )
+    await asyncio.wait_for(sub.run(), 20)
+    assert durable == ["r-0", "r-1", "r-2", "r-3"]
+
+    async def drain_all() -> None:
+        durable.extend(buffer)
+        buffer.clear()
+        sub2.release()
+
+    sub2 = Subscriber(kafka, f"g-{unique}", [topic], collector_to(buffer), publisher, decoder, drain=drain_all)
+    await consume_until(sub2, lambda: len(buffer) >= 6)
+    assert durable == [f"r-{i}" for i in range(10)], "the unreleased records come back, the released ones do not"
+
+
+def collector_to(target: list[str]) -> Callable[[AnnotationSubmitted, Delivery], Awaitable[None]]:
+    async def handle(event: AnnotationSubmitted, delivery: Delivery) -> None:
+        target.append(event.record_id)
+
+    return handle

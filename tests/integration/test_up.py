@@ -89,7 +89,7 @@ def test_stale_endpoints_file_is_replaced(tmp_path: Path) -> None:
 
 
 def test_busy_kafka_port_is_a_clear_error(tmp_path: Path, broker: object) -> None:
-    port = int(str(getattr(broker, "port")))
+    port = int(str(broker.port))
     proc = driftloop("up", "--data-dir", str(tmp_path), "--kafka-port", str(port))
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1

@@ -1,0 +1,132 @@
+"""Composition root of the ingest service: settings, store, bus, metrics, HTTP. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.ingest.core import FlushPolicy
+from services.ingest.handlers import IngestHandlers, crash_here
+from services.ingest.metrics import IngestMetrics
+from services.ingest.validation import parse_annotation
+from shared import topics
+from shared.bus import KafkaOptions, Publisher, Subscriber, ensure_topics
+from shared.config import ServiceSettings, build_store, load_settings
+from shared.datasets import DatasetRepository
+from shared.errors import BrokerUnavailable
+from shared.http import HttpServer, add_health_routes
+from shared.lifecycle import configure_logging, run_until_signalled
+from shared.spec import SpecCatalog
+from shared.store import ObjectStore
+
+log = logging.getLogger("driftloop.ingest")
+
+
+class IngestSettings(ServiceSettings):
+    """Settings of the ingest service (``DRIFTLOOP_*``)."""
+
+    port: int = Field(default=8001, ge=0, le=65535, description="HTTP port for health and metrics.")
+    group_id: str = Field(default="driftloop-ingest", description="Consumer group of the ingest replicas.")
+    flush_rows: int = Field(default=5000, ge=1, description="Flush when this many accepted rows are buffered.")
+    flush_interval_s: float = Field(default=5.0, gt=0, description="Flush when the oldest buffered row is this old.")
+    max_poll_records: int = Field(default=2000, ge=1, description="Records fetched per poll.")
+    spec_refresh_s: float = Field(default=2.0, gt=0, description="How often specs are re-read from the store.")
+    crash_at: Literal["after_shard", "after_manifest", "after_publish"] | None = Field(
+        default=None, description="Fault injection for crash tests only: die at this point of the first flush."
+    )
+
+
+class _CrashAfterShard:
+    """Store wrapper for the crash test: dies right after a shard is written, before its manifest."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def put(self, key: str, data: bytes) -> None:
+        self._inner.put(key, data)
+        if "/shards/" in key:
+            crash_here("after_shard")
+
+
+class IngestService:
+    """Ingest wired up: consume ``annotations``, write dataset versions, serve health and metrics."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        store: ObjectStore = build_store(settings)
+        if settings.crash_at == "after_shard":
+            store = _CrashAfterShard(store)  # type: ignore[assignment]
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.options = KafkaOptions.from_settings(settings, client_id="driftloop-ingest")
+        self.publisher = Publisher(self.options)
+        self.handlers = IngestHandlers(
+            repo=DatasetRepository(store),
+            catalog=SpecCatalog(store, refresh_s=settings.spec_refresh_s),
+            publisher=self.publisher,
+            metrics=IngestMetrics.create(self.registry),
+            policy=FlushPolicy(max_rows=settings.flush_rows, max_age_s=settings.flush_interval_s),
+            crash_at=settings.crash_at,
+        )
+        self.subscriber: Subscriber[object] = Subscriber(
+            self.options,
+            settings.group_id,
+            [topics.ANNOTATIONS],
+            self.handlers.on_annotation,  # type: ignore[arg-type]
+            self.publisher,
+            parse_annotation,
+            max_records=settings.max_poll_records,
+            drain=self.handlers.drain,
+            after_poll=self.handlers.after_poll,
+        )
+        self.handlers.release = self.subscriber.release
+        app = FastAPI(title="driftloop ingest")
+        add_health_routes(app, self.registry, self._not_ready)
+        self.http = HttpServer(app, settings.http_host, settings.port)
+        self._stopping = asyncio.Event()
+
+    def _not_ready(self) -> str | None:
+        if self.subscriber.stopping:
+            return "stopping"
+        return None if self.subscriber.started.is_set() else "not consuming yet"
+
+    async def consume(self) -> None:
+        """Connect (retrying while the broker is down) and consume until :meth:`stop`."""
+        try:
+            await self.publisher.start(self._stopping)
+        except BrokerUnavailable:
+            return
+        try:
+            try:
+                await ensure_topics(self.options, [topics.ANNOTATIONS], partitions=self.settings.kafka_partitions)
+            except BrokerUnavailable as err:
+                log.warning("could not create topics (%s); relying on auto-creation", err)
+            await self.subscriber.run()
+        finally:
+            await self.publisher.stop()
+
+    def stop(self) -> None:
+        """Finish the in-flight record, flush, commit, close."""
+        self._stopping.set()
+        self.subscriber.stop()
+        self.http.stop()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` (or SIGTERM / SIGINT)."""
+        self.http.bind()
+        await run_until_signalled([self.http.run, self.consume], [self.stop])
+
+
+def main() -> int:
+    """``driftloop serve ingest``."""
+    settings = load_settings(IngestSettings)
+    configure_logging(settings.log_level)
+    asyncio.run(IngestService(settings).run())
+    return 0

@@ -1,0 +1,266 @@
+"""Ingest's use-cases: an annotation arrived; the buffer is due; a partition is taken away.
+
+Accepted records are buffered; rejections are queued to ``annotations.rejected`` at once.
+A flush confirms the queued rejections, writes one dataset version per model (shard, then
+manifest), publishes ``DatasetVersionCreated``, and only then releases the consumed offsets
+for commit. A crash anywhere before the release makes Kafka redeliver the window, and the
+record ids already stored are skipped, so every accepted record is stored exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka.structs import RecordMetadata
+
+from services.ingest.core import FlushPolicy, ModelWindow, batch_checks
+from services.ingest.metrics import IngestMetrics
+from services.ingest.validation import SchemaRejection, check_record
+from shared import topics
+from shared.bus import Delivery, Publisher, confirm
+from shared.datasets import DatasetManifest, DatasetRepository
+from shared.errors import NotFound
+from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, RejectionReason, encode_event
+from shared.spec import SpecCatalog
+
+log = logging.getLogger(__name__)
+
+CRASH_POINTS = ("after_shard", "after_manifest", "after_publish")
+"""Where a crash test may kill ingest (``DRIFTLOOP_CRASH_AT``): the states recovery must handle."""
+
+
+def crash_here(point: str) -> None:
+    """Die like a killed process: no cleanup, no commit."""
+    log.error("crash injected at %s", point)
+    logging.shutdown()
+    os._exit(70)
+
+
+@dataclass
+class DatasetCursor:
+    """The newest version ingest knows for a model, and every record id stored up to it."""
+
+    version: int | None = None
+    ids: set[str] = field(default_factory=set)
+
+
+class IngestHandlers:
+    """Holds the per-model windows and turns them into dataset versions."""
+
+    def __init__(
+        self,
+        repo: DatasetRepository,
+        catalog: SpecCatalog,
+        publisher: Publisher,
+        metrics: IngestMetrics,
+        policy: FlushPolicy,
+        crash_at: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repo = repo
+        self.catalog = catalog
+        self.publisher = publisher
+        self.metrics = metrics
+        self.policy = policy
+        self.crash_at = crash_at
+        self.clock = clock
+        self.windows: dict[str, ModelWindow] = {}
+        self.cursors: dict[str, DatasetCursor] = {}
+        self.release: Callable[[], None] = lambda: None
+        self._oldest: float | None = None
+        self._unconfirmed: list[asyncio.Future[RecordMetadata]] = []
+        self._lock = asyncio.Lock()
+
+    @property
+    def buffered_rows(self) -> int:
+        """Accepted rows waiting for the next flush."""
+        return sum(len(w.records) for w in self.windows.values())
+
+    def _window(self, model: str) -> ModelWindow:
+        window = self.windows.get(model)
+        if window is None:
+            window = self.windows[model] = ModelWindow()
+        if self._oldest is None:
+            self._oldest = self.clock()
+        return window
+
+    async def on_annotation(self, message: AnnotationSubmitted | SchemaRejection, delivery: Delivery) -> None:
+        """Validate one record: buffer it, skip it as a duplicate, or reject it with its reasons."""
+        if isinstance(message, SchemaRejection):
+            await self._reject(message.model, message.reasons, delivery)
+            return
+        model = message.model
+        spec = self.catalog.cached(model)
+        if spec is None and self.catalog.due(model):
+            await asyncio.to_thread(self.catalog.refresh)
+            spec = self.catalog.cached(model)
+        result = check_record(spec, message)
+        if isinstance(result, list):
+            await self._reject(model, result, delivery)
+            return
+        cursor = await self._cursor(model)
+        window = self._window(model)
+        if result.record_id in cursor.ids or result.record_id in window.ids:
+            window.duplicates += 1
+            self.metrics.duplicates.labels(model).inc()
+            return
+        window.accept(result)
+        self.metrics.accepted.labels(model).inc()
+        self.metrics.buffered_rows.set(self.buffered_rows)
+
+    async def _reject(self, model: str, reasons: list[RejectionReason], delivery: Delivery) -> None:
+        event = AnnotationRejected(
+            model=model,
+            payload=(delivery.value or b"").decode("utf-8", "replace"),
+            reasons=reasons,
+            source=delivery.position,
+        )
+        self._unconfirmed.append(
+            await self.publisher.enqueue(topics.ANNOTATIONS_REJECTED, encode_event(event), model.encode())
+        )
+        self._window(model).reject([r.rule for r in reasons])
+        for rule in {r.rule for r in reasons}:
+            self.metrics.rejected.labels(model, rule).inc()
+
+    async def _cursor(self, model: str) -> DatasetCursor:
+        cursor = self.cursors.get(model)
+        if cursor is None:
+            cursor = await asyncio.to_thread(self._load_cursor, model)
+            self.cursors[model] = cursor
+            if cursor.version is not None:
+                await self._announce(self.repo.manifest(model, cursor.version))
+        return cursor
+
+    def _load_cursor(self, model: str) -> DatasetCursor:
+        version = self.repo.latest_version(model)
+        if version is None:
+            return DatasetCursor()
+        manifest = self.repo.manifest(model, version)
+        return DatasetCursor(version=version, ids=self.repo.record_ids(manifest.shards))
+
+    async def after_poll(self) -> None:
+        """Flush when the buffer is big or old enough; refresh specs now and then."""
+        if self.catalog.due():
+            await asyncio.to_thread(self.catalog.refresh)
+        rows = self.buffered_rows
+        if self.policy.due(rows, self._oldest, self.clock()) or (self._unconfirmed and rows == 0):
+            await self.flush()
+
+    async def drain(self) -> None:
+        """Make everything consumed so far durable (before a rebalance or shutdown)."""
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write every buffered window as a dataset version, then release the offsets."""
+        async with self._lock:
+            if self._unconfirmed:
+                await confirm(self._unconfirmed)
+                self._unconfirmed.clear()
+            for model in list(self.windows):
+                with self.metrics.flush_seconds.time():
+                    await self._flush_model(model, self.windows[model])
+                del self.windows[model]
+            self._oldest = None
+            self.metrics.buffered_rows.set(0)
+            self.release()
+
+    async def _flush_model(self, model: str, window: ModelWindow) -> None:
+        spec = self.catalog.cached(model)
+        if spec is None:  # the spec was deleted while records waited: keep them, on the last known schema
+            spec = await asyncio.to_thread(self.catalog.get, model)
+        cursor = self.cursors.setdefault(model, DatasetCursor())
+        if spec is not None and window.records:
+            previous: DatasetManifest | None = None
+            if cursor.version is not None:
+                try:
+                    previous = await asyncio.to_thread(self.repo.manifest, model, cursor.version)
+                except NotFound:
+                    previous = None
+            checks = batch_checks(
+                window,
+                previous.label_counts if previous else {},
+                spec.validation.label_shift_alert,
+                spec.validation.max_rejection_rate,
+            )
+            manifest = await asyncio.to_thread(
+                self.repo.write_version,
+                model,
+                spec.schema_hash(),
+                spec.feature_names,
+                spec.label.values,
+                window.records,
+                cursor.version,
+                checks,
+            )
+            if self.crash_at == "after_manifest":
+                crash_here("after_manifest")
+            if manifest is not None:
+                if manifest.parent_version != cursor.version:  # another replica wrote versions meanwhile
+                    self.cursors[model] = await asyncio.to_thread(self._load_cursor, model)
+                else:
+                    cursor.version = manifest.version
+                    cursor.ids.update(r.record_id for r in window.records)
+                await self._announce(manifest)
+                if self.crash_at == "after_publish":
+                    crash_here("after_publish")
+                self._record_checks(model, manifest)
+        elif spec is not None:
+            checks = batch_checks(window, {}, spec.validation.label_shift_alert, spec.validation.max_rejection_rate)
+            self._record_rejections(model, checks["rejections"])
+
+    async def _announce(self, manifest: DatasetManifest) -> None:
+        await self.publisher.publish(
+            DatasetVersionCreated(
+                model=manifest.model,
+                version=manifest.version,
+                manifest_key=f"datasets/{manifest.model}/versions/{manifest.version}.json",
+                rows_total=manifest.rows_total,
+                rows_added=manifest.rows_added,
+                label_counts=manifest.label_counts,
+                schema_hash=manifest.schema_hash,
+            )
+        )
+
+    def _record_checks(self, model: str, manifest: DatasetManifest) -> None:
+        self.metrics.versions.labels(model).inc()
+        self.metrics.rows_total.labels(model).set(manifest.rows_total)
+        shift = manifest.checks.get("label_shift", {})
+        self.metrics.label_shift.labels(model).set(shift.get("distance", 0.0))
+        if shift.get("flagged"):
+            self.metrics.label_shift_flags.labels(model).inc()
+            log.warning(
+                "%s: label distribution shifted by %.3f (threshold %.3f) in dataset version %d: batch %s vs dataset %s",
+                model,
+                shift["distance"],
+                shift["threshold"],
+                manifest.version,
+                shift.get("batch_label_counts"),
+                manifest.label_counts,
+            )
+        self._record_rejections(model, manifest.checks.get("rejections", {}))
+        log.info(
+            "%s: dataset version %d written (%d rows, +%d)",
+            model,
+            manifest.version,
+            manifest.rows_total,
+            manifest.rows_added,
+        )
+
+    def _record_rejections(self, model: str, rejections: dict[str, object]) -> None:
+        rate = float(rejections.get("rate", 0.0))  # type: ignore[arg-type]
+        self.metrics.rejection_rate.labels(model).set(rate)
+        flagged = bool(rejections.get("flagged"))
+        self.metrics.rejection_alarm.labels(model).set(1 if flagged else 0)
+        if flagged:
+            log.warning(
+                "%s: %.1f%% of the last window was rejected (limit %.1f%%): %s",
+                model,
+                100 * rate,
+                100 * float(rejections.get("limit", 0.0)),  # type: ignore[arg-type]
+                rejections.get("by_rule"),
+            )

@@ -1,0 +1,461 @@
+"""Versioned datasets in the object store: content-addressed Parquet shards and manifests.
+
+Layout (DESIGN.md)::
+
+    datasets/<model>/shards/<sha256>.parquet   immutable; the key is the sha256 of the bytes
+    datasets/<model>/versions/<n>.json         manifest of version n: every shard of the dataset
+
+Version ``n`` holds every row of version ``n-1`` plus one new shard. A manifest is created
+with put-if-absent, so two writers can never claim the same number: the loser re-reads the
+winner's manifest, drops the rows the winner already stored, and tries ``n+1``. A shard is
+written before the manifest that names it; a crash in between leaves an unreferenced shard
+(harmless: the rows are written again, and identical bytes land on the same key).
+
+Rows are kept in arrival order (shard order, then row order), which is the time order the
+trainer's holdout split and "last N rows" window rely on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import AlreadyExists, KeyNotFound, NotFound
+from shared.events import Label, UtcDatetime, utc_now
+from shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+RECORD_ID = "_record_id"
+OCCURRED_AT = "_occurred_at"
+LABEL = "_label"
+CONFIDENCE = "_confidence"
+ANNOTATOR = "_annotator"
+INFERENCE_ID = "_inference_id"
+META_COLUMNS = (RECORD_ID, OCCURRED_AT, LABEL, CONFIDENCE, ANNOTATOR, INFERENCE_ID)
+MAX_VERSION_ATTEMPTS = 50
+
+
+def shard_key(model: str, sha256: str) -> str:
+    """Key of a content-addressed shard."""
+    return f"datasets/{model}/shards/{sha256}.parquet"
+
+
+def manifest_key(model: str, version: int) -> str:
+    """Key of the manifest of dataset version ``version``."""
+    return f"datasets/{model}/versions/{version}.json"
+
+
+def versions_prefix(model: str) -> str:
+    """Prefix under which a model's manifests live."""
+    return f"datasets/{model}/versions/"
+
+
+@dataclass(frozen=True)
+class AcceptedRecord:
+    """A validated annotation, ready to be stored. ``features`` follow the spec's order."""
+
+    record_id: str
+    occurred_at: datetime
+    label: Label
+    confidence: float
+    annotator: str | None
+    inference_id: str | None
+    features: tuple[float | None, ...]
+
+
+class FeatureStats(BaseModel):
+    """Mergeable summary of one feature: count, mean, M2 (for the variance), min, max.
+
+    >>> a = FeatureStats.of([1.0, 2.0]); b = FeatureStats.of([3.0, 4.0])
+    >>> merged = a.merge(b); (merged.count, merged.mean, round(merged.std, 4), merged.min, merged.max)
+    (4, 2.5, 1.118, 1.0, 4.0)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> FeatureStats:
+        """Statistics of a batch of finite values."""
+        arr = np.asarray(list(values), dtype=np.float64)
+        if arr.size == 0:
+            return cls()
+        mean = float(arr.mean())
+        return cls(
+            count=int(arr.size),
+            mean=mean,
+            m2=float(((arr - mean) ** 2).sum()),
+            min=float(arr.min()),
+            max=float(arr.max()),
+        )
+
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        """Combine two summaries (Chan et al.'s parallel variance)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        assert self.min is not None and other.min is not None and self.max is not None and other.max is not None
+        return FeatureStats(
+            count=n,
+            mean=self.mean + delta * other.count / n,
+            m2=self.m2 + other.m2 + delta * delta * self.count * other.count / n,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
+        )
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation."""
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
+
+
+class ShardInfo(BaseModel):
+    """One shard as a manifest lists it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    sha256: str
+    rows: int
+    label_counts: dict[str, int]
+    stats: dict[str, FeatureStats]
+    first_occurred_at: UtcDatetime | None = None
+    last_occurred_at: UtcDatetime | None = None
+
+
+class DatasetManifest(BaseModel):
+    """An immutable dataset version: its shards and what they hold."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    version: int
+    parent_version: int | None
+    created_at: UtcDatetime = Field(default_factory=utc_now)
+    schema_hash: str
+    features: list[str]
+    label_values: list[Label]
+    shards: list[ShardInfo]
+    rows_total: int
+    rows_added: int
+    label_counts: dict[str, int]
+    stats: dict[str, FeatureStats]
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+    def label_distribution(self) -> dict[str, float]:
+        """Share of each label over the whole dataset."""
+        total = sum(self.label_counts.values())
+        return {k: v / total for k, v in self.label_counts.items()} if total else {}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset version as arrays, rows in arrival order."""
+
+    model: str
+    version: int
+    feature_names: list[str]
+    X: NDArray[np.float64]
+    y: NDArray[Any]
+    record_ids: NDArray[Any]
+    occurred_at: NDArray[Any]
+
+
+def _arrow_schema(feature_names: Sequence[str]) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field(RECORD_ID, pa.string(), nullable=False),
+            pa.field(OCCURRED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field(LABEL, pa.string(), nullable=False),
+            pa.field(CONFIDENCE, pa.float64(), nullable=False),
+            pa.field(ANNOTATOR, pa.string()),
+            pa.field(INFERENCE_ID, pa.string()),
+            *[pa.field(name, pa.float64()) for name in feature_names],
+        ]
+    )
+
+
+def encode_shard(records: Sequence[AcceptedRecord], feature_names: Sequence[str]) -> bytes:
+    """Records as Parquet bytes; the same records always give the same bytes."""
+    columns: list[list[Any]] = [
+        [r.record_id for r in records],
+        [r.occurred_at.astimezone(UTC) for r in records],
+        [str(r.label) for r in records],
+        [r.confidence for r in records],
+        [r.annotator for r in records],
+        [r.inference_id for r in records],
+    ]
+    for i in range(len(feature_names)):
+        columns.append([r.features[i] for r in records])
+    table = pa.Table.from_arrays(
+        [pa.array(col, type=field.type) for col, field in zip(columns, _arrow_schema(feature_names), strict=True)],
+        schema=_arrow_schema(feature_names),
+    )
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
+    return sink.getvalue()
+
+
+def decode_shard(data: bytes) -> pa.Table:
+    """Parquet bytes back to an Arrow table."""
+    return pq.read_table(io.BytesIO(data))
+
+
+def shard_info(model: str, records: Sequence[AcceptedRecord], feature_names: Sequence[str], data: bytes) -> ShardInfo:
+    """Describe a shard for its manifest."""
+    sha = hashlib.sha256(data).hexdigest()
+    stats = {
+        name: FeatureStats.of(v for r in records if (v := r.features[i]) is not None and math.isfinite(v))
+        for i, name in enumerate(feature_names)
+    }
+    times = [r.occurred_at for r in records]
+    return ShardInfo(
+        key=shard_key(model, sha),
+        sha256=sha,
+        rows=len(records),
+        label_counts=dict(Counter(str(r.label) for r in records)),
+        stats=stats,
+        first_occurred_at=min(times) if times else None,
+        last_occurred_at=max(times) if times else None,
+    )
+
+
+def label_shift(before: dict[str, int], batch: dict[str, int]) -> float:
+    """Total-variation distance between two label distributions (0 = same, 1 = disjoint).
+
+    >>> label_shift({"a": 50, "b": 50}, {"a": 90, "b": 10})
+    0.4
+    """
+    total_a, total_b = sum(before.values()), sum(batch.values())
+    if not total_a or not total_b:
+        return 0.0
+    labels = set(before) | set(batch)
+    return round(0.5 * sum(abs(before.get(k, 0) / total_a - batch.get(k, 0) / total_b) for k in labels), 12)
+
+
+class DatasetRepository:
+    """Reads and writes a model's dataset versions in an object store."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    def models(self) -> list[str]:
+        """Models that have at least one dataset version."""
+        names = {key.split("/")[1] for key in self.store.list("datasets/") if "/versions/" in key}
+        return sorted(names)
+
+    def versions(self, model: str) -> list[int]:
+        """Version numbers of a model, ascending."""
+        found = []
+        for key in self.store.list(versions_prefix(model)):
+            stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+            if stem.isdigit():
+                found.append(int(stem))
+        return sorted(found)
+
+    def latest_version(self, model: str) -> int | None:
+        """Newest version number, or None when the model has no dataset yet."""
+        versions = self.versions(model)
+        return versions[-1] if versions else None
+
+    def manifest(self, model: str, version: int | None = None) -> DatasetManifest:
+        """A version's manifest (the newest when ``version`` is None)."""
+        if version is None:
+            version = self.latest_version(model)
+            if version is None:
+                raise NotFound(f"model {model!r} has no dataset version yet")
+        try:
+            data = self.store.get(manifest_key(model, version))
+        except KeyNotFound:
+            raise NotFound(f"model {model!r} has no dataset version {version}") from None
+        return DatasetManifest.model_validate_json(data)
+
+    def shard_table(self, shard: ShardInfo, columns: Sequence[str] | None = None) -> pa.Table:
+        """A shard's rows; verifies its sha256."""
+        data = self.store.get(shard.key)
+        if hashlib.sha256(data).hexdigest() != shard.sha256:
+            raise NotFound(f"shard {shard.key} is corrupt: its sha256 does not match the manifest")
+        table = decode_shard(data)
+        return table.select(list(columns)) if columns is not None else table
+
+    def record_ids(self, shards: Iterable[ShardInfo]) -> set[str]:
+        """Record ids stored in the given shards."""
+        ids: set[str] = set()
+        for shard in shards:
+            ids.update(self.shard_table(shard, [RECORD_ID]).column(RECORD_ID).to_pylist())
+        return ids
+
+    def write_version(
+        self,
+        model: str,
+        schema_hash: str,
+        feature_names: Sequence[str],
+        label_values: Sequence[Label],
+        records: Sequence[AcceptedRecord],
+        known_version: int | None,
+        checks: dict[str, Any] | None = None,
+    ) -> DatasetManifest | None:
+        """Store ``records`` as a new shard and a new version; returns its manifest.
+
+        ``known_version`` is the newest version the caller deduplicated ``records`` against.
+        Rows another writer stored in a later version are dropped first; returns None when
+        nothing new is left to store.
+        """
+        pending = list(records)
+        parent_version = known_version
+        for _ in range(MAX_VERSION_ATTEMPTS):
+            latest = self.latest_version(model)
+            if latest is not None and (parent_version is None or latest > parent_version):
+                newer = [
+                    s
+                    for v in range(parent_version + 1 if parent_version else 1, latest + 1)
+                    for s in self._new_shards(model, v)
+                ]
+                stored = self.record_ids(newer)
+                pending = [r for r in pending if r.record_id not in stored]
+                parent_version = latest
+            if not pending:
+                return None
+            parent = self.manifest(model, parent_version) if parent_version else None
+            if parent is not None and parent.schema_hash != schema_hash:
+                log.warning(
+                    "%s: spec schema changed since version %d; version %d starts from the new schema",
+                    model,
+                    parent.version,
+                    parent.version + 1,
+                )
+                parent_shards: list[ShardInfo] = []
+            else:
+                parent_shards = list(parent.shards) if parent else []
+            data = encode_shard(pending, feature_names)
+            info = shard_info(model, pending, feature_names, data)
+            if not self.store.exists(info.key):
+                self.store.put(info.key, data)
+            manifest = self._manifest(
+                model, schema_hash, feature_names, label_values, parent_version, parent_shards, info, checks or {}
+            )
+            try:
+                self.store.put_if_absent(manifest_key(model, manifest.version), manifest.model_dump_json().encode())
+            except AlreadyExists:
+                log.info("%s: version %d was taken by another writer; retrying", model, manifest.version)
+                continue
+            return manifest
+        raise AlreadyExists(f"{model}: could not claim a dataset version after {MAX_VERSION_ATTEMPTS} attempts")
+
+    def _new_shards(self, model: str, version: int) -> list[ShardInfo]:
+        """Shards version ``version`` added over its parent (normally its last one)."""
+        manifest = self.manifest(model, version)
+        parent_keys = set()
+        if manifest.parent_version:
+            parent_keys = {s.key for s in self.manifest(model, manifest.parent_version).shards}
+        return [s for s in manifest.shards if s.key not in parent_keys]
+
+    @staticmethod
+    def _manifest(
+        model: str,
+        schema_hash: str,
+        feature_names: Sequence[str],
+        label_values: Sequence[Label],
+        parent_version: int | None,
+        parent_shards: list[ShardInfo],
+        added: ShardInfo,
+        checks: dict[str, Any],
+    ) -> DatasetManifest:
+        shards = [*parent_shards, added]
+        label_counts: Counter[str] = Counter()
+        stats = {name: FeatureStats() for name in feature_names}
+        for shard in shards:
+            label_counts.update(shard.label_counts)
+            for name in feature_names:
+                stats[name] = stats[name].merge(shard.stats.get(name, FeatureStats()))
+        return DatasetManifest(
+            model=model,
+            version=(parent_version or 0) + 1,
+            parent_version=parent_version,
+            schema_hash=schema_hash,
+            features=list(feature_names),
+            label_values=list(label_values),
+            shards=shards,
+            rows_total=sum(s.rows for s in shards),
+            rows_added=added.rows,
+            label_counts=dict(label_counts),
+            stats=stats,
+            checks=checks,
+        )
+
+    def load(self, model: str, version: int | None = None, last_rows: int | None = None) -> Dataset:
+        """A version as numpy arrays (the newest when ``version`` is None), optionally its last rows.
+
+        Only the shards that hold the last ``last_rows`` rows are read.
+        """
+        manifest = self.manifest(model, version)
+        shards = manifest.shards
+        if last_rows is not None:
+            kept: list[ShardInfo] = []
+            total = 0
+            for shard in reversed(shards):
+                if total >= last_rows:
+                    break
+                kept.append(shard)
+                total += shard.rows
+            shards = list(reversed(kept))
+        schema = _arrow_schema(manifest.features)
+        tables = [self.shard_table(s) for s in shards]
+        table = pa.concat_tables(tables) if tables else schema.empty_table()
+        if last_rows is not None and table.num_rows > last_rows:
+            table = table.slice(table.num_rows - last_rows)
+        X = (
+            np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in manifest.features]).astype(
+                np.float64
+            )
+            if table.num_rows
+            else np.empty((0, len(manifest.features)), dtype=np.float64)
+        )
+        by_text = {str(v): v for v in manifest.label_values}
+        y = np.array([by_text.get(v, v) for v in table.column(LABEL).to_pylist()])
+        return Dataset(
+            model=model,
+            version=manifest.version,
+            feature_names=list(manifest.features),
+            X=X,
+            y=y,
+            record_ids=np.array(table.column(RECORD_ID).to_pylist(), dtype=object),
+            occurred_at=table.column(OCCURRED_AT).to_numpy(zero_copy_only=False),
+        )
+
+
+def manifest_summary(manifest: DatasetManifest) -> dict[str, Any]:
+    """A manifest's headline figures, for listings."""
+    return {
+        "model": manifest.model,
+        "version": manifest.version,
+        "rows_total": manifest.rows_total,
+        "rows_added": manifest.rows_added,
+        "shards": len(manifest.shards),
+        "label_counts": manifest.label_counts,
+        "created_at": manifest.created_at.isoformat(),
+        "schema_hash": manifest.schema_hash[:12],
+        "flags": [name for name, check in manifest.checks.items() if isinstance(check, dict) and check.get("flagged")],
+    }

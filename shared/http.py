@@ -1,0 +1,105 @@
+"""HTTP plumbing every service shares: health and metrics routes, and a uvicorn runner.
+
+Each service mounts ``/health/live``, ``/health/ready`` and ``/metrics`` (Prometheus) on its
+FastAPI app and runs it with :class:`HttpServer`, which leaves signal handling to the
+service's lifecycle (uvicorn would otherwise take SIGTERM for itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable, Iterator
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from shared.errors import DriftloopError
+
+log = logging.getLogger(__name__)
+
+
+def add_health_routes(app: FastAPI, registry: CollectorRegistry, ready: Callable[[], str | None]) -> None:
+    """Mount ``/health/live``, ``/health/ready`` and ``/metrics``.
+
+    ``ready()`` returns None when the service can do its work, else the reason it cannot.
+    """
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "live"}
+
+    @app.get("/health/ready", tags=["health"], response_model=None)
+    async def is_ready() -> dict[str, str] | JSONResponse:
+        reason = ready()
+        if reason is None:
+            return {"status": "ready"}
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def add_error_handler(app: FastAPI) -> None:
+    """Map every :class:`DriftloopError` to ``{"error": message}`` with its status code."""
+
+    @app.exception_handler(DriftloopError)
+    async def driftloop_error(request: Request, exc: DriftloopError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+
+
+class _QuietServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the service's lifecycle owns SIGTERM / SIGINT
+
+
+class HttpServer:
+    """Serves a FastAPI app on ``host:port`` until :meth:`stop`."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: _QuietServer | None = None
+        self._socket: socket.socket | None = None
+        self._stop_requested = False
+
+    def bind(self) -> int:
+        """Bind the listening socket now (port 0 picks a free one); returns the port."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(2048)
+        sock.setblocking(False)
+        self._socket = sock
+        self.port = sock.getsockname()[1]
+        return self.port
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` is called."""
+        if self._socket is None:
+            self.bind()
+        assert self._socket is not None
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on")
+        self._server = _QuietServer(config)
+        self._server.should_exit = self._stop_requested
+        log.info("HTTP on http://%s:%d", self.host, self.port)
+        await self._server.serve(sockets=[self._socket])
+
+    def stop(self) -> None:
+        """Ask the server to finish in-flight requests and exit."""
+        self._stop_requested = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+    async def wait_started(self, timeout: float = 10.0) -> None:
+        """Wait until the server accepts requests."""
+        async with asyncio.timeout(timeout):
+            while self._server is None or not self._server.started:
+                await asyncio.sleep(0.01)

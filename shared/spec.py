@@ -1,0 +1,338 @@
+"""Model specs: the YAML an operator applies with ``driftloop specs apply``.
+
+A spec names a model's features, label set, validation rules, training recipe, triggers,
+gate, rollout and monitoring. It is validated strictly (unknown keys and bad values are
+refused with the path of the field) and stored as ``specs/<model>.yaml``; services read it
+through :class:`SpecCatalog`, which notices new and changed specs without a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import InvalidSpec, KeyNotFound
+from shared.events import Label, ModelName
+
+if TYPE_CHECKING:
+    from shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SPEC_PREFIX = "specs/"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``"90s"``, ``"5m"``, ``"24h"``, ``"1d"`` or a number of seconds → timedelta.
+
+    >>> parse_duration("5m")
+    datetime.timedelta(seconds=300)
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 30s, 5m, 24h or 1d, got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return timedelta(seconds=seconds)
+
+
+Duration = Annotated[timedelta, Field(description="30s, 5m, 24h, 1d or seconds")]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_timedelta="float")
+
+
+class FeatureSpec(_Section):
+    """A numeric input feature, with an optional declared range."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+    min: float | None = None
+    max: float | None = None
+    allow_missing: bool = False
+
+    @model_validator(mode="after")
+    def _range_is_ordered(self) -> FeatureSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class LabelSpec(_Section):
+    """The label set."""
+
+    values: Annotated[list[Label], Field(min_length=2)]
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, values: list[Label]) -> list[Label]:
+        if len({str(v) for v in values}) != len(values):
+            raise ValueError("label values must be distinct")
+        return values
+
+
+class ValidationSpec(_Section):
+    """Ingest's per-record and per-window rules."""
+
+    min_confidence: Fraction = 0.0
+    max_rejection_rate: Fraction = 0.2
+    label_shift_alert: Fraction = 0.2
+
+
+class WindowSpec(_Section):
+    """Which rows of the newest dataset version a training run uses."""
+
+    last_rows: Annotated[int, Field(ge=10)] = 50_000
+    since_change: bool = False
+    min_rows_after_change: Annotated[int, Field(ge=10)] = 1000
+
+
+class TrainingSpec(_Section):
+    """The training recipe."""
+
+    estimator: Literal[
+        "LogisticRegression",
+        "SGDClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+    ] = "HistGradientBoostingClassifier"
+    params: dict[str, Any] = Field(default_factory=dict)
+    window: WindowSpec = WindowSpec()
+    holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: int = 42
+
+
+class TriggerSpec(_Section):
+    """When the trainer retrains, and how often it may."""
+
+    on_drift: bool = True
+    new_labels: Annotated[int, Field(ge=1)] | None = 5000
+    schedule: Duration | None = None
+    cooldown: Duration = timedelta(minutes=5)
+    max_runs_per_hour: Annotated[int, Field(ge=1)] = 6
+
+    @field_validator("schedule", "cooldown", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
+class GateSpec(_Section):
+    """What a candidate must reach to be offered for rollout."""
+
+    metric: Literal["accuracy", "f1_macro", "balanced_accuracy", "log_loss_neg"] = "accuracy"
+    min: float = 0.0
+    min_delta_vs_champion: float = 0.0
+
+
+class PromoteAfter(_Section):
+    """When the monitor judges a canary."""
+
+    labelled_samples: Annotated[int, Field(ge=1)] = 500
+    max_error_delta: float = 0.0
+
+
+class RollbackOn(_Section):
+    """When the monitor rolls a new champion back."""
+
+    error_increase: Annotated[float, Field(ge=0.0)] = 0.05
+
+
+class DeploymentSpec(_Section):
+    """How a passed candidate reaches traffic."""
+
+    strategy: Literal["canary", "shadow", "direct"] = "canary"
+    canary_traffic: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    promote_after: PromoteAfter = PromoteAfter()
+    rollback_on: RollbackOn = RollbackOn()
+
+
+class MonitoringSpec(_Section):
+    """Drift detection and alarm hygiene."""
+
+    data_detector: Literal["ADWIN", "KSWIN"] = "ADWIN"
+    concept_detector: Literal["ADWIN", "DDM", "HDDM_A", "HDDM_W"] = "ADWIN"
+    psi_alert: Annotated[float, Field(gt=0.0)] = 0.2
+    confirmation_samples: Annotated[int, Field(ge=1)] = 200
+    alarm_cooldown: Duration = timedelta(minutes=10)
+    join_retention: Duration = timedelta(hours=1)
+
+    @field_validator("alarm_cooldown", "join_retention", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class ModelSpec(_Section):
+    """Everything driftloop needs to know about one model."""
+
+    name: ModelName
+    features: Annotated[list[FeatureSpec], Field(min_length=1)]
+    label: LabelSpec
+    validation: ValidationSpec = ValidationSpec()
+    training: TrainingSpec = TrainingSpec()
+    triggers: TriggerSpec = TriggerSpec()
+    gate: GateSpec = GateSpec()
+    deployment: DeploymentSpec = DeploymentSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
+        names = [f.name for f in features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"feature names must be unique; repeated: {', '.join(duplicated)}")
+        return features
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Feature names in spec order: the column order of every matrix driftloop builds."""
+        return [f.name for f in self.features]
+
+    def canonical_label(self, label: Label) -> Label | None:
+        """The spec's own value for ``label`` (``1`` and ``"1"`` match), or None if not in the set."""
+        wanted = str(label)
+        for value in self.label.values:
+            if str(value) == wanted and not isinstance(label, bool):
+                return value
+        return None
+
+    def schema_hash(self) -> str:
+        """sha256 of what shapes a dataset: feature names and order, and the label set."""
+        text = repr((self.feature_names, [str(v) for v in self.label.values]))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def spec_key(model: str) -> str:
+    """Object-store key of a model's spec."""
+    return f"{SPEC_PREFIX}{model}.yaml"
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "<root>"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def parse_spec(text: str | bytes, source: str = "spec") -> ModelSpec:
+    """Parse and validate a spec's YAML; :class:`InvalidSpec` names each bad field's path."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InvalidSpec(f"{source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise InvalidSpec(f"{source} must be a YAML mapping with at least name, features and label")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as err:
+        raise InvalidSpec(f"{source} is invalid: {_describe(err)}") from None
+
+
+def dump_spec(spec: ModelSpec) -> bytes:
+    """The spec as YAML, durations in seconds, as it is stored."""
+    data = spec.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False).encode()
+
+
+def apply_spec(store: ObjectStore, text: str | bytes, source: str = "spec") -> tuple[ModelSpec, bool]:
+    """Validate and store a spec; returns it and whether the stored spec changed."""
+    spec = parse_spec(text, source)
+    data = dump_spec(spec)
+    key = spec_key(spec.name)
+    try:
+        changed = store.get(key) != data
+    except KeyNotFound:
+        changed = True
+    if changed:
+        store.put(key, data)
+    return spec, changed
+
+
+class SpecCatalog:
+    """The specs in the store, reloaded when they change (checked at most every ``refresh_s``).
+
+    Services ask it for a model's spec on every use; it costs a dictionary lookup except once
+    per refresh interval, when it lists ``specs/`` and re-reads what changed.
+    """
+
+    def __init__(self, store: ObjectStore, refresh_s: float = 2.0) -> None:
+        self._store = store
+        self._refresh_s = refresh_s
+        self._specs: dict[str, ModelSpec] = {}
+        self._digests: dict[str, str] = {}
+        self._checked_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def refresh(self) -> list[str]:
+        """Re-read changed specs now; returns the names of models whose spec changed."""
+        with self._lock:
+            changed: list[str] = []
+            keys = [k for k in self._store.list(SPEC_PREFIX) if k.endswith(".yaml")]
+            present = set()
+            for key in keys:
+                name = key[len(SPEC_PREFIX) : -len(".yaml")]
+                present.add(name)
+                try:
+                    data = self._store.get(key)
+                except KeyNotFound:
+                    continue
+                digest = hashlib.sha256(data).hexdigest()
+                if self._digests.get(name) == digest:
+                    continue
+                try:
+                    self._specs[name] = parse_spec(data, key)
+                except InvalidSpec as err:
+                    log.error("ignoring stored spec %s: %s", key, err.message)
+                    continue
+                self._digests[name] = digest
+                changed.append(name)
+            for gone in set(self._specs) - present:
+                del self._specs[gone]
+                self._digests.pop(gone, None)
+                changed.append(gone)
+            self._checked_at = time.monotonic()
+            if changed:
+                log.info("specs loaded or changed: %s", ", ".join(sorted(changed)))
+            return changed
+
+    def due(self, model: str | None = None) -> bool:
+        """True when the store should be looked at again (always soon for an unknown model)."""
+        age = time.monotonic() - self._checked_at
+        return age >= self._refresh_s or (model is not None and model not in self._specs and age >= 0.5)
+
+    def cached(self, model: str) -> ModelSpec | None:
+        """The spec as last read, without touching the store (for hot paths)."""
+        return self._specs.get(model)
+
+    def get(self, model: str) -> ModelSpec | None:
+        """The current spec of ``model``, or None if no spec was applied for it."""
+        if self.due(model):
+            self.refresh()
+        return self._specs.get(model)
+
+    def all(self) -> dict[str, ModelSpec]:
+        """Every known spec by model name."""
+        if time.monotonic() - self._checked_at >= self._refresh_s:
+            self.refresh()
+        return dict(self._specs)
