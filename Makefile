@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check shared services tests
+	$(BIN)/ruff format --check shared services tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

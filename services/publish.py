@@ -81,8 +81,8 @@ async def publish_annotations(
             progress.advance(task, len(futures))
     finally:
         await publisher.stop()
-    for line in errors:
-        console.print(f"[red]{line}[/red]")
+    for problem in errors:
+        console.print(f"[red]{problem}[/red]")
     if invalid > len(errors):
         console.print(f"[red]… and {invalid - len(errors)} more invalid lines[/red]")
     console.print(f"sent {sent} of {len(lines)} lines to {topics.ANNOTATIONS} ({invalid} invalid, not sent)")

@@ -276,7 +276,7 @@ async def confirm(futures: Iterable[asyncio.Future[RecordMetadata]]) -> int:
 # --- subscribing ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Delivery:
     """Where and how a message arrived; handlers use it for idempotence and provenance."""
 
@@ -423,6 +423,7 @@ class Subscriber(Generic[T]):
                 fetch_max_wait_ms=self.options.fetch_max_wait_ms,
                 request_timeout_ms=max(self.options.request_timeout_ms, self.options.session_timeout_ms + 5000),
                 max_poll_records=self.max_records,
+                max_partition_fetch_bytes=4 * 1024 * 1024,
             )
             consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
             try:
@@ -530,7 +531,8 @@ class Subscriber(Generic[T]):
         except Exception as err:
             failure = err
         else:
-            self._failures.pop((tp, record.offset), None)
+            if self._failures:
+                self._failures.pop((tp, record.offset), None)
             self.stats.handled += 1
             return _Outcome.DONE
         attempts = self._failures.get((tp, record.offset), 0) + 1

@@ -24,7 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -64,7 +64,7 @@ def versions_prefix(model: str) -> str:
     return f"datasets/{model}/versions/"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AcceptedRecord:
     """A validated annotation, ready to be stored. ``features`` follow the spec's order."""
 
@@ -94,9 +94,9 @@ class FeatureStats(BaseModel):
     max: float | None = None
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> FeatureStats:
+    def of(cls, values: Iterable[float] | NDArray[np.float64]) -> FeatureStats:
         """Statistics of a batch of finite values."""
-        arr = np.asarray(list(values), dtype=np.float64)
+        arr = values if isinstance(values, np.ndarray) else np.asarray(list(values), dtype=np.float64)
         if arr.size == 0:
             return cls()
         mean = float(arr.mean())
@@ -197,22 +197,30 @@ def _arrow_schema(feature_names: Sequence[str]) -> pa.Schema:
     )
 
 
+def _feature_matrix(records: Sequence[AcceptedRecord], n_features: int) -> NDArray[np.float64]:
+    """Features as a float matrix; a missing value (None) becomes NaN, which validation never lets in otherwise."""
+    if not records:
+        return np.empty((0, n_features), dtype=np.float64)
+    return np.array([r.features for r in records], dtype=np.float64).reshape(len(records), n_features)
+
+
 def encode_shard(records: Sequence[AcceptedRecord], feature_names: Sequence[str]) -> bytes:
-    """Records as Parquet bytes; the same records always give the same bytes."""
-    columns: list[list[Any]] = [
-        [r.record_id for r in records],
-        [r.occurred_at.astimezone(UTC) for r in records],
-        [str(r.label) for r in records],
-        [r.confidence for r in records],
-        [r.annotator for r in records],
-        [r.inference_id for r in records],
+    """Records as Parquet bytes; the same records always give the same bytes. Missing values are nulls."""
+    schema = _arrow_schema(feature_names)
+    matrix = _feature_matrix(records, len(feature_names))
+    arrays = [
+        pa.array([r.record_id for r in records], type=pa.string()),
+        pa.array([r.occurred_at for r in records], type=pa.timestamp("us", tz="UTC")),
+        pa.array([str(r.label) for r in records], type=pa.string()),
+        pa.array([r.confidence for r in records], type=pa.float64()),
+        pa.array([r.annotator for r in records], type=pa.string()),
+        pa.array([r.inference_id for r in records], type=pa.string()),
     ]
     for i in range(len(feature_names)):
-        columns.append([r.features[i] for r in records])
-    table = pa.Table.from_arrays(
-        [pa.array(col, type=field.type) for col, field in zip(columns, _arrow_schema(feature_names), strict=True)],
-        schema=_arrow_schema(feature_names),
-    )
+        column = matrix[:, i]
+        missing = np.isnan(column)
+        arrays.append(pa.array(column, type=pa.float64(), mask=missing if missing.any() else None))
+    table = pa.Table.from_arrays(arrays, schema=schema)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
     return sink.getvalue()
@@ -226,10 +234,11 @@ def decode_shard(data: bytes) -> pa.Table:
 def shard_info(model: str, records: Sequence[AcceptedRecord], feature_names: Sequence[str], data: bytes) -> ShardInfo:
     """Describe a shard for its manifest."""
     sha = hashlib.sha256(data).hexdigest()
-    stats = {
-        name: FeatureStats.of(v for r in records if (v := r.features[i]) is not None and math.isfinite(v))
-        for i, name in enumerate(feature_names)
-    }
+    matrix = _feature_matrix(records, len(feature_names))
+    stats = {}
+    for i, name in enumerate(feature_names):
+        column = matrix[:, i]
+        stats[name] = FeatureStats.of(column[np.isfinite(column)])
     times = [r.occurred_at for r in records]
     return ShardInfo(
         key=shard_key(model, sha),

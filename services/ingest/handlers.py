@@ -20,13 +20,13 @@ from aiokafka.structs import RecordMetadata
 
 from services.ingest.core import FlushPolicy, ModelWindow, batch_checks
 from services.ingest.metrics import IngestMetrics
-from services.ingest.validation import SchemaRejection, check_record
+from services.ingest.validation import RecordValidator, SchemaRejection, unknown_model
 from shared import topics
 from shared.bus import Delivery, Publisher, confirm
 from shared.datasets import DatasetManifest, DatasetRepository
 from shared.errors import NotFound
 from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, RejectionReason, encode_event
-from shared.spec import SpecCatalog
+from shared.spec import ModelSpec, SpecCatalog
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class IngestHandlers:
         self._oldest: float | None = None
         self._unconfirmed: list[asyncio.Future[RecordMetadata]] = []
         self._lock = asyncio.Lock()
+        self._validators: dict[str, RecordValidator] = {}
 
     @property
     def buffered_rows(self) -> int:
@@ -99,7 +100,7 @@ class IngestHandlers:
         if spec is None and self.catalog.due(model):
             await asyncio.to_thread(self.catalog.refresh)
             spec = self.catalog.cached(model)
-        result = check_record(spec, message)
+        result = self._validator(spec).check(message) if spec is not None else [unknown_model(model)]
         if isinstance(result, list):
             await self._reject(model, result, delivery)
             return
@@ -110,8 +111,12 @@ class IngestHandlers:
             self.metrics.duplicates.labels(model).inc()
             return
         window.accept(result)
-        self.metrics.accepted.labels(model).inc()
-        self.metrics.buffered_rows.set(self.buffered_rows)
+
+    def _validator(self, spec: ModelSpec) -> RecordValidator:
+        validator = self._validators.get(spec.name)
+        if validator is None or validator.spec is not spec:  # compiled again when the spec changes
+            validator = self._validators[spec.name] = RecordValidator(spec)
+        return validator
 
     async def _reject(self, model: str, reasons: list[RejectionReason], delivery: Delivery) -> None:
         event = AnnotationRejected(
@@ -148,6 +153,7 @@ class IngestHandlers:
         if self.catalog.due():
             await asyncio.to_thread(self.catalog.refresh)
         rows = self.buffered_rows
+        self.metrics.buffered_rows.set(rows)
         if self.policy.due(rows, self._oldest, self.clock()) or (self._unconfirmed and rows == 0):
             await self.flush()
 
@@ -162,8 +168,10 @@ class IngestHandlers:
                 await confirm(self._unconfirmed)
                 self._unconfirmed.clear()
             for model in list(self.windows):
+                window = self.windows[model]
                 with self.metrics.flush_seconds.time():
-                    await self._flush_model(model, self.windows[model])
+                    await self._flush_model(model, window)
+                self.metrics.accepted.labels(model).inc(len(window.records))
                 del self.windows[model]
             self._oldest = None
             self.metrics.buffered_rows.set(0)

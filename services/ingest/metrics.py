@@ -29,7 +29,10 @@ class IngestMetrics:
         """Register the metrics on ``registry``."""
         return cls(
             accepted=Counter(
-                "driftloop_ingest_accepted_records_total", "Records accepted.", ["model"], registry=registry
+                "driftloop_ingest_accepted_records_total",
+                "Records accepted and stored in a dataset version.",
+                ["model"],
+                registry=registry,
             ),
             rejected=Counter(
                 "driftloop_ingest_rejected_records_total",

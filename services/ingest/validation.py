@@ -18,6 +18,7 @@ min_confidence the annotator's confidence is below ``validation.min_confidence``
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,65 +72,94 @@ def _schema_reason(item: Any) -> RejectionReason:
     return RejectionReason(field=field, rule="schema", message=str(item["msg"]))
 
 
-def check_record(spec: ModelSpec | None, event: AnnotationSubmitted) -> AcceptedRecord | list[RejectionReason]:
-    """The stored form of a valid record, or every rule it fails."""
-    if spec is None:
-        return [
-            RejectionReason(
-                field="model",
-                rule="known_model",
-                message=f"no spec is applied for model {event.model!r}; run `driftloop specs apply`",
+class RecordValidator:
+    """A spec's per-record rules, compiled once for the hot path (a spec changes rarely)."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._names = tuple(spec.feature_names)
+        # Bounds default to the largest finite floats, so one chained comparison also refuses
+        # infinities (NaN fails every comparison, and None raises TypeError).
+        self._lows = tuple(-sys.float_info.max if f.min is None else f.min for f in spec.features)
+        self._highs = tuple(sys.float_info.max if f.max is None else f.max for f in spec.features)
+        self._optional = frozenset(f.name for f in spec.features if f.allow_missing)
+        self._declared = frozenset(self._names)
+        self._labels = {str(v): v for v in spec.label.values}
+        self._min_confidence = spec.validation.min_confidence
+
+    def check(self, event: AnnotationSubmitted) -> AcceptedRecord | list[RejectionReason]:
+        """The stored form of a valid record, or every rule it fails."""
+        features = event.features
+        values = [features.get(name) for name in self._names]
+        try:
+            in_range = all(low <= v <= high for v, low, high in zip(values, self._lows, self._highs, strict=True))  # type: ignore[operator]
+        except TypeError:  # a missing value: allowed only for optional features
+            in_range = all(
+                (v is None and name in self._optional) or (v is not None and low <= v <= high)
+                for v, name, low, high in zip(values, self._names, self._lows, self._highs, strict=True)
             )
-        ]
-    reasons: list[RejectionReason] = []
-    values: list[float | None] = []
-    for feature in spec.features:
-        field = f"features.{feature.name}"
-        value = event.features.get(feature.name)
-        if value is None:
-            if not feature.allow_missing:
-                reasons.append(RejectionReason(field=field, rule="missing", message=f"{feature.name} is missing"))
-            values.append(None)
-            continue
-        if not math.isfinite(value):
-            reasons.append(RejectionReason(field=field, rule="finite", message=f"{feature.name} is {value}"))
-        elif feature.min is not None and value < feature.min:
-            reasons.append(
-                RejectionReason(field=field, rule="range", message=f"{feature.name}={value} is below min {feature.min}")
-            )
-        elif feature.max is not None and value > feature.max:
-            reasons.append(
-                RejectionReason(field=field, rule="range", message=f"{feature.name}={value} is above max {feature.max}")
-            )
-        values.append(value)
-    declared = set(spec.feature_names)
-    for name in event.features:
-        if name not in declared:
-            reasons.append(
-                RejectionReason(
-                    field=f"features.{name}", rule="unknown_feature", message=f"{name} is not a feature of {spec.name}"
-                )
-            )
-    label = spec.canonical_label(event.label)
-    if label is None:
-        allowed = ", ".join(repr(v) for v in spec.label.values)
-        reasons.append(RejectionReason(field="label", rule="label", message=f"{event.label!r} is not one of {allowed}"))
-    if event.confidence < spec.validation.min_confidence:
-        reasons.append(
-            RejectionReason(
-                field="confidence",
-                rule="min_confidence",
-                message=f"confidence {event.confidence} is below {spec.validation.min_confidence}",
-            )
+        label = None if isinstance(event.label, bool) else self._labels.get(str(event.label))
+        if (
+            not in_range
+            or label is None
+            or event.confidence < self._min_confidence
+            or len(features) > len(values)
+            or not self._declared.issuperset(features)
+        ):
+            return self._reasons(event)
+        return AcceptedRecord(
+            event.record_id,
+            event.occurred_at,
+            label,
+            event.confidence,
+            event.annotator,
+            event.inference_id,
+            tuple(values),
         )
-    if reasons or label is None:
+
+    def _reasons(self, event: AnnotationSubmitted) -> list[RejectionReason]:
+        spec = self.spec
+        reasons: list[RejectionReason] = []
+        for feature in spec.features:
+            field = f"features.{feature.name}"
+            value = event.features.get(feature.name)
+            if value is None:
+                if not feature.allow_missing:
+                    reasons.append(RejectionReason(field=field, rule="missing", message=f"{feature.name} is missing"))
+            elif not math.isfinite(value):
+                reasons.append(RejectionReason(field=field, rule="finite", message=f"{feature.name} is {value}"))
+            elif feature.min is not None and value < feature.min:
+                message = f"{feature.name}={value} is below min {feature.min}"
+                reasons.append(RejectionReason(field=field, rule="range", message=message))
+            elif feature.max is not None and value > feature.max:
+                message = f"{feature.name}={value} is above max {feature.max}"
+                reasons.append(RejectionReason(field=field, rule="range", message=message))
+        for name in event.features:
+            if name not in self._declared:
+                message = f"{name} is not a feature of {spec.name}"
+                reasons.append(RejectionReason(field=f"features.{name}", rule="unknown_feature", message=message))
+        if spec.canonical_label(event.label) is None:
+            allowed = ", ".join(repr(v) for v in spec.label.values)
+            reasons.append(
+                RejectionReason(field="label", rule="label", message=f"{event.label!r} is not one of {allowed}")
+            )
+        if event.confidence < self._min_confidence:
+            message = f"confidence {event.confidence} is below {self._min_confidence}"
+            reasons.append(RejectionReason(field="confidence", rule="min_confidence", message=message))
         return reasons
-    return AcceptedRecord(
-        record_id=event.record_id,
-        occurred_at=event.occurred_at,
-        label=label,
-        confidence=event.confidence,
-        annotator=event.annotator,
-        inference_id=event.inference_id,
-        features=tuple(values),
+
+
+def check_record(spec: ModelSpec | None, event: AnnotationSubmitted) -> AcceptedRecord | list[RejectionReason]:
+    """The stored form of a valid record, or every rule it fails (compiles the spec each call)."""
+    if spec is None:
+        return [unknown_model(event.model)]
+    return RecordValidator(spec).check(event)
+
+
+def unknown_model(model: str) -> RejectionReason:
+    """The reason for a record whose model has no spec."""
+    return RejectionReason(
+        field="model",
+        rule="known_model",
+        message=f"no spec is applied for model {model!r}; run `driftloop specs apply`",
     )

@@ -286,24 +286,6 @@ def test_concurrent_put_if_absent_has_exactly_one_winner_per_key(store: ObjectSt
     assert store.list("datasets/race/") == sorted(keys)
 
 
-def test_concurrent_puts_leave_one_complete_payload(store: ObjectStore) -> None:
-    payloads = [bytes([n]) * 300_000 for n in range(6)]
-    barrier = threading.Barrier(len(payloads))
-
-    def write(data: bytes) -> None:
-        barrier.wait(timeout=10)
-        store.put("shared/key", data)
-
-    threads = [threading.Thread(target=write, args=(data,)) for data in payloads]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-
-    assert store.get("shared/key") in payloads
-    assert store.list("") == ["shared/key"]
-
-
 # --- bad keys -------------------------------------------------------------------------------------
 
 
@@ -369,6 +351,46 @@ def test_filestore_removes_the_temporary_file_when_the_write_fails(
         store.put("a/key", b"data")
 
     assert list((tmp_path / "a").iterdir()) == []
+
+
+def test_filestore_readers_never_see_a_torn_write(tmp_path: Path) -> None:
+    # FileStore only: moto answers concurrent PUTs of one key with HTTP 500 (it closes the buffer
+    # of the object being replaced while the other request still reads it); S3 and MinIO do not.
+    store = FileStore(tmp_path)
+    payloads = [bytes([n]) * 300_000 for n in range(6)]
+    store.put("shared/key", payloads[0])
+    barrier = threading.Barrier(len(payloads) + 1)
+    done = threading.Event()
+    errors: list[BaseException] = []
+    seen: set[bytes] = set()
+
+    def write(data: bytes) -> None:
+        barrier.wait(timeout=10)
+        try:
+            for _ in range(10):
+                store.put("shared/key", data)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def read() -> None:
+        barrier.wait(timeout=10)
+        while not done.is_set():
+            data = store.get("shared/key")
+            seen.add(data[:1] if data in payloads else b"torn")
+
+    writers = [threading.Thread(target=write, args=(data,)) for data in payloads]
+    reader = threading.Thread(target=read)
+    for thread in [*writers, reader]:
+        thread.start()
+    for thread in writers:
+        thread.join(timeout=30)
+    done.set()
+    reader.join(timeout=30)
+
+    assert errors == []
+    assert seen and b"torn" not in seen
+    assert store.get("shared/key") in payloads
+    assert store.list("") == ["shared/key"]
 
 
 def test_filestore_refuses_a_symlink_that_leads_out_of_the_root(tmp_path: Path) -> None:
@@ -512,5 +534,7 @@ def test_minio_list_skips_objects_whose_names_are_not_keys(minio_store_factory: 
     store = minio_store_factory()
     store.put("real/key", b"x")
     store._client.put_object(store.bucket, "real/folder-marker/", io.BytesIO(b""), length=0)
+    raw = [item.object_name for item in store._client.list_objects(store.bucket, recursive=True)]
 
+    assert sorted(raw) == ["real/folder-marker/", "real/key"]
     assert store.list("real/") == ["real/key"]

@@ -1,0 +1,1 @@
+"""driftloop services: ingest, trainer, inference, monitor, and the `driftloop` command."""
