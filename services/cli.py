@@ -42,27 +42,40 @@ def _data_dir_default() -> Path:
     return Path(os.environ.get("DRIFTLOOP_DATA_DIR", ".driftloop"))
 
 
-def _add_stack_flags(parser: argparse.ArgumentParser) -> None:
+def _add_stack_flags(parser: argparse.ArgumentParser, data_dir: Path, fixed_ports: bool = True) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=_data_dir_default(),
-        help="directory for the FileStore, logs and endpoints.json (default: $DRIFTLOOP_DATA_DIR or ./.driftloop)",
+        default=data_dir,
+        help=f"directory for the FileStore, logs and endpoints.json (default: {data_dir})",
     )
     for name in ("kafka", "inference", "ingest", "monitor", "trainer"):
+        default = DEFAULT_PORTS[name] if fixed_ports else 0
         parser.add_argument(
             f"--{name}-port",
             type=int,
-            default=DEFAULT_PORTS[name],
+            default=default,
             metavar="PORT",
-            help=f"port of the {name} {'broker' if name == 'kafka' else 'service'} (default {DEFAULT_PORTS[name]})",
+            help=f"port of the {name} {'broker' if name == 'kafka' else 'service'} "
+            f"(default {default or 'any free port'}; 0 picks a free one)",
         )
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
+    parser.add_argument(
+        "--spec", type=Path, action="append", default=[], metavar="FILE", help="apply this spec at start (repeatable)"
+    )
 
 
 def _stack_config(args: argparse.Namespace) -> StackConfig:
     ports = {name: getattr(args, f"{name}_port") for name in DEFAULT_PORTS}
-    return StackConfig(data_dir=args.data_dir, ports=ports, partitions=args.partitions, log_level=args.log_level)
+    specs = []
+    for path in args.spec:
+        try:
+            specs.append((str(path), Path(path).read_text()))
+        except OSError as err:
+            raise InvalidInput(f"cannot read spec {path}: {err.strerror}") from None
+    return StackConfig(
+        data_dir=args.data_dir, ports=ports, partitions=args.partitions, log_level=args.log_level, specs=specs
+    )
 
 
 def _print_endpoints(console: Console, stack: LocalStack, endpoints: dict[str, object]) -> None:
@@ -135,7 +148,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from services.demo import run_demo
 
     console = Console(stderr=True)
-    stack = LocalStack(_stack_config(args))
+    config = _stack_config(args)
+    config.service_env.setdefault("DRIFTLOOP_FLUSH_ROWS", "1000")  # several dataset versions to look at
+    stack = LocalStack(config)
     with stack.running() as endpoints:
         _print_endpoints(console, stack, endpoints)
         return run_demo(stack, console, events=args.events)
@@ -276,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the embedded Kafka-protocol broker, a FileStore under --data-dir and every built "
         "service; write <data-dir>/endpoints.json; stop everything on Ctrl-C or SIGTERM.",
     )
-    _add_stack_flags(up)
+    _add_stack_flags(up, _data_dir_default())
     up.set_defaults(func=cmd_up)
 
     serve = sub.add_parser(
@@ -296,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the local stack, stream a drifting labelled data set (River's SEA generator) "
         "through it, report what happened, and stop.",
     )
-    _add_stack_flags(demo)
+    _add_stack_flags(demo, _data_dir_default() / "demo", fixed_ports=False)
     demo.add_argument("--events", type=int, default=5000, help="labelled records to stream (default 5000)")
     demo.set_defaults(func=cmd_demo)
 

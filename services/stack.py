@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from shared import topics
-from shared.broker import EmbeddedBroker, api_versions_ok
+from shared.broker import EmbeddedBroker, api_versions_ok, free_port
 from shared.bus import KafkaOptions, all_topics_with_dlq, ensure_topics
 from shared.config import ENDPOINTS_FILE
 from shared.errors import ConfigError
+from shared.spec import apply_spec
+from shared.store import FileStore
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ class StackConfig:
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     partitions: int = 4
     log_level: str = "INFO"
+    specs: list[tuple[str, str]] = field(default_factory=list)
+    """(source, YAML text) of specs to apply at start."""
+    service_env: dict[str, str] = field(default_factory=dict)
+    """Extra ``DRIFTLOOP_*`` settings for every service process."""
 
 
 @dataclass
@@ -80,6 +86,7 @@ class LocalStack:
     """Starts and stops the embedded stack; usable as a context manager."""
 
     def __init__(self, config: StackConfig) -> None:
+        config.ports = {name: port or free_port() for name, port in config.ports.items()}  # 0: any free port
         self.config = config
         self.data_dir = config.data_dir.resolve()
         self.store_root = self.data_dir / "store"
@@ -113,6 +120,10 @@ class LocalStack:
         self.store_root.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._refuse_if_running()
+        store = FileStore(self.store_root)
+        for source, text in self.config.specs:  # validated before anything starts
+            spec, _ = apply_spec(store, text, source=source)
+            log.info("spec %s applied from %s", spec.name, source)
         self.broker.start()
         options = KafkaOptions(bootstrap=self.broker.bootstrap, client_id="driftloop-up", idempotence=False)
         asyncio.run(ensure_topics(options, all_topics_with_dlq(), partitions=self.config.partitions))
@@ -152,6 +163,7 @@ class LocalStack:
                 "DRIFTLOOP_STORE_ROOT": str(self.store_root),
                 "DRIFTLOOP_PORT": str(port),
                 "DRIFTLOOP_LOG_LEVEL": self.config.log_level,
+                **self.config.service_env,
             }
         )
         log_path = self.log_dir / f"{name}.log"

@@ -1,0 +1,117 @@
+"""The user's path through the CLI: up with a spec, publish a JSONL file, list datasets, stop."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from shared.broker import free_port
+
+pytestmark = pytest.mark.integration
+
+SPEC = """
+name: iris
+features: [{name: sl, min: 0}, {name: sw, min: 0}]
+label: {values: [setosa, versicolor]}
+"""
+
+
+def run(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_up_publish_and_list(tmp_path: Path) -> None:
+    spec = tmp_path / "iris.yaml"
+    spec.write_text(SPEC)
+    data_dir = tmp_path / "stack"
+    ingest_port = free_port()
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--kafka-port",
+            str(free_port()),
+            "--ingest-port",
+            str(ingest_port),
+            "--spec",
+            str(spec),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        ready = False
+        while time.monotonic() < deadline and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ingest_port}/health/ready", timeout=1) as response:
+                    ready = response.status == 200
+            except OSError:
+                time.sleep(0.2)
+        assert ready, "ingest never became ready"
+
+        listed = run("specs", "list", "--json", data_dir=data_dir)
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout)[0]["model"] == "iris"
+
+        lines = [
+            json.dumps({"record_id": f"r{i}", "features": {"sl": 5.0 + i / 10, "sw": 3.0}, "label": "setosa"})
+            for i in range(40)
+        ]
+        lines.insert(7, "{broken")
+        lines.append(json.dumps({"record_id": "bad", "features": {"sl": -1, "sw": 3.0}, "label": "setosa"}))
+        (tmp_path / "batch.jsonl").write_text("\n".join(lines) + "\n")
+        published = run(
+            "publish", "annotations", str(tmp_path / "batch.jsonl"), "--model", "iris", "--json", data_dir=data_dir
+        )
+        report = json.loads(published.stdout)
+        assert published.returncode == 1, "an invalid line makes the exit code say so"
+        assert report["sent"] == 41 and report["invalid_lines"] == 1
+        assert report["errors"][0].startswith("line 8: not JSON")
+
+        rows = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and rows < 40:
+            result = run("datasets", "list", "iris", "--json", data_dir=data_dir)
+            if result.returncode == 0:
+                rows = json.loads(result.stdout)[-1]["rows_total"]
+            time.sleep(0.3)
+        assert rows == 40, "40 valid records stored; the out-of-range one rejected"
+        shown = run("datasets", "show", "iris", "--json", data_dir=data_dir)
+        manifest = json.loads(shown.stdout)
+        assert manifest["features"] == ["sl", "sw"] and manifest["stats"]["sw"]["mean"] == 3.0
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{ingest_port}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert 'driftloop_ingest_rejected_records_total{model="iris",rule="range"} 1.0' in metrics
+    finally:
+        up.send_signal(signal.SIGTERM)
+        _, err = up.communicate(timeout=30)
+    assert up.returncode == 0, err.decode()[-2000:]
+
+
+def test_missing_model_and_bad_spec_are_clear_errors(tmp_path: Path) -> None:
+    result = run("datasets", "show", "nothing", data_dir=tmp_path)
+    assert result.returncode == 1 and "model 'nothing' has no dataset version yet" in result.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nfeatures: [{name: a, min: 2, max: 1}]\nlabel: {values: [1, 2]}\n")
+    result = run("specs", "apply", str(bad), data_dir=tmp_path)
+    assert result.returncode == 1 and "features.0: Value error, min 2.0 is above max 1.0" in result.stderr
+    result = run("specs", "apply", str(tmp_path / "nope.yaml"), data_dir=tmp_path)
+    assert result.returncode == 1 and "cannot read" in result.stderr
