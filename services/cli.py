@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import signal
 import sys
@@ -21,10 +20,12 @@ from types import FrameType
 from rich.console import Console
 from rich.table import Table
 
+from services.console import emit_json, settings_from
+from services.models_cli import add_models_parser
 from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig, service_available
 from shared import __version__
 from shared.bus import KafkaOptions
-from shared.config import DriftloopSettings, build_store, load_settings
+from shared.config import build_store
 from shared.datasets import DatasetRepository, manifest_summary
 from shared.errors import DriftloopError, InvalidInput, NotFound
 from shared.lifecycle import configure_logging
@@ -156,17 +157,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(stack, console, events=args.events)
 
 
-def _settings(args: argparse.Namespace) -> DriftloopSettings:
-    return load_settings(DriftloopSettings, data_dir=args.data_dir)
-
-
-def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def cmd_specs_apply(args: argparse.Namespace) -> int:
     """Validate spec files and store them; services pick them up without a restart."""
-    store = build_store(_settings(args))
+    store = build_store(settings_from(args))
     console = Console(stderr=True)
     for path in args.files:
         try:
@@ -181,7 +174,7 @@ def cmd_specs_apply(args: argparse.Namespace) -> int:
 
 def cmd_specs_list(args: argparse.Namespace) -> int:
     """List the applied specs."""
-    catalog = SpecCatalog(build_store(_settings(args)))
+    catalog = SpecCatalog(build_store(settings_from(args)))
     specs = catalog.all()
     rows = [
         {
@@ -194,7 +187,7 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
         for name, spec in sorted(specs.items())
     ]
     if args.json:
-        _emit_json(rows)
+        emit_json(rows)
         return 0
     table = Table(title="model specs")
     for column in ("model", "features", "labels", "estimator", "strategy"):
@@ -207,7 +200,7 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
 
 def cmd_datasets_list(args: argparse.Namespace) -> int:
     """List dataset versions: of one model, or the newest of every model."""
-    repo = DatasetRepository(build_store(_settings(args)))
+    repo = DatasetRepository(build_store(settings_from(args)))
     if args.model:
         versions = repo.versions(args.model)
         if not versions:
@@ -216,7 +209,7 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
     else:
         rows = [manifest_summary(repo.manifest(m)) for m in repo.models()]
     if args.json:
-        _emit_json(rows)
+        emit_json(rows)
         return 0
     table = Table(title="dataset versions")
     for column in ("model", "version", "rows_total", "rows_added", "shards", "label_counts", "created_at", "flags"):
@@ -243,7 +236,7 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
 
 def cmd_datasets_show(args: argparse.Namespace) -> int:
     """Show one dataset version's manifest: shards, label counts, feature statistics, checks."""
-    repo = DatasetRepository(build_store(_settings(args)))
+    repo = DatasetRepository(build_store(settings_from(args)))
     manifest = repo.manifest(args.model, args.version)
     if args.json:
         sys.stdout.write(manifest.model_dump_json(indent=2) + "\n")
@@ -264,12 +257,12 @@ def cmd_publish_annotations(args: argparse.Namespace) -> int:
     """Publish a JSON-lines file of annotations to the annotations topic."""
     from services.publish import publish_annotations
 
-    settings = _settings(args)
+    settings = settings_from(args)
     report = asyncio.run(
         publish_annotations(KafkaOptions.from_settings(settings, "driftloop-publish"), args.file, args.model, args.raw)
     )
     if args.json:
-        _emit_json(report)
+        emit_json(report)
     return 0 if not report["invalid_lines"] else 1
 
 
@@ -364,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     pann.add_argument("--json", action="store_true", help="print the report as JSON")
     pann.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
     pann.set_defaults(func=cmd_publish_annotations)
+
+    add_models_parser(sub, _data_dir_default())
     return parser
 
 

@@ -1,16 +1,19 @@
 """``driftloop demo``: the scripted scenario on the local stack.
 
-Today it runs the part of the loop that is built — annotations in, versioned datasets out:
+Today it runs the part of the loop that is built — annotations in, versioned datasets out,
+a first model trained, exported to ONNX and registered:
 it applies a spec for a River SEA stream whose labelling rule switches half-way (concept
 drift), publishes the labelled stream onto ``annotations`` together with records that break
 the spec and a few undecodable messages, waits while the ingest service validates and
 versions the data, then reads the dataset back from the object store and reports what
-happened. Training, serving and drift detection join the scenario as their services land.
+happened, including the first model the trainer registered. Serving and drift detection join
+the scenario as their services land.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -27,6 +30,7 @@ from shared import topics
 from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber
 from shared.datasets import DatasetRepository
 from shared.events import AnnotationRejected, AnnotationSubmitted, DeadLetter, decode_as
+from shared.registry import Registry
 from shared.spec import apply_spec
 from shared.store import FileStore
 
@@ -158,6 +162,22 @@ async def _scenario(stack: LocalStack, console: Console, events: int) -> dict[st
         await asyncio.gather(*watching, return_exceptions=True)
         await publisher.stop()
 
+    registry = Registry(store)
+    trained: dict[str, Any] = {}
+    if "trainer" not in stack.missing:
+        with progress:
+            task = progress.add_task("trainer: first model", total=1)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(120):
+                    while (version := await asyncio.to_thread(registry.alias, MODEL, "production")) is None:
+                        await asyncio.sleep(0.3)
+                    card = await asyncio.to_thread(registry.card, MODEL, version)
+                    progress.update(task, completed=1)
+                    trained = {
+                        "production model": f"v{card.version} {card.estimator}, dataset v{card.dataset_version}",
+                        "holdout accuracy (newest rows)": round(card.metrics["accuracy"], 4),
+                        "training rows / seconds": f"{card.training_rows} / {card.training_seconds:.2f}",
+                    }
     data = await asyncio.to_thread(repo.load, MODEL)
     manifest = await asyncio.to_thread(repo.manifest, MODEL)
     half = len(records) // 2
@@ -179,6 +199,7 @@ async def _scenario(stack: LocalStack, console: Console, events: int) -> dict[st
         "share of label 1 before the drift": round(sum(before) / max(1, len(before)), 3),
         "share of label 1 after the drift": round(sum(after) / max(1, len(after)), 3),
         "seconds from first publish to all stored": round(elapsed, 1),
+        **trained,
         "_expected_rows": len(records),
         "_expected_rejections": len(broken),
     }
@@ -206,13 +227,14 @@ def run_demo(stack: LocalStack, console: Console, events: int = 5000) -> int:
         summary["rows stored"] == summary["distinct rows stored"] == expected_rows
         and sum(summary["rejected by rule"].values()) == expected_rejections
         and summary["dead-lettered"] == len(POISON)
+        and ("trainer" in stack.missing or "production model" in summary)
     )
     console.print(f"summary stored at {store.describe()}/{key}; `driftloop datasets show {MODEL}` shows the data")
     if stack.missing:
         console.print(
             "[yellow]Not built yet:[/yellow] "
             + ", ".join(stack.missing)
-            + ". The loop (train → serve → detect drift → retrain) is not closed yet."
+            + ". The loop (serve → detect drift → retrain → canary) is not closed yet."
         )
     console.print("[green]all checks passed[/green]" if ok else "[red]checks failed[/red]")
     return 0 if ok else 1

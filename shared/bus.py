@@ -25,6 +25,8 @@ from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
@@ -356,6 +358,9 @@ class Subscriber(Generic[T]):
         partition is taken away and before closing.
     after_poll
         Called after every poll, with or without messages: the place for time-based flushes.
+    co_partitioned
+        Give one replica the same partition numbers of every topic (range assignment), so a
+        model's messages on several topics (same key, same partition count) meet in one place.
     """
 
     def __init__(
@@ -373,6 +378,7 @@ class Subscriber(Generic[T]):
         poll_timeout_ms: int = 200,
         drain: Callable[[], Awaitable[None]] | None = None,
         after_poll: Callable[[], Awaitable[None]] | None = None,
+        co_partitioned: bool = False,
     ) -> None:
         self.options = options
         self.group_id = group_id
@@ -391,6 +397,9 @@ class Subscriber(Generic[T]):
         self._handled: dict[TopicPartition, int] = {}
         self._drain = drain
         self._after_poll = after_poll
+        self._assignors: tuple[type, ...] = (
+            (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
+        )
         self._failures: dict[tuple[TopicPartition, int], int] = {}
         self._backoff = Backoff()
         self.started = asyncio.Event()
@@ -424,6 +433,7 @@ class Subscriber(Generic[T]):
                 request_timeout_ms=max(self.options.request_timeout_ms, self.options.session_timeout_ms + 5000),
                 max_poll_records=self.max_records,
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                partition_assignment_strategy=self._assignors,
             )
             consumer.subscribe(self.topics, listener=_CommitOnRevoke(self))
             try:

@@ -63,6 +63,9 @@ class DriftloopSettings(BaseSettings):
     store_region: str | None = Field(default=None, description="S3 region, when the server needs one.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
     http_host: str = Field(default="127.0.0.1", description="Address services bind their HTTP port to.")
+    admin_token: SecretStr | None = Field(
+        default=None, description="When set, promote and rollback from the CLI require it (--token)."
+    )
 
     @model_validator(mode="after")
     def _minio_needs_credentials(self) -> DriftloopSettings:

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from typing import Literal
 
-from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.ingest.core import FlushPolicy
@@ -15,12 +13,11 @@ from services.ingest.handlers import IngestHandlers, crash_here
 from services.ingest.metrics import IngestMetrics
 from services.ingest.validation import parse_annotation
 from shared import topics
-from shared.bus import KafkaOptions, Publisher, Subscriber, ensure_topics
+from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.datasets import DatasetRepository
-from shared.errors import BrokerUnavailable
-from shared.http import HttpServer, add_health_routes
-from shared.lifecycle import configure_logging, run_until_signalled
+from shared.lifecycle import configure_logging
+from shared.service import BusService
 from shared.spec import SpecCatalog
 from shared.store import ObjectStore
 
@@ -56,17 +53,14 @@ class _CrashAfterShard:
             crash_here("after_shard")
 
 
-class IngestService:
+class IngestService(BusService):
     """Ingest wired up: consume ``annotations``, write dataset versions, serve health and metrics."""
 
     def __init__(self, settings: IngestSettings) -> None:
+        super().__init__(settings, "ingest", [topics.ANNOTATIONS, topics.ANNOTATIONS_REJECTED, topics.DATASETS])
         store: ObjectStore = build_store(settings)
         if settings.crash_at == "after_shard":
             store = _CrashAfterShard(store)  # type: ignore[assignment]
-        self.settings = settings
-        self.registry = CollectorRegistry()
-        self.options = KafkaOptions.from_settings(settings, client_id="driftloop-ingest")
-        self.publisher = Publisher(self.options)
         self.handlers = IngestHandlers(
             repo=DatasetRepository(store),
             catalog=SpecCatalog(store, refresh_s=settings.spec_refresh_s),
@@ -75,11 +69,11 @@ class IngestService:
             policy=FlushPolicy(max_rows=settings.flush_rows, max_age_s=settings.flush_interval_s),
             crash_at=settings.crash_at,
         )
-        self.subscriber: Subscriber[object] = Subscriber(
+        self.subscriber = Subscriber(
             self.options,
             settings.group_id,
             [topics.ANNOTATIONS],
-            self.handlers.on_annotation,  # type: ignore[arg-type]
+            self.handlers.on_annotation,
             self.publisher,
             parse_annotation,
             max_records=settings.max_poll_records,
@@ -87,41 +81,6 @@ class IngestService:
             after_poll=self.handlers.after_poll,
         )
         self.handlers.release = self.subscriber.release
-        app = FastAPI(title="driftloop ingest")
-        add_health_routes(app, self.registry, self._not_ready)
-        self.http = HttpServer(app, settings.http_host, settings.port)
-        self._stopping = asyncio.Event()
-
-    def _not_ready(self) -> str | None:
-        if self.subscriber.stopping:
-            return "stopping"
-        return None if self.subscriber.started.is_set() else "not consuming yet"
-
-    async def consume(self) -> None:
-        """Connect (retrying while the broker is down) and consume until :meth:`stop`."""
-        try:
-            await self.publisher.start(self._stopping)
-        except BrokerUnavailable:
-            return
-        try:
-            try:
-                await ensure_topics(self.options, [topics.ANNOTATIONS], partitions=self.settings.kafka_partitions)
-            except BrokerUnavailable as err:
-                log.warning("could not create topics (%s); relying on auto-creation", err)
-            await self.subscriber.run()
-        finally:
-            await self.publisher.stop()
-
-    def stop(self) -> None:
-        """Finish the in-flight record, flush, commit, close."""
-        self._stopping.set()
-        self.subscriber.stop()
-        self.http.stop()
-
-    async def run(self) -> None:
-        """Serve until :meth:`stop` (or SIGTERM / SIGINT)."""
-        self.http.bind()
-        await run_until_signalled([self.http.run, self.consume], [self.stop])
 
 
 def main() -> int:

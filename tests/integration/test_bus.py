@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from shared.broker import EmbeddedBroker, free_port
 from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber, ensure_topics
 from shared.errors import BrokerUnavailable, InvalidInput
 from shared.events import AnnotationSubmitted, DeadLetter, decode_as, encode_event
+from tests.integration.topic_reading import read_keyed
 
 pytestmark = pytest.mark.integration
 
@@ -55,22 +55,6 @@ async def consume_until(sub: Subscriber[Any], done: Callable[[], bool], timeout:
     finally:
         sub.stop()
         await asyncio.wait_for(task, 15)
-
-
-async def read_topic(kafka: KafkaOptions, topic: str, count: int, timeout: float = 15.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while len(values) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                values.extend(r.value for records in batch.values() for r in records if r.value is not None)
-    finally:
-        await consumer.stop()
-    return values
 
 
 def collector(seen: list[AnnotationSubmitted]) -> Callable[[AnnotationSubmitted, Delivery], Awaitable[None]]:
@@ -150,7 +134,7 @@ async def test_poison_messages_go_to_dlq_and_later_messages_are_handled(
     await consume_until(sub, lambda: len(seen) >= 2 and sub.stats.dead_lettered >= 2)
     assert [e.record_id for e in seen] == ["r-1", "r-3"]
 
-    letters = [DeadLetter.model_validate_json(v) for v in await read_topic(kafka, f"{topic}.dlq", 2)]
+    letters = [DeadLetter.model_validate_json(v) for v in await read_keyed(kafka, f"{topic}.dlq", None, 2)]
     assert [letter.source.offset for letter in letters] == [1, 2]
     assert all(letter.source.topic == topic and letter.source.partition == 0 for letter in letters)
     assert letters[0].original_bytes() == b"{not json"
@@ -181,7 +165,7 @@ async def test_handler_errors_retry_or_dead_letter(kafka: KafkaOptions, publishe
     await consume_until(sub, lambda: "r-3" in handled)
     assert handled == ["r-0", "r-3"]
     assert attempts == {"r-0": 3, "r-1": 1, "r-2": 3, "r-3": 1}
-    letters = [DeadLetter.model_validate_json(v) for v in await read_topic(kafka, f"{topic}.dlq", 2)]
+    letters = [DeadLetter.model_validate_json(v) for v in await read_keyed(kafka, f"{topic}.dlq", None, 2)]
     assert letters[0].reason == "InvalidInput: label 1 is not allowed here"
     assert letters[1].reason.startswith("handler failed 3 times: RuntimeError: a bug")
     assert sub.stats.retries >= 4

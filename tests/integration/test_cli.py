@@ -71,7 +71,13 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
         assert json.loads(listed.stdout)[0]["model"] == "iris"
 
         lines = [
-            json.dumps({"record_id": f"r{i}", "features": {"sl": 5.0 + i / 10, "sw": 3.0}, "label": "setosa"})
+            json.dumps(
+                {
+                    "record_id": f"r{i}",
+                    "features": {"sl": 5.0 + (i % 10) / 10, "sw": 3.0},
+                    "label": "setosa" if i % 10 < 5 else "versicolor",
+                }
+            )
             for i in range(40)
         ]
         lines.insert(7, "{broken")
@@ -100,6 +106,29 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{ingest_port}/metrics", timeout=5) as response:
             metrics = response.read().decode()
         assert 'driftloop_ingest_rejected_records_total{model="iris",rule="range"} 1.0' in metrics
+
+        # the trainer (started by up) trains on first data and puts version 1 in production
+        production = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and production != 1:
+            listed = run("models", "list", "--json", data_dir=data_dir)
+            models = json.loads(listed.stdout) if listed.returncode == 0 else []
+            production = models[0]["aliases"].get("production") if models else None
+            time.sleep(0.3)
+        assert production == 1
+        trained = run("models", "train", "iris", "--json", data_dir=data_dir)
+        assert trained.returncode == 0, trained.stderr
+        outcome = json.loads(trained.stdout)
+        assert outcome["version"] == 2 and outcome["champion_version"] == 1
+        assert run("models", "promote", "iris", "2", "--reason", "test", data_dir=data_dir).returncode == 0
+        card = json.loads(run("models", "show", "iris", "--json", data_dir=data_dir).stdout)
+        assert card["version"] == 2 and card["aliases"]["production"] == 2
+        assert card["input_schema"]["features"] == ["sl", "sw"] and card["dataset_version"] >= 1
+        rolled = run("models", "rollback", "iris", data_dir=data_dir)
+        assert rolled.returncode == 0, rolled.stderr
+        card = json.loads(run("models", "show", "iris", "--json", data_dir=data_dir).stdout)
+        assert card["aliases"]["production"] == 1
+        assert [h["actor"].split(":")[0] for h in card["history"]][-2:] == ["cli", "cli"]
     finally:
         up.send_signal(signal.SIGTERM)
         _, err = up.communicate(timeout=30)

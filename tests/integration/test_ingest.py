@@ -8,21 +8,19 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from services.ingest.app import IngestService, IngestSettings
 from shared import topics
-from shared.broker import EmbeddedBroker
-from shared.bus import KafkaOptions, Publisher, all_topics_with_dlq, ensure_topics
+from shared.bus import KafkaOptions, Publisher
 from shared.datasets import DatasetRepository
 from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, DeadLetter, encode_event
 from shared.spec import apply_spec
 from shared.store import FileStore
+from tests.integration.topic_reading import read_keyed
 
 pytestmark = pytest.mark.integration
 
@@ -32,28 +30,6 @@ features: [{{name: a, min: -1.0e300}}, {{name: b, min: 0, max: 100}}, {{name: c}
 label: {{values: ["no", "yes"]}}
 validation: {{min_confidence: 0.5}}
 """
-
-
-@pytest.fixture(scope="module")
-def ingest_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    """A broker of this module's own, so other tests' annotations never reach these consumers."""
-    broker = EmbeddedBroker(log_path=tmp_path_factory.mktemp("ingest-broker") / "tansu.log")
-    broker.start()
-    asyncio.run(
-        ensure_topics(KafkaOptions(bootstrap=broker.bootstrap, idempotence=False), all_topics_with_dlq(), partitions=4)
-    )
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def options(ingest_broker: EmbeddedBroker) -> KafkaOptions:
-    return KafkaOptions(bootstrap=ingest_broker.bootstrap, client_id="ingest-tests", idempotence=False)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "store")
 
 
 def settings_for(options: KafkaOptions, store: FileStore, **extra: Any) -> IngestSettings:
@@ -67,14 +43,6 @@ def settings_for(options: KafkaOptions, store: FileStore, **extra: Any) -> Inges
         spec_refresh_s=0.2,
         **extra,
     )
-
-
-@pytest.fixture
-async def publisher(options: KafkaOptions) -> AsyncIterator[Publisher]:
-    pub = Publisher(options)
-    await pub.start(max_wait_s=10)
-    yield pub
-    await pub.stop()
 
 
 def records(model: str, n: int, seed: int = 1, start: int = 0) -> list[AnnotationSubmitted]:
@@ -113,23 +81,6 @@ async def wait_rows(repo: DatasetRepository, model: str, rows: int, timeout: flo
             await asyncio.sleep(0.05)
 
 
-async def read_model_events(options: KafkaOptions, topic: str, model: str, count: int) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=options.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        async with asyncio.timeout(20):
-            while len(found) < count:
-                batch = await consumer.getmany(timeout_ms=200)
-                for recs in batch.values():
-                    found += [r.value for r in recs if r.key == model.encode() and r.value is not None]
-    finally:
-        await consumer.stop()
-    return found
-
-
 async def test_valid_records_become_a_version_readable_bit_for_bit(
     options: KafkaOptions, store: FileStore, publisher: Publisher, unique: str
 ) -> None:
@@ -160,8 +111,7 @@ async def test_valid_records_become_a_version_readable_bit_for_bit(
     assert tail.record_ids.tolist() == data.record_ids[-50:].tolist()
 
     announced = [
-        DatasetVersionCreated.model_validate_json(v)
-        for v in await read_model_events(options, topics.DATASETS, model, 1)
+        DatasetVersionCreated.model_validate_json(v) for v in await read_keyed(options, topics.DATASETS, model, 1)
     ]
     assert announced[-1].rows_total <= 300 and announced[0].manifest_key.startswith(f"datasets/{model}/versions/")
 
@@ -196,15 +146,15 @@ async def test_invalid_records_are_rejected_with_their_rule_and_junk_goes_to_dlq
         await wait_rows(DatasetRepository(store), model, 1)
         rejected = [
             AnnotationRejected.model_validate_json(v)
-            for v in await read_model_events(options, topics.ANNOTATIONS_REJECTED, model, len(bad_cases) + 1)
+            for v in await read_keyed(options, topics.ANNOTATIONS_REJECTED, model, len(bad_cases) + 1)
         ]
         letters = [
             DeadLetter.model_validate_json(v)
-            for v in await read_model_events(options, topics.dlq(topics.ANNOTATIONS), model, 1)
+            for v in await read_keyed(options, topics.dlq(topics.ANNOTATIONS), model, 1)
         ]
         unknown = [
             AnnotationRejected.model_validate_json(v)
-            for v in await read_model_events(options, topics.ANNOTATIONS_REJECTED, other.model, 1)
+            for v in await read_keyed(options, topics.ANNOTATIONS_REJECTED, other.model, 1)
         ]
     finally:
         await stop(service, task)

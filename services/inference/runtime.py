@@ -1,0 +1,104 @@
+"""Loaded models and the routing between them: champion, canary, shadow, pinned versions.
+
+A version is loaded from the registry (sha256 verified), warmed up with one row, and only then
+swapped in by replacing a reference — requests already running keep the session they started
+with, new ones get the new one, nobody waits. A version that fails to load leaves the current
+one serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from services.inference.protocol import InputSchema, canary_bucket
+from shared.errors import ModelNotFound
+from shared.registry import Registry
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["champion", "canary", "shadow"]
+PINNED_CACHE = 4
+
+
+@dataclass
+class LoadedModel:
+    """One ONNX version ready to answer."""
+
+    model: str
+    version: int
+    session: ort.InferenceSession
+    schema: InputSchema
+    classes: list[Any]
+    load_seconds: float
+
+    def predict(self, X: NDArray[np.float32]) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        """Labels and class probabilities for the rows of ``X``."""
+        label, proba = self.session.run(["label", "probabilities"], {"input": X})
+        return np.asarray(label), np.asarray(proba, dtype=np.float32)
+
+
+def load_version(registry: Registry, model: str, version: int, optional: frozenset[str] = frozenset()) -> LoadedModel:
+    """Load and warm up a registered version (the registry verifies the artifact's sha256)."""
+    started = time.perf_counter()
+    card = registry.card(model, version)
+    onnx = registry.load_onnx(model, version)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
+    schema = InputSchema(features=tuple(card.input_schema.features), optional=optional)
+    loaded = LoadedModel(model, version, session, schema, list(card.input_schema.label_values), 0.0)
+    loaded.predict(np.zeros((1, len(schema.features)), dtype=np.float32))  # warm-up: first run allocates
+    loaded.load_seconds = time.perf_counter() - started
+    return loaded
+
+
+@dataclass
+class ModelSlots:
+    """What serves one model name right now."""
+
+    champion: LoadedModel | None = None
+    canary: LoadedModel | None = None
+    canary_traffic: float = 0.0
+    shadow: LoadedModel | None = None
+    pinned: OrderedDict[int, LoadedModel] = field(default_factory=OrderedDict)
+
+    def route(self, inference_id: str) -> tuple[LoadedModel, Variant]:
+        """Champion or canary for this request: stable per inference id."""
+        canary = self.canary
+        if canary is not None and canary_bucket(inference_id) < self.canary_traffic:
+            return canary, "canary"
+        if self.champion is None:
+            raise ModelNotFound("no production version is loaded yet")
+        return self.champion, "champion"
+
+    def loaded(self) -> list[LoadedModel]:
+        """Every distinct loaded version."""
+        seen: dict[int, LoadedModel] = {}
+        for m in (self.champion, self.canary, self.shadow, *self.pinned.values()):
+            if m is not None:
+                seen.setdefault(m.version, m)
+        return list(seen.values())
+
+    def find(self, version: int) -> LoadedModel | None:
+        """A loaded version, wherever it serves."""
+        for m in self.loaded():
+            if m.version == version:
+                return m
+        return None
+
+    def pin(self, loaded: LoadedModel) -> None:
+        """Keep a version served by ``/versions/{v}`` in a small LRU cache."""
+        self.pinned[loaded.version] = loaded
+        self.pinned.move_to_end(loaded.version)
+        while len(self.pinned) > PINNED_CACHE:
+            self.pinned.popitem(last=False)

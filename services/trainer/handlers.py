@@ -1,0 +1,301 @@
+"""The trainer's use-cases: a dataset version arrived, a drift was detected, a run is due.
+
+Triggers are written to the trainer's state in the object store (``trainer/<model>/state.json``)
+before the message that carried them is committed, so none is lost to a crash. One worker
+loop starts runs when the budget allows; a run covers every trigger pending when it starts,
+and everything that arrives meanwhile becomes one follow-up run. A run interrupted by a crash
+is found in the state at restart and run again under the same run id, which the registry
+recognises, so no version is registered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from services.trainer import core
+from services.trainer.metrics import TrainerMetrics
+from services.trainer.runner import PRODUCTION, RunResult, train
+from shared.bus import Delivery, Publisher
+from shared.datasets import DatasetRepository
+from shared.errors import KeyNotFound, StoreError
+from shared.events import DatasetVersionCreated, DeploymentChanged, DriftDetected, TrainingCompleted, utc_now
+from shared.registry import Alias, Registry
+from shared.spec import ModelSpec, SpecCatalog
+from shared.store import ObjectStore
+
+log = logging.getLogger(__name__)
+
+ACTOR = "trainer"
+
+
+def state_key(model: str) -> str:
+    """Where the trainer keeps a model's triggers and run history."""
+    return f"trainer/{model}/state.json"
+
+
+class StateStore:
+    """Trainer states in the object store, cached in memory."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._cache: dict[str, core.TrainerState] = {}
+
+    def load(self, model: str) -> core.TrainerState:
+        """A model's state (a fresh one when none was saved)."""
+        state = self._cache.get(model)
+        if state is None:
+            try:
+                state = core.TrainerState.model_validate_json(self.store.get(state_key(model)))
+            except KeyNotFound:
+                state = core.TrainerState()
+            self._cache[model] = state
+        return state
+
+    def save(self, model: str, state: core.TrainerState) -> None:
+        """Persist a model's state."""
+        self.store.put(state_key(model), state.model_dump_json().encode())
+        self._cache[model] = state
+
+    def models(self) -> list[str]:
+        """Models with a saved state."""
+        return sorted({k.split("/")[1] for k in self.store.list("trainer/") if k.endswith("/state.json")})
+
+
+class TrainerHandlers:
+    """Turns trigger events into runs, and runs into events."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        catalog: SpecCatalog,
+        publisher: Publisher,
+        metrics: TrainerMetrics,
+        clock: Callable[[], datetime] = utc_now,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.repo = DatasetRepository(store)
+        self.registry = Registry(store)
+        self.states = StateStore(store)
+        self.catalog = catalog
+        self.publisher = publisher
+        self.metrics = metrics
+        self.clock = clock
+        self.tick_s = tick_s
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._deferred: dict[str, str] = {}
+        self.results: list[RunResult] = []
+
+    async def _spec(self, model: str) -> ModelSpec | None:
+        spec = self.catalog.cached(model)
+        if spec is None or self.catalog.due(model):
+            spec = await asyncio.to_thread(self.catalog.get, model)
+        return spec
+
+    async def on_event(self, event: DatasetVersionCreated | DriftDetected, delivery: Delivery) -> None:
+        """Record a trigger carried by a ``datasets`` or ``drift`` event (persisted before commit)."""
+        spec = await self._spec(event.model)
+        if spec is None:
+            log.warning("%s: no spec applied; ignoring %s", event.model, type(event).__name__)
+            return
+        state = await asyncio.to_thread(self.states.load, event.model)
+        trigger: core.Trigger | None
+        if isinstance(event, DatasetVersionCreated):
+            has_model = await asyncio.to_thread(self.registry.latest_version, event.model) is not None
+            trigger = core.on_dataset(
+                state, event.version, event.rows_total, str(event.event_id), event.occurred_at, spec.triggers, has_model
+            )
+        else:
+            if state.latest_dataset_version is None:  # drift before any datasets event reached this replica
+                state.latest_dataset_version = await asyncio.to_thread(self.repo.latest_version, event.model)
+            if not spec.triggers.on_drift:
+                log.info("%s: drift (%s) ignored: triggers.on_drift is off", event.model, event.kind)
+                return
+            detail = f"{event.kind} drift" + (f" on {event.feature}" if event.feature else "") + f" ({event.detector})"
+            trigger = core.Trigger(
+                kind="drift", event_id=str(event.event_id), occurred_at=event.occurred_at, detail=detail
+            )
+            if not state.add(trigger):
+                trigger = None
+        await asyncio.to_thread(self.states.save, event.model, state)
+        if trigger is not None:
+            self.metrics.triggers.labels(event.model, trigger.kind).inc()
+            log.info("%s: trigger %s (%s); %d pending", event.model, trigger.kind, trigger.detail, len(state.pending))
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop starting runs (a run in progress finishes)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def work(self) -> None:
+        """Start runs when they are due, one at a time, until :meth:`stop`."""
+        while not self._stopping.is_set():
+            try:
+                await self._work_once()
+            except (StoreError, OSError) as err:
+                log.warning("trainer loop: store unavailable (%s); retrying", err)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.tick_s)
+            except TimeoutError:
+                pass
+
+    async def _work_once(self) -> None:
+        for model in await asyncio.to_thread(self.states.models):
+            if self._stopping.is_set():
+                return
+            spec = await self._spec(model)
+            if spec is None:
+                continue
+            state = await asyncio.to_thread(self.states.load, model)
+            now = self.clock()
+            if state.running is not None:  # a crash interrupted this run: run it again under the same id
+                await self._run(spec, state, state.running, state.running_covers, resumed=True)
+                continue
+            last = state.run_ended_at[-1] if state.run_ended_at else None
+            if core.on_schedule(state, now, spec.triggers, last) is not None:
+                await asyncio.to_thread(self.states.save, model, state)
+            decision = core.decide(state, now, spec.triggers)
+            self.metrics.pending.labels(model).set(len(state.pending))
+            if decision.run:
+                self._deferred.pop(model, None)
+                run_id = uuid.uuid4().hex
+                covers = core.start_run(state, run_id)
+                await asyncio.to_thread(self.states.save, model, state)
+                await self._run(spec, state, run_id, covers, resumed=False)
+            elif decision.retry_at is not None and self._deferred.get(model) != decision.reason:
+                self._deferred[model] = decision.reason
+                self.metrics.suppressed.labels(model).inc(len(state.pending))
+                state.suppressed += len(state.pending)
+                await asyncio.to_thread(self.states.save, model, state)
+                log.info(
+                    "%s: %d trigger(s) deferred: %s; next run at %s",
+                    model,
+                    len(state.pending),
+                    decision.reason,
+                    decision.retry_at.isoformat(timespec="seconds"),
+                )
+
+    async def _run(
+        self, spec: ModelSpec, state: core.TrainerState, run_id: str, covers: list[core.Trigger], resumed: bool
+    ) -> None:
+        model = spec.name
+        if resumed and state.running_dataset_version is not None:
+            dataset_version: int | None = state.running_dataset_version
+        else:  # the newest data, even if its datasets event has not reached this replica yet
+            dataset_version = await asyncio.to_thread(self.repo.latest_version, model)
+            state.running_dataset_version = dataset_version
+            await asyncio.to_thread(self.states.save, model, state)
+        if dataset_version is None:  # no data yet: put the triggers back and wait for a dataset
+            state.running, state.running_covers = None, []
+            state.pending = [*covers, *state.pending]
+            await asyncio.to_thread(self.states.save, model, state)
+            return
+        trigger = core.describe_triggers(covers)
+        first = next((t for t in covers if t.kind == trigger), None)
+        log.info(
+            "%s: %s run %s on dataset v%d (%s)",
+            model,
+            "resuming" if resumed else "starting",
+            run_id[:8],
+            dataset_version,
+            ", ".join(t.detail or t.kind for t in covers),
+        )
+        with self.metrics.run_seconds.labels(model).time():
+            result = await asyncio.to_thread(
+                train,
+                spec,
+                self.repo,
+                self.registry,
+                dataset_version,
+                run_id,
+                trigger,
+                first.event_id if first else None,
+            )
+        await self.report(spec, result)
+        rows = None
+        if result.error is None:
+            manifest = await asyncio.to_thread(self.repo.manifest, model, dataset_version)
+            rows = manifest.rows_total
+        core.finish_run(state, self.clock(), rows)
+        if result.transient:  # store or broker trouble: the same triggers run again after the cooldown
+            state.pending = [*covers, *state.pending]
+        await asyncio.to_thread(self.states.save, model, state)
+        self.results.append(result)
+
+    async def report(self, spec: ModelSpec, result: RunResult) -> None:
+        """Publish the run's outcome, and offer a passed candidate for rollout."""
+        model = spec.name
+        outcome = "failed" if result.error else ("passed" if result.passed else "rejected")
+        self.metrics.runs.labels(model, outcome).inc()
+        for phase, seconds in result.timings.items():
+            self.metrics.phase_seconds.labels(model, phase).set(seconds)
+        card = result.card
+        await self.publisher.publish(
+            TrainingCompleted(
+                model=model,
+                version=card.version if card else None,
+                trigger=result.trigger,
+                trigger_event_id=_uuid_or_none(result.trigger_event_id),
+                dataset_version=result.dataset_version,
+                metrics=result.metrics,
+                champion_metrics=result.champion_metrics,
+                gate=result.gate,
+                artifact_key=card.artifact_key if card else None,
+                sha256=card.artifact_sha256 if card else None,
+            )
+        )
+        log.info(
+            "%s: run %s %s%s: %s",
+            model,
+            result.run_id[:8],
+            outcome,
+            f" (v{card.version})" if card else "",
+            "; ".join(result.gate.reasons),
+        )
+        if card is not None and result.passed:
+            await self.offer(spec, card.version, result)
+
+    async def offer(self, spec: ModelSpec, version: int, result: RunResult) -> None:
+        """Roll a passed candidate out: production if first or ``direct``, else canary or shadow."""
+        model = spec.name
+        aliases = await asyncio.to_thread(self.registry.aliases, model)
+        champion = aliases.get(PRODUCTION)
+        strategy = "direct" if champion is None else spec.deployment.strategy
+        target: Alias = {"direct": PRODUCTION, "canary": "canary", "shadow": "shadow"}[strategy]
+        if aliases.get(target) == version or champion == version:
+            return  # already offered (a run resumed after a crash)
+        reason = "; ".join(result.gate.reasons)
+        if strategy == "direct":
+            action, traffic = "promoted", 1.0
+            reason = ("first version of the model; " if champion is None else "direct rollout; ") + reason
+        elif strategy == "canary":
+            action, traffic = "canary_started", spec.deployment.canary_traffic
+        else:
+            action, traffic = "shadow_started", 0.0
+        await asyncio.to_thread(self.registry.set_alias, model, target, version, ACTOR, reason)
+        await self.publisher.publish(
+            DeploymentChanged(
+                model=model,
+                action=action,  # type: ignore[arg-type]
+                version=version,
+                previous_version=champion,
+                traffic=traffic,
+                reason=reason,
+                actor=ACTOR,
+            )
+        )
+
+
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

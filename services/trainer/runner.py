@@ -1,0 +1,223 @@
+"""One training run, start to finish: load the window, fit, export, check, score, gate, register.
+
+Synchronous and blocking (scikit-learn, skl2onnx, the object store): the service runs it in a
+worker thread, the CLI (``driftloop models train``) calls it directly. It publishes nothing;
+it returns a :class:`RunResult` the caller turns into events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.trainer import core
+from services.trainer.estimators import build_estimator
+from services.trainer.export import check_parity, session_for, to_onnx
+from shared import __version__
+from shared.datasets import DatasetRepository, manifest_key
+from shared.errors import BrokerUnavailable, DriftloopError, InvalidInput, StoreError
+from shared.events import GateVerdict
+from shared.registry import Alias, CodeVersion, InputSchema, ModelCard, Registry
+from shared.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+PRODUCTION: Alias = "production"
+
+
+@dataclass
+class RunResult:
+    """What a run produced. ``card`` is None when the run failed before registering."""
+
+    model: str
+    run_id: str
+    trigger: str
+    trigger_event_id: str | None
+    dataset_version: int
+    card: ModelCard | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion_version: int | None = None
+    champion_metrics: dict[str, float] | None = None
+    gate: GateVerdict = field(default_factory=lambda: GateVerdict(passed=False, reasons=[]))
+    error: str | None = None
+    transient: bool = False
+    """The run failed for a reason that may pass (store or broker down): its triggers are retried."""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """True when a registered candidate passed the gate."""
+        return self.card is not None and self.gate.passed and self.error is None
+
+
+def git_commit() -> str | None:
+    """The source checkout's commit, when driftloop runs from one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=2,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and len(commit) == 40 else None
+
+
+def predict_onnx(onnx: bytes, X: NDArray[np.float64]) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Labels and class probabilities from an ONNX model, as serving computes them."""
+    session = session_for(onnx)
+    label, proba = session.run(["label", "probabilities"], {"input": X.astype(np.float32)})
+    return np.asarray(label), np.asarray(proba, dtype=np.float32)
+
+
+def find_run(registry: Registry, model: str, run_id: str) -> ModelCard | None:
+    """The version a run registered before a crash, so a re-run does not register it twice."""
+    for version in reversed(registry.versions(model)):
+        card = registry.card(model, version)
+        if card.window.get("run_id") == run_id:
+            return card
+    return None
+
+
+def train(
+    spec: ModelSpec,
+    repo: DatasetRepository,
+    registry: Registry,
+    dataset_version: int,
+    run_id: str,
+    trigger: str,
+    trigger_event_id: str | None,
+) -> RunResult:
+    """Run one training and register the candidate (passed or not). Never raises for a failed run."""
+    model = spec.name
+    result = RunResult(model, run_id, trigger, trigger_event_id, dataset_version)
+    try:
+        existing = find_run(registry, model, run_id)
+        if existing is not None:  # the run finished before a crash: report it, do not register twice
+            log.info("%s: run %s already registered version %d", model, run_id, existing.version)
+            return _from_card(result, existing)
+        _train(spec, repo, registry, result)
+    except (StoreError, BrokerUnavailable, OSError) as err:
+        result.error = str(err)
+        result.transient = True
+    except DriftloopError as err:
+        result.error = err.message
+    except Exception as err:  # a failed run is reported, not raised: the trigger is recorded in the event
+        log.exception("%s: training run %s failed", model, run_id)
+        result.error = f"{type(err).__name__}: {err}"
+    if result.error:
+        result.gate = GateVerdict(passed=False, reasons=[f"run failed: {result.error}"])
+    return result
+
+
+def _from_card(result: RunResult, card: ModelCard) -> RunResult:
+    result.card = card
+    result.metrics = card.metrics
+    result.champion_version = card.champion_version
+    result.champion_metrics = card.champion_metrics
+    result.gate = card.gate
+    return result
+
+
+def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result: RunResult) -> None:
+    model = spec.name
+    training = spec.training
+    started = time.perf_counter()
+    manifest_bytes = repo.store.get(manifest_key(model, result.dataset_version))
+    manifest = repo.manifest(model, result.dataset_version)
+    if manifest.features != spec.feature_names:
+        raise InvalidInput(
+            f"dataset v{manifest.version} has features {manifest.features}, the spec {spec.feature_names}: "
+            "wait for data on the new schema"
+        )
+    data = repo.load(model, result.dataset_version, last_rows=training.window.last_rows)
+    train_rows, test_rows = core.time_split(len(data.y), training.holdout)
+    X_train, y_train = data.X[train_rows], data.y[train_rows]
+    X_test, y_test = data.X[test_rows], data.y[test_rows]
+    if len({str(v) for v in y_train}) < 2:
+        raise InvalidInput(f"the training rows hold a single label ({y_train[0]!r}); need at least two classes")
+    result.timings["load_s"] = time.perf_counter() - started
+
+    pipeline = build_estimator(training.estimator, training.params, training.seed)
+    fit_started = time.perf_counter()
+    pipeline.fit(X_train, y_train)
+    result.timings["fit_s"] = time.perf_counter() - fit_started
+
+    export_started = time.perf_counter()
+    onnx, opset = to_onnx(pipeline, len(spec.feature_names))
+    result.timings["export_s"] = time.perf_counter() - export_started
+    parity = check_parity(onnx, pipeline, X_test)
+    if not parity.passed:
+        raise InvalidInput(f"ONNX parity check failed: {parity.reason}")
+
+    classes = [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
+    y_pred, proba = predict_onnx(onnx, X_test)
+    result.metrics = core.evaluate(y_test, y_pred, proba, classes)
+
+    champion = registry.alias(model, PRODUCTION)
+    if champion is not None:
+        champion_card = registry.card(model, champion)
+        if champion_card.input_schema.features == spec.feature_names:
+            c_pred, c_proba = predict_onnx(registry.load_onnx(model, champion), X_test)
+            c_classes = _classes_of(champion_card, c_proba.shape[1])
+            result.champion_version = champion
+            result.champion_metrics = core.evaluate(y_test, c_pred, c_proba, c_classes)
+        else:
+            log.warning("%s: champion v%d has other features; the gate judges the candidate alone", model, champion)
+    result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
+    ref = core.reference(X_train, spec.feature_names, y_pred, proba, classes)
+    result.timings["total_s"] = time.perf_counter() - started
+
+    def build_card(version: int, artifact_key: str, sha256: str) -> ModelCard:
+        return ModelCard(
+            model=model,
+            version=version,
+            dataset_version=result.dataset_version,
+            dataset_manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            window={
+                "run_id": result.run_id,
+                "last_rows": training.window.last_rows,
+                "rows": int(len(data.y)),
+                "first_record_id": str(data.record_ids[0]) if len(data.record_ids) else None,
+                "since_change": training.window.since_change,
+            },
+            code=CodeVersion(package=__version__, git_commit=git_commit()),
+            estimator=training.estimator,
+            params=dict(training.params),
+            seed=training.seed,
+            training_rows=int(len(y_train)),
+            holdout_rows=int(len(y_test)),
+            metrics=result.metrics,
+            champion_version=result.champion_version,
+            champion_metrics=result.champion_metrics,
+            gate=result.gate,
+            onnx_opset=opset,
+            input_schema=InputSchema(features=spec.feature_names, dtype="float32", label_values=classes),
+            output_names=["label", "probabilities"],
+            artifact_key=artifact_key,
+            artifact_sha256=sha256,
+            artifact_bytes=len(onnx),
+            training_seconds=round(result.timings["total_s"], 3),
+            reference=ref,
+            trigger=result.trigger,
+            trigger_event_id=result.trigger_event_id,
+        )
+
+    result.card = registry.register(model, onnx, build_card)
+
+
+def _classes_of(card: ModelCard, n: int) -> list[Any]:
+    labels = list(card.input_schema.label_values)
+    return labels if len(labels) == n else list(range(n))

@@ -1,0 +1,92 @@
+"""The prediction log never blocks a request and loses nothing while the broker is away."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from services.inference.predlog import PredictionLog
+from shared.errors import BrokerUnavailable
+
+
+class FlakyPublisher:
+    """The publisher seam: acknowledges while ``up``, refuses while down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.sent: list[bytes] = []
+
+    async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        if not self.up:
+            raise BrokerUnavailable("broker down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        self.sent.append(value)
+        return future
+
+
+async def test_entries_flow_in_order(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    plog = PredictionLog(publisher, tmp_path, max_buffer=100, batch=10)  # type: ignore[arg-type]
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for i in range(35):
+        plog.append(b"m", b"p%d" % i)
+    await asyncio.sleep(0.2)
+    plog.stop()
+    await asyncio.wait_for(task, 5)
+    assert publisher.sent == [b"p%d" % i for i in range(35)]
+    assert (plog.sent, plog.spilled, plog.lost) == (35, 0, 0)
+
+
+async def test_outage_spills_to_journal_and_replays(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    publisher.up = False
+    plog = PredictionLog(publisher, tmp_path, max_buffer=20, batch=5)  # type: ignore[arg-type]
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for i in range(50):
+        plog.append(b"m", b"p%d" % i)  # never blocks, even with the broker down
+    await asyncio.sleep(0.3)
+    assert plog.depth == 20 and plog.spilled == 30 and plog.lost == 0
+    assert list(tmp_path.glob("predictions.*")), "the overflow is on disk (journal, or being replayed)"
+    publisher.up = True
+    async with asyncio.timeout(10):
+        while plog.sent + plog.replayed < 50:
+            await asyncio.sleep(0.05)
+    plog.stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(publisher.sent) == sorted(b"p%d" % i for i in range(50))
+    assert not list(tmp_path.glob("predictions.*"))
+
+
+async def test_stop_while_down_keeps_everything_on_disk(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    publisher.up = False
+    plog = PredictionLog(publisher, tmp_path, max_buffer=100, batch=5)  # type: ignore[arg-type]
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for i in range(12):
+        plog.append(b"m", b"p%d" % i)
+    plog.stop()
+    await asyncio.wait_for(task, 10)
+    lines = (tmp_path / "predictions.journal").read_bytes().splitlines()
+    assert len(lines) == 12 and plog.lost == 0
+
+    publisher.up = True
+    again = PredictionLog(publisher, tmp_path, batch=5)  # type: ignore[arg-type]
+    task = asyncio.create_task(again.run(interval_s=0.01))
+    async with asyncio.timeout(10):
+        while again.replayed < 12:
+            await asyncio.sleep(0.02)
+    again.stop()
+    await asyncio.wait_for(task, 5)
+    assert publisher.sent == [b"p%d" % i for i in range(12)]
+
+
+async def test_unwritable_journal_counts_losses(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    publisher.up = False
+    plog = PredictionLog(publisher, tmp_path, max_buffer=2, batch=5)  # type: ignore[arg-type]
+    (tmp_path / "predictions.journal").mkdir()  # a directory where the file should be: writes fail
+    for i in range(5):
+        plog.append(b"m", b"p%d" % i)
+    assert plog.lost == 3 and plog.depth == 2
