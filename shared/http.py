@@ -74,6 +74,8 @@ class HttpServer:
         """Bind the listening socket now (port 0 picks a free one); returns the port."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # accepted connections inherit it: no Nagle delay (40 ms with delayed ACKs) on small responses
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self.port))
         sock.listen(2048)
         sock.setblocking(False)

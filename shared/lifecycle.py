@@ -11,7 +11,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,13 @@ async def run_until_signalled(
         if not stopped:
             for sig in signals:
                 loop.remove_signal_handler(sig)
+
+
+def run_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when it is installed (it serves HTTP faster), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(main)
+        return
+    uvloop.run(main)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Literal
 
@@ -16,7 +15,7 @@ from shared import topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.datasets import DatasetRepository
-from shared.lifecycle import configure_logging
+from shared.lifecycle import configure_logging, run_forever
 from shared.service import BusService
 from shared.spec import SpecCatalog
 from shared.store import ObjectStore
@@ -87,5 +86,5 @@ def main() -> int:
     """``driftloop serve ingest``."""
     settings = load_settings(IngestSettings)
     configure_logging(settings.log_level)
-    asyncio.run(IngestService(settings).run())
+    run_forever(IngestService(settings).run())
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from pydantic import Field
@@ -12,7 +11,7 @@ from services.trainer.metrics import TrainerMetrics
 from shared import topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
-from shared.lifecycle import configure_logging
+from shared.lifecycle import configure_logging, run_forever
 from shared.service import BusService
 from shared.spec import SpecCatalog
 
@@ -59,5 +58,5 @@ def main() -> int:
     """``driftloop serve trainer``."""
     settings = load_settings(TrainerSettings)
     configure_logging(settings.log_level)
-    asyncio.run(TrainerService(settings).run())
+    run_forever(TrainerService(settings).run())
     return 0

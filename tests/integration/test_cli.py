@@ -36,7 +36,7 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
     spec = tmp_path / "iris.yaml"
     spec.write_text(SPEC)
     data_dir = tmp_path / "stack"
-    ingest_port = free_port()
+    ingest_port, inference_port = free_port(), free_port()
     up = subprocess.Popen(
         [
             sys.executable,
@@ -49,6 +49,12 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
             str(free_port()),
             "--ingest-port",
             str(ingest_port),
+            "--inference-port",
+            str(inference_port),
+            "--trainer-port",
+            "0",
+            "--monitor-port",
+            "0",
             "--spec",
             str(spec),
         ],
@@ -129,6 +135,21 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
         card = json.loads(run("models", "show", "iris", "--json", data_dir=data_dir).stdout)
         assert card["aliases"]["production"] == 1
         assert [h["actor"].split(":")[0] for h in card["history"]][-2:] == ["cli", "cli"]
+
+        # the inference service (started by up) follows the rollback: production v1 answers
+        body = json.dumps({"instances": [{"sl": 5.1, "sw": 3.0}]}).encode()
+        served = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and served != "1":
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{inference_port}/v1/models/iris:predict", data=body, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    served = json.loads(response.read())["model_version"]
+            except OSError:
+                time.sleep(0.3)
+        assert served == "1"
     finally:
         up.send_signal(signal.SIGTERM)
         _, err = up.communicate(timeout=30)

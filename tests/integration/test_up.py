@@ -18,9 +18,13 @@ from shared.broker import api_versions_ok, free_port
 pytestmark = pytest.mark.integration
 
 
+ANY_SERVICE_PORT = ["--inference-port", "0", "--ingest-port", "0", "--monitor-port", "0", "--trainer-port", "0"]
+
+
 def driftloop(*args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+    extra = ANY_SERVICE_PORT if args and args[0] == "up" and "--help" not in args else []
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.cli", *args, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         **kwargs,  # type: ignore[call-overload]

@@ -1,0 +1,208 @@
+"""Inference use-cases: answer a request, keep every replica on the registry's versions.
+
+Serving reads only in-memory references (:class:`ModelSlots`); keeping them current happens
+beside it: a deployment or training event for a model (every replica receives every event)
+and a periodic sweep both re-read the model's aliases from the registry, load what changed in a
+worker thread, and swap references. A load that fails leaves the current version serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.inference.metrics import InferenceMetrics
+from services.inference.predlog import PredictionLog
+from services.inference.protocol import InferenceRequest
+from services.inference.runtime import LoadedModel, ModelSlots, Variant, load_version
+from shared.bus import Delivery
+from shared.errors import ModelNotFound
+from shared.events import DeploymentChanged, PredictionLogged, PredictionOutputs, TrainingCompleted, encode_event
+from shared.registry import Registry
+from shared.spec import SpecCatalog
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CANARY_TRAFFIC = 0.1
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A served prediction, as the HTTP adapter renders it."""
+
+    model: str
+    version: int
+    variant: Variant
+    inference_id: str
+    labels: NDArray[Any]
+    probabilities: NDArray[np.float32]
+    latency_ms: float
+
+
+class InferenceHandlers:
+    """The models this replica serves, and how it answers."""
+
+    def __init__(
+        self, registry: Registry, catalog: SpecCatalog, predlog: PredictionLog, metrics: InferenceMetrics
+    ) -> None:
+        self.registry = registry
+        self.catalog = catalog
+        self.predlog = predlog
+        self.metrics = metrics
+        self.slots: dict[str, ModelSlots] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # --- keeping versions current ----------------------------------------------------------
+
+    async def on_event(self, event: DeploymentChanged | TrainingCompleted, delivery: Delivery) -> None:
+        """Any change to a model's versions: re-read its aliases and swap what changed."""
+        await self.refresh(event.model)
+
+    async def refresh(self, model: str) -> None:
+        """Bring one model's slots in line with the registry's aliases."""
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            aliases = await asyncio.to_thread(self.registry.aliases, model)
+            if not aliases:
+                return
+            spec = await asyncio.to_thread(self.catalog.get, model)
+            optional = frozenset(f.name for f in spec.features if f.allow_missing) if spec else frozenset()
+            slots = self.slots.get(model) or ModelSlots()
+            for alias in ("production", "canary", "shadow"):
+                wanted = aliases.get(alias)
+                current = slots.champion if alias == "production" else getattr(slots, alias)
+                if wanted is None:
+                    if alias != "production":
+                        setattr(slots, alias, None)
+                    continue
+                if current is not None and current.version == wanted:
+                    continue
+                loaded = slots.find(wanted) or await self._load(model, wanted, optional)
+                if loaded is None:
+                    continue  # the current version keeps serving
+                if alias == "production":
+                    slots.champion = loaded
+                else:
+                    setattr(slots, alias, loaded)
+                log.info("%s: %s now serves v%d", model, alias, wanted)
+            slots.canary_traffic = spec.deployment.canary_traffic if spec else DEFAULT_CANARY_TRAFFIC
+            self.slots[model] = slots
+            for variant, loaded_model in (
+                ("champion", slots.champion),
+                ("canary", slots.canary),
+                ("shadow", slots.shadow),
+            ):
+                self.metrics.serving_version.labels(model, variant).set(loaded_model.version if loaded_model else 0)
+
+    async def _load(self, model: str, version: int, optional: frozenset[str]) -> LoadedModel | None:
+        try:
+            loaded = await asyncio.to_thread(load_version, self.registry, model, version, optional)
+        except Exception as err:  # any failure: keep serving what we have, say so loudly
+            self.metrics.load_failures.labels(model).inc()
+            log.error("%s: loading v%d failed, current version keeps serving: %s", model, version, err)
+            return None
+        self.metrics.load_seconds.labels(model).observe(loaded.load_seconds)
+        return loaded
+
+    async def sweep(self) -> None:
+        """Refresh every model the registry knows (catches missed events and new models)."""
+        for model in await asyncio.to_thread(self.registry.models):
+            await self.refresh(model)
+
+    async def pinned(self, model: str, version: int) -> LoadedModel:
+        """A specific registered version, loaded on first use."""
+        slots = self.slots.get(model)
+        if slots is None:
+            raise ModelNotFound(f"model {model!r} is not served here")
+        loaded = slots.find(version)
+        if loaded is None:
+            spec = self.catalog.cached(model)
+            optional = frozenset(f.name for f in spec.features if f.allow_missing) if spec else frozenset()
+            try:
+                loaded = await asyncio.to_thread(load_version, self.registry, model, version, optional)
+            except ModelNotFound:
+                raise ModelNotFound(f"model {model!r} has no version {version}") from None
+            slots.pin(loaded)
+        return loaded
+
+    def model_slots(self, model: str) -> ModelSlots:
+        """The slots of a served model, or 404."""
+        slots = self.slots.get(model)
+        if slots is None or slots.champion is None:
+            raise ModelNotFound(f"model {model!r} is not served here (no production version)")
+        return slots
+
+    # --- answering -------------------------------------------------------------------------
+
+    def predict(
+        self,
+        model: str,
+        request: InferenceRequest,
+        inference_id: str | None,
+        version: int | None = None,
+        pinned: LoadedModel | None = None,
+    ) -> Answer:
+        """Route, predict, log. ``pinned`` serves an explicit version (``/versions/{v}``)."""
+        started = time.perf_counter()
+        inference_id = inference_id or request.request_id or uuid.uuid4().hex
+        if pinned is not None:
+            chosen: LoadedModel = pinned
+            variant: Variant = "champion"
+        else:
+            chosen, variant = self.model_slots(model).route(inference_id)
+        labels, probabilities = chosen.predict(request.X)
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._log(chosen, variant, inference_id, request.X, labels, probabilities, latency_ms)
+        return Answer(model, chosen.version, variant, inference_id, labels, probabilities, latency_ms)
+
+    def shadow(self, model: str, request: InferenceRequest, inference_id: str) -> None:
+        """Score a copy of the request with the shadow version (after the response went out)."""
+        slots = self.slots.get(model)
+        shadow = slots.shadow if slots else None
+        if shadow is None:
+            return
+        started = time.perf_counter()
+        try:
+            labels, probabilities = shadow.predict(request.X)
+        except Exception as err:  # the shadow must never hurt the champion's traffic
+            log.warning("%s: shadow v%d failed: %s", model, shadow.version, err)
+            return
+        latency_ms = (time.perf_counter() - started) * 1000
+        self._log(shadow, "shadow", inference_id, request.X, labels, probabilities, latency_ms)
+
+    def _log(
+        self,
+        loaded: LoadedModel,
+        variant: Variant,
+        inference_id: str,
+        X: NDArray[np.float32],
+        labels: NDArray[Any],
+        probabilities: NDArray[np.float32],
+        latency_ms: float,
+    ) -> None:
+        names = loaded.schema.features
+        classes = [str(c) for c in loaded.classes]
+        rows = X.shape[0]
+        key = loaded.model.encode()
+        for i in range(rows):
+            label = labels[i]
+            event = PredictionLogged(
+                model=loaded.model,
+                inference_id=inference_id if rows == 1 else f"{inference_id}:{i}",
+                version=loaded.version,
+                variant=variant,
+                features={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, X[i].tolist(), strict=True)},
+                outputs=PredictionOutputs(
+                    label=label.item() if isinstance(label, np.generic) else label,
+                    probabilities=dict(zip(classes, (float(p) for p in probabilities[i]), strict=False)),
+                ),
+                latency_ms=latency_ms,
+            )
+            self.predlog.append(key, encode_event(event))

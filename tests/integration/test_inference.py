@@ -1,0 +1,241 @@
+"""Inference over real sockets, with the real broker: protocols, errors, hot swap, canary, shadow, log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from services.inference.app import InferenceService, InferenceSettings
+from services.trainer.runner import train
+from shared import topics
+from shared.bus import KafkaOptions, Publisher
+from shared.datasets import AcceptedRecord, DatasetRepository
+from shared.events import DeploymentChanged, PredictionLogged
+from shared.registry import Registry
+from shared.spec import apply_spec
+from shared.store import FileStore
+from tests.integration.topic_reading import read_keyed, wait_for
+
+pytestmark = pytest.mark.integration
+
+SPEC = """
+name: {name}
+features: [{{name: x1}}, {{name: x2}}, {{name: x3, allow_missing: true}}]
+label: {{values: [0, 1]}}
+training: {{estimator: LogisticRegression, holdout: 0.25, seed: 1}}
+deployment: {{strategy: canary, canary_traffic: 0.5}}
+"""
+T0 = datetime(2026, 4, 1, tzinfo=UTC)
+
+
+def rows(n: int, start: int, flip: bool) -> list[AcceptedRecord]:
+    rng = np.random.default_rng(start)
+    X = rng.uniform(0, 10, size=(n, 3))
+    y = ((X[:, 0] + X[:, 1] > 10) != flip).astype(int)
+    return [
+        AcceptedRecord(f"r{start + i}", T0 + timedelta(seconds=start + i), int(y[i]), 1.0, None, None, tuple(X[i]))
+        for i in range(n)
+    ]
+
+
+def register(store: FileStore, model: str, records: list[AcceptedRecord], known: int | None) -> int:
+    repo = DatasetRepository(store)
+    manifest = repo.write_version(model, "h" * 64, ["x1", "x2", "x3"], [0, 1], records, known)
+    assert manifest is not None
+    from shared.spec import parse_spec
+
+    result = train(
+        parse_spec(SPEC.format(name=model)), repo, Registry(store), manifest.version, uuid.uuid4().hex, "manual", None
+    )
+    assert result.card is not None, result.error
+    return result.card.version
+
+
+@pytest.fixture
+async def served(
+    options: KafkaOptions, store: FileStore, unique: str, tmp_path: Path
+) -> AsyncIterator[tuple[str, InferenceService, httpx.AsyncClient]]:
+    model = f"m{unique}"
+    apply_spec(store, SPEC.format(name=model))
+    version = register(store, model, rows(400, 0, flip=False), None)
+    Registry(store).set_alias(model, "production", version, "test", "first")
+    settings = InferenceSettings(
+        kafka_bootstrap=options.bootstrap,
+        kafka_idempotence=False,
+        store_kind="file",
+        store_root=store.root,
+        port=0,
+        refresh_s=0.5,
+        journal_dir=tmp_path / "journal",
+        max_body_bytes=64 * 1024,
+    )
+    service = InferenceService(settings)
+    task = asyncio.create_task(service.run())
+    await wait_for(lambda: service.subscriber.started.is_set() and model in service.handlers.slots, timeout=30)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+        yield model, service, client
+    service.stop()
+    await asyncio.wait_for(task, 30)
+
+
+def v2(rows_: list[list[float]], **extra: object) -> dict[str, object]:
+    return {"inputs": [{"name": "input", "shape": [len(rows_), 3], "datatype": "FP32", "data": rows_}], **extra}
+
+
+async def test_protocols_and_metadata(served: tuple[str, InferenceService, httpx.AsyncClient]) -> None:
+    model, _, client = served
+    r = await client.post(f"/v2/models/{model}/infer", json=v2([[9, 9, 1], [1, 1, 1]], id="req-7"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["id"] == "req-7" and r.headers["x-inference-id"] == "req-7" and body["model_version"] == "1"
+    label, proba = body["outputs"]
+    assert label == {"name": "label", "shape": [2], "datatype": "INT64", "data": [1, 0]}
+    assert proba["shape"] == [2, 2] and abs(sum(proba["data"][:2]) - 1) < 1e-5
+
+    per_feature = {
+        "inputs": [
+            {"name": n, "shape": [1], "datatype": "FP64", "data": [v]}
+            for n, v in (("x2", 9.0), ("x1", 9.0), ("x3", 0.0))
+        ],
+        "outputs": [{"name": "label"}],
+    }
+    r = await client.post(f"/v2/models/{model}/infer", json=per_feature, headers={"X-Inference-Id": "abc"})
+    assert r.status_code == 200 and r.json()["id"] == "abc" and [o["name"] for o in r.json()["outputs"]] == ["label"]
+
+    r = await client.post(
+        f"/v1/models/{model}:predict", json={"instances": [{"x1": 9, "x2": 9, "x3": 1}, [1, 1, None]]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"][0]["label"] == 1 and r.json()["model_version"] == "1" and r.json()["id"]
+
+    r = await client.post(f"/v2/models/{model}/versions/1/infer", json=v2([[1, 1, 1]]))
+    assert r.status_code == 200 and r.json()["model_version"] == "1"
+
+    meta = (await client.get(f"/v2/models/{model}")).json()
+    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3]}]
+    assert [o["name"] for o in meta["outputs"]] == ["label", "probabilities"]
+    assert meta["parameters"]["features"] == ["x1", "x2", "x3"]
+    assert (await client.get("/v2")).json()["name"] == "driftloop"
+    for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{model}/ready", "/health/live", "/metrics"):
+        assert (await client.get(path)).status_code == 200, path
+    assert (await client.get(f"/v2/models/{model}/versions/1/ready")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "message"),
+    [
+        ("/v2/models/{m}/infer", b"{not json", 400, "not valid JSON"),
+        ("/v2/models/{m}/infer", b"", 422, "empty"),
+        ("/v2/models/{m}/infer", json.dumps(v2([[1, 2]])).replace("[1, 3]", "[1, 2]").encode(), 422, "has 2 columns"),
+        (
+            "/v2/models/{m}/infer",
+            b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [NaN, 1, 1]}]}',
+            400,
+            "not valid JSON",
+        ),
+        (
+            "/v2/models/{m}/infer",
+            b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1e39, 1, 1]}]}',
+            422,
+            "too large for a 32-bit float",
+        ),
+        ("/v2/models/{m}/infer", json.dumps(v2([[1, 2, 3]])).replace("FP32", "BYTES").encode(), 422, "BYTES"),
+        ("/v2/models/nope/infer", json.dumps(v2([[1, 2, 3]])).encode(), 404, "'nope' is not served"),
+        ("/v2/models/{m}/versions/99/infer", json.dumps(v2([[1, 2, 3]])).encode(), 404, "no version 99"),
+        ("/v2/models/{m}/infer", json.dumps(v2([[1.0, 2.0, 3.0]] * 5000)).encode(), 413, "limit"),
+        ("/v1/models/{m}:predict", b'{"instances": [{"x1": 1}]}', 422, "missing feature"),
+        ("/v1/models/{m}:predict", b'{"rows": []}', 422, "instances"),
+        ("/v2/models/{m}/versions/abc/infer", json.dumps(v2([[1, 2, 3]])).encode(), 422, "version"),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx(
+    served: tuple[str, InferenceService, httpx.AsyncClient], path: str, content: bytes, status: int, message: str
+) -> None:
+    model, _, client = served
+    r = await client.post(path.format(m=model), content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+async def test_hot_swap_under_load_loses_no_request(
+    served: tuple[str, InferenceService, httpx.AsyncClient], store: FileStore, publisher: Publisher
+) -> None:
+    model, service, client = served
+    flipped = register(store, model, rows(2000, 1000, flip=True), 1)  # outweighs the 400 unflipped rows
+    statuses: list[int] = []
+    versions: list[str] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            r = await client.post(f"/v2/models/{model}/infer", json=v2([[9, 9, 1]]))
+            statuses.append(r.status_code)
+            versions.append(r.json().get("model_version", "?"))
+
+    clients = [asyncio.create_task(load()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    change = Registry(store).set_alias(model, "production", flipped, "test", "swap")
+    await publisher.publish(
+        DeploymentChanged(
+            model=model,
+            action="promoted",
+            version=flipped,
+            previous_version=1,
+            traffic=1.0,
+            reason=change.reason,
+            actor="test",
+        )
+    )
+    await wait_for(lambda: versions and versions[-1] == str(flipped), timeout=20)
+    await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*clients)
+    assert set(statuses) == {200}, "no request failed during the swap"
+    assert "1" in versions and versions[-1] == str(flipped)
+    r = await client.post(f"/v2/models/{model}/infer", json=v2([[9, 9, 1]]))
+    assert r.json()["outputs"][0]["data"] == [0], "the new version answers (its concept is flipped)"
+
+    # a version that fails to load leaves the current one serving
+    broken = register(store, model, rows(400, 3000, flip=False), 2)
+    store.put(Registry(store).card(model, broken).artifact_key, b"not onnx")
+    Registry(store).set_alias(model, "production", broken, "test", "bad artifact")
+    await service.handlers.refresh(model)
+    r = await client.post(f"/v2/models/{model}/infer", json=v2([[9, 9, 1]]))
+    assert r.status_code == 200 and r.json()["model_version"] == str(flipped)
+    assert service.registry.get_sample_value("driftloop_inference_model_load_failures_total", {"model": model}) == 1
+
+
+async def test_canary_shadow_and_the_prediction_log(
+    served: tuple[str, InferenceService, httpx.AsyncClient], store: FileStore, options: KafkaOptions
+) -> None:
+    model, service, client = served
+    candidate = register(store, model, rows(400, 2000, flip=False), 1)
+    registry = Registry(store)
+    registry.set_alias(model, "canary", candidate, "test", "canary")
+    registry.set_alias(model, "shadow", candidate, "test", "shadow")
+    await service.handlers.refresh(model)
+    variants = {}
+    for i in range(60):
+        r = await client.post(f"/v2/models/{model}/infer", json=v2([[5, 5, 5]], id=f"id-{i}"))
+        variants[f"id-{i}"] = r.json()["parameters"]["variant"]
+    assert {"champion", "canary"} <= set(variants.values())
+    again = await client.post(f"/v2/models/{model}/infer", json=v2([[5, 5, 5]], id="id-7"))
+    assert again.json()["parameters"]["variant"] == variants["id-7"], "the route is stable per inference id"
+
+    logged = [
+        PredictionLogged.model_validate_json(v) for v in await read_keyed(options, topics.PREDICTIONS, model, 100)
+    ]
+    by_variant = {p.variant for p in logged}
+    assert {"champion", "canary", "shadow"} <= by_variant
+    shadow = [p for p in logged if p.variant == "shadow"]
+    assert shadow[0].version == candidate and shadow[0].inference_id.startswith("id-")
+    first = next(p for p in logged if p.inference_id == "id-0" and p.variant != "shadow")
+    assert first.features == {"x1": 5.0, "x2": 5.0, "x3": 5.0} and set(first.outputs.probabilities) == {"0", "1"}
