@@ -139,11 +139,15 @@ def add_routes(service: InferenceService) -> None:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
-        chunks = bytearray()
-        async for chunk in request.stream():
-            chunks.extend(chunk)
-            if len(chunks) > limit:
-                raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+        if declared is not None and declared.isdigit():
+            chunks = await request.body()  # the server enforces Content-Length
+        else:  # chunked: count as it arrives
+            buffer = bytearray()
+            async for chunk in request.stream():
+                buffer.extend(chunk)
+                if len(buffer) > limit:
+                    raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
+            chunks = bytes(buffer)
         if not chunks:
             raise InvalidInput("the request body is empty; send JSON")
         try:
@@ -151,9 +155,16 @@ def add_routes(service: InferenceService) -> None:
         except orjson.JSONDecodeError as err:
             raise MalformedJson(f"the request body is not valid JSON: {err}") from None
 
+    children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+
     def respond(answer: Answer, request: InferenceRequest, payload: dict[str, Any], shadow: bool) -> Response:
-        metrics.requests.labels(answer.model, str(answer.version), answer.variant, "200").inc()
-        metrics.latency.labels(answer.model, str(answer.version), answer.variant).observe(answer.latency_ms / 1000)
+        key = (answer.model, answer.version, answer.variant)
+        child = children.get(key)
+        if child is None:  # labelled children are looked up once per (model, version, variant)
+            labels = (answer.model, str(answer.version), answer.variant)
+            child = children[key] = (metrics.requests.labels(*labels, "200"), metrics.latency.labels(*labels))
+        child[0].inc()
+        child[1].observe(answer.latency_ms / 1000)
         slots = handlers.slots.get(answer.model)
         has_shadow = shadow and slots is not None and slots.shadow is not None
         task = BackgroundTask(handlers.shadow, answer.model, request, answer.inference_id) if has_shadow else None

@@ -9,13 +9,16 @@ worker thread, and swap references. A load that fails leaves the current version
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from numpy.typing import NDArray
 
 from services.inference.metrics import InferenceMetrics
@@ -24,7 +27,7 @@ from services.inference.protocol import InferenceRequest
 from services.inference.runtime import LoadedModel, ModelSlots, Variant, load_version
 from shared.bus import Delivery
 from shared.errors import ModelNotFound
-from shared.events import DeploymentChanged, PredictionLogged, PredictionOutputs, TrainingCompleted, encode_event
+from shared.events import DeploymentChanged, TrainingCompleted
 from shared.registry import Registry
 from shared.spec import SpecCatalog
 
@@ -187,22 +190,56 @@ class InferenceHandlers:
         probabilities: NDArray[np.float32],
         latency_ms: float,
     ) -> None:
-        names = loaded.schema.features
-        classes = [str(c) for c in loaded.classes]
-        rows = X.shape[0]
+        # only references are queued here; the JSON is built by the log's background task
         key = loaded.model.encode()
+        rows = X.shape[0]
         for i in range(rows):
-            label = labels[i]
-            event = PredictionLogged(
-                model=loaded.model,
-                inference_id=inference_id if rows == 1 else f"{inference_id}:{i}",
-                version=loaded.version,
-                variant=variant,
-                features={n: (None if np.isnan(v) else float(v)) for n, v in zip(names, X[i].tolist(), strict=True)},
-                outputs=PredictionOutputs(
-                    label=label.item() if isinstance(label, np.generic) else label,
-                    probabilities=dict(zip(classes, (float(p) for p in probabilities[i]), strict=False)),
+            row_id = inference_id if rows == 1 else f"{inference_id}:{i}"
+            self.predlog.append(
+                key,
+                functools.partial(
+                    encode_prediction,
+                    loaded,
+                    variant,
+                    row_id,
+                    X[i],
+                    labels[i],
+                    probabilities[i],
+                    latency_ms,
+                    datetime.now(UTC),
                 ),
-                latency_ms=latency_ms,
             )
-            self.predlog.append(key, encode_event(event))
+
+
+def encode_prediction(
+    loaded: LoadedModel,
+    variant: Variant,
+    inference_id: str,
+    features: NDArray[np.float32],
+    label: Any,
+    probabilities: NDArray[np.float32],
+    latency_ms: float,
+    at: datetime,
+) -> bytes:
+    """One ``PredictionLogged`` as JSON, built directly (a contract test decodes it with the event model)."""
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": at,
+            "model": loaded.model,
+            "inference_id": inference_id,
+            "version": loaded.version,
+            "variant": variant,
+            "features": {
+                name: (None if value != value else value)  # NaN (a missing value) travels as null
+                for name, value in zip(loaded.schema.features, features.tolist(), strict=True)
+            },
+            "outputs": {
+                "label": label.item() if isinstance(label, np.generic) else label,
+                "probabilities": dict(zip((str(c) for c in loaded.classes), probabilities.tolist(), strict=False)),
+            },
+            "latency_ms": latency_ms,
+        },
+        option=orjson.OPT_UTC_Z,
+    )

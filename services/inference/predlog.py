@@ -23,6 +23,13 @@ from shared.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
+Entry = bytes | Callable[[], bytes]
+"""A prediction's JSON, or a function that builds it (so requests do not pay for encoding)."""
+
+
+def _bytes(entry: Entry) -> bytes:
+    return entry if isinstance(entry, bytes) else entry()
+
 
 class PredictionLog:
     """Bounded buffer + disk journal in front of the ``predictions`` topic.
@@ -54,7 +61,7 @@ class PredictionLog:
         self.max_buffer = max_buffer
         self.batch = batch
         self.on_change = on_change
-        self._buffer: deque[tuple[bytes, bytes]] = deque()
+        self._buffer: deque[tuple[bytes, Entry]] = deque()
         self._wake = asyncio.Event()
         self._stopping = False
         self.sent = 0
@@ -68,8 +75,8 @@ class PredictionLog:
         """Entries waiting in memory."""
         return len(self._buffer)
 
-    def append(self, key: bytes, value: bytes) -> None:
-        """Queue one encoded ``PredictionLogged`` (never blocks, never raises)."""
+    def append(self, key: bytes, value: Entry) -> None:
+        """Queue one ``PredictionLogged``: its bytes, or a function that builds them later (never blocks)."""
         if len(self._buffer) >= self.max_buffer:
             self._spill([(key, value)])
         else:
@@ -77,11 +84,11 @@ class PredictionLog:
         if len(self._buffer) >= self.batch:
             self._wake.set()
 
-    def _spill(self, entries: list[tuple[bytes, bytes]]) -> None:
+    def _spill(self, entries: list[tuple[bytes, Entry]]) -> None:
         try:
             with open(self.journal, "ab") as journal:
                 for key, value in entries:
-                    journal.write(key.hex().encode() + b"\t" + value.replace(b"\n", b" ") + b"\n")
+                    journal.write(key.hex().encode() + b"\t" + _bytes(value).replace(b"\n", b" ") + b"\n")
                 journal.flush()
                 os.fsync(journal.fileno())
             self.spilled += len(entries)
@@ -120,9 +127,13 @@ class PredictionLog:
                 return
 
     async def _send_batch(self) -> None:
-        entries = [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
+        # built once: a batch sent again after an outage keeps its event ids
+        entries: list[tuple[bytes, Entry]] = [
+            (key, _bytes(value))
+            for key, value in (self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer))))
+        ]
         try:
-            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value in entries]
+            futures = [await self.publisher.enqueue(topics.PREDICTIONS, _bytes(value), key) for key, value in entries]
             await asyncio.wait_for(confirm(futures), timeout=15)
         except (BrokerUnavailable, TimeoutError) as err:
             self._buffer.extendleft(reversed(entries))  # back in front, in order

@@ -124,3 +124,30 @@ def test_canary_bucket_is_stable_and_spread() -> None:
     assert all(0 <= b < 1 for b in buckets)
     assert 0.08 < sum(b < 0.1 for b in buckets) / len(buckets) < 0.12
     assert canary_bucket("id-1") == buckets[1]
+
+
+def test_prediction_records_follow_the_event_contract() -> None:
+    from datetime import UTC, datetime
+
+    from services.inference.handlers import encode_prediction
+    from services.inference.runtime import LoadedModel
+    from shared import topics
+    from shared.events import PredictionLogged, decode_event
+
+    loaded = LoadedModel("credit", 3, None, InputSchema(features=("a", "b")), ["bad", "good"], 0.0)  # type: ignore[arg-type]
+    raw = encode_prediction(
+        loaded,
+        "canary",
+        "id-1",
+        np.array([1.5, np.nan], dtype=np.float32),
+        np.str_("good"),
+        np.array([0.25, 0.75], dtype=np.float32),
+        0.4,
+        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    event = decode_event(topics.PREDICTIONS, raw)
+    assert isinstance(event, PredictionLogged)
+    assert (event.model, event.version, event.variant, event.inference_id) == ("credit", 3, "canary", "id-1")
+    assert event.features == {"a": 1.5, "b": None}
+    assert event.outputs.label == "good" and event.outputs.probabilities == {"bad": 0.25, "good": 0.75}
+    assert event.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
