@@ -4,9 +4,12 @@ One RandomForestClassifier (100 trees, depth 10, 20 float features, as in
 ../shared/notes/serving-anchors.md) is trained, exported and registered; the inference service
 runs as its own process (``driftloop serve inference``, uvloop + httptools) against an
 embedded broker, with validation, canary routing, the prediction log and metrics all on; a
-bare FastAPI + onnxruntime route serves the same ONNX file beside it. ``wrk`` (Debian package)
-sends one-row Open Inference Protocol V2 requests for 10 s at 1 and 8 connections.
-Target (issue #5): at least 80% of the bare route's throughput.
+bare FastAPI + onnxruntime route serves the same ONNX file beside it, and a second inference
+process with the prediction log off. ``wrk`` (Debian package) sends 1-row and 32-row Open
+Inference Protocol V2 requests at 1, 8 and 32 connections to each
+(median of three 4 s runs); in-process
+onnxruntime on the same model is the floor. Targets (issue #5): single-row p99 <= 5 ms at 8
+connections, at least 80% of the bare route's throughput, logging on within 10% of off.
 
     .venv/bin/python benchmarks/bench_inference.py [SECONDS]
 """
@@ -33,7 +36,7 @@ from shared.broker import EmbeddedBroker, free_port
 from shared.registry import Registry
 from shared.store import FileStore
 
-ANCHOR = {1: 2316.0, 8: 2808.0}  # bare route, serving-anchors.md
+ANCHOR = {1: 2316.0, 8: 2808.0, 32: 2318.0}  # bare route, serving-anchors.md
 
 
 def register_forest(store: FileStore) -> tuple[bytes, int]:
@@ -93,7 +96,9 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 def wrk(url: str, body: str, connections: int, seconds: int, script_dir: Path) -> tuple[float, str, str]:
     script = script_dir / "post.lua"
-    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{body}]]\n')
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n'
+    )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -101,12 +106,56 @@ def wrk(url: str, body: str, connections: int, seconds: int, script_dir: Path) -
         check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed requests:\n{out}")
     return rate, p50, p99
+
+
+def v2_body(rows: int, rng: np.random.Generator) -> str:
+    data = [[round(float(v), 4) for v in row] for row in rng.normal(size=(rows, 20))]
+    return json.dumps({"inputs": [{"name": "input", "shape": [rows, 20], "datatype": "FP32", "data": data}]})
+
+
+ROUNDS = 3
+"""Runs per figure; the median is shown (two cores shared by wrk, three servers and a broker are noisy)."""
+
+
+def median_run(url: str, body: str, connections: int, seconds: int, root: Path) -> tuple[float, str, str]:
+    runs = sorted((wrk(url, body, connections, seconds, root) for _ in range(ROUNDS)), key=lambda run: run[0])
+    return runs[len(runs) // 2]
+
+
+def raw_onnxruntime(onnx: bytes, rows: int, rng: np.random.Generator, seconds: float = 2.0) -> float:
+    """Microseconds per call of in-process onnxruntime (1 intra-op thread): the floor."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
+    X = rng.normal(size=(rows, 20)).astype(np.float32)
+    calls = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, {"input": X})
+        calls += 1
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def metric(url: str, name: str) -> str:
+    with urllib.request.urlopen(url) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    return found.group(1) if found else "?"
+
+
+def start_service(env: dict[str, str], port: int, log_predictions: bool) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "inference"],
+        env={**env, "DRIFTLOOP_PORT": str(port), "DRIFTLOOP_LOG_PREDICTIONS": str(log_predictions).lower()},
+    )
 
 
 def main(seconds: int) -> None:
@@ -114,36 +163,26 @@ def main(seconds: int) -> None:
         print("bench_inference: wrk is not installed (Debian: apt-get install -y wrk); skipped")
         return
     rng = np.random.default_rng(1)
-    body = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [1, 20],
-                    "datatype": "FP32",
-                    "data": [round(float(v), 4) for v in rng.normal(size=20)],
-                }
-            ]
-        }
-    )
+    bodies = {rows: v2_body(rows, rng) for rows in (1, 32)}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         root = Path(tmp)
         store = FileStore(root / "store")
         onnx, _ = register_forest(store)
         (root / "model.onnx").write_bytes(onnx)
-        port, bare_port = free_port(), free_port()
+        floor = {rows: raw_onnxruntime(onnx, rows, rng) for rows in bodies}
+        port, quiet_port, bare_port = free_port(), free_port(), free_port()
         env = {
             **os.environ,
             "DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
             "DRIFTLOOP_KAFKA_IDEMPOTENCE": "false",
             "DRIFTLOOP_STORE_KIND": "file",
             "DRIFTLOOP_STORE_ROOT": str(store.root),
-            "DRIFTLOOP_PORT": str(port),
             "DRIFTLOOP_DATA_DIR": str(root),
             "DRIFTLOOP_LOG_LEVEL": "WARNING",
             "BARE_ONNX": str(root / "model.onnx"),
         }
-        service = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "inference"], env=env)
+        service = start_service(env, port, log_predictions=True)
+        quiet = start_service(env, quiet_port, log_predictions=False)
         bare = subprocess.Popen(
             [
                 sys.executable,
@@ -158,31 +197,55 @@ def main(seconds: int) -> None:
             ],
             env=env,
         )
+        servers = {
+            "bare route (ceiling)": bare_port,
+            "driftloop, logging off": quiet_port,
+            "driftloop inference": port,
+        }
         try:
+            for each in servers.values():
+                wait_http(f"http://127.0.0.1:{each}/openapi.json")
             wait_http(f"http://127.0.0.1:{port}/v2/models/bench/ready")
-            wait_http(f"http://127.0.0.1:{bare_port}/docs")
-            print(f"inference: RandomForest 100 trees depth 10, 20 features, one-row V2 requests, wrk {seconds}s")
-            print(f"{'server':<28} {'conns':>5} {'req/s':>9} {'p50':>9} {'p99':>9} {'vs bare':>8}")
-            for connections in (1, 8):
-                bare_rate, bp50, bp99 = wrk(
-                    f"http://127.0.0.1:{bare_port}/v2/models/bench/infer", body, connections, seconds, root
-                )
-                rate, p50, p99 = wrk(f"http://127.0.0.1:{port}/v2/models/bench/infer", body, connections, seconds, root)
-                print(f"{'bare route (ceiling)':<28} {connections:>5} {bare_rate:>9.0f} {bp50:>9} {bp99:>9} {'':>8}")
-                print(
-                    f"{'driftloop inference':<28} {connections:>5} {rate:>9.0f} {p50:>9} {p99:>9} "
-                    f"{rate / bare_rate:>7.0%}"
-                )
-                print(f"{'  (anchor: bare route)':<28} {connections:>5} {ANCHOR[connections]:>9.0f}")
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
-                metrics = response.read().decode()
-            lost = re.search(r"driftloop_inference_prediction_log_lost (\S+)", metrics)
-            print(f"prediction log: lost {lost.group(1) if lost else '?'} (every prediction is published)")
+            wait_http(f"http://127.0.0.1:{quiet_port}/v2/models/bench/ready")
+            print(f"inference: RandomForest 100 trees depth 10, 20 features, V2 requests, wrk {seconds}s per row")
+            for rows, us in floor.items():
+                print(f"raw onnxruntime in-process, {rows:>2} rows: {us:8.1f} us/call ({1e6 / us:,.0f} calls/s)")
+            print(
+                f"{'server':<24} {'rows':>4} {'conns':>5} {'req/s':>8} {'p50':>9} {'p99':>9} "
+                f"{'vs bare':>8} {'vs raw':>7}"
+            )
+            for rows, body in bodies.items():
+                for connections in (1, 8, 32):
+                    rates: dict[str, float] = {}
+                    for name, each in servers.items():
+                        url = f"http://127.0.0.1:{each}/v2/models/bench/infer"
+                        rate, p50, p99 = median_run(url, body, connections, seconds, root)
+                        rates[name] = rate
+                        ceiling = rates["bare route (ceiling)"]
+                        vs_bare = f"{rate / ceiling:.0%}" if name != "bare route (ceiling)" else ""
+                        # time per request over the floor, at one connection (no queueing)
+                        vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
+                        print(
+                            f"{name:<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
+                            f"{vs_bare:>8} {vs_raw:>7}"
+                        )
+                    on, off = rates["driftloop inference"], rates["driftloop, logging off"]
+                    print(f"{'  logging on vs off':<24} {rows:>4} {connections:>5} {on / off - 1:>+8.1%}")
+                    if rows == 1 and connections in ANCHOR:
+                        print(f"{'  (anchor: bare route)':<24} {rows:>4} {connections:>5} {ANCHOR[connections]:>8.0f}")
+            metrics = f"http://127.0.0.1:{port}/metrics"
+            time.sleep(1.0)  # the last batch
+            print(
+                "prediction log: sent "
+                f"{metric(metrics, 'driftloop_inference_prediction_log_sent')}, spilled "
+                f"{metric(metrics, 'driftloop_inference_prediction_log_spilled')}, lost "
+                f"{metric(metrics, 'driftloop_inference_prediction_log_lost')}"
+            )
         finally:
-            for process in (service, bare):
+            for process in (service, quiet, bare):
                 process.terminate()
                 process.wait(timeout=20)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)

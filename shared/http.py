@@ -12,6 +12,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -63,7 +64,7 @@ class HttpServer:
     """Serves a FastAPI app on ``host:port`` until :meth:`stop`."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
-        self.app = app
+        self.app: Any = app  # a service may put a plain ASGI app in front of its FastAPI app
         self.host = host
         self.port = port
         self._server: _QuietServer | None = None

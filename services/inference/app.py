@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import uuid
 from pathlib import Path
@@ -19,16 +20,16 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import Field
-from starlette.background import BackgroundTask
 
-from services.inference.handlers import Answer, InferenceHandlers
+from services.inference.handlers import InferenceHandlers, Served, encode_predictions
 from services.inference.metrics import InferenceMetrics
+from services.inference.predict_routes import PredictRoutes
 from services.inference.predlog import PredictionLog
-from services.inference.protocol import OUTPUT_NAMES, InferenceRequest, decode_v1, decode_v2, encode_v2_outputs
+from services.inference.protocol import OUTPUT_NAMES
 from shared import __version__, topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
-from shared.errors import DriftloopError, InvalidInput, PayloadTooLarge
+from shared.errors import DriftloopError
 from shared.lifecycle import configure_logging, run_forever
 from shared.registry import Registry
 from shared.service import BusService
@@ -37,6 +38,8 @@ from shared.spec import SpecCatalog
 log = logging.getLogger("driftloop.inference")
 
 ID_HEADER = "x-inference-id"
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between young-generation collections once serving (Python's default: 700)."""
 
 
 class InferenceSettings(ServiceSettings):
@@ -48,7 +51,14 @@ class InferenceSettings(ServiceSettings):
     journal_dir: Path | None = Field(
         default=None, description="Where predictions wait when Kafka is away. Default: <data_dir>/inference-journal."
     )
-    prediction_buffer: int = Field(default=50_000, ge=1, description="Predictions held in memory before spilling.")
+    prediction_buffer: int = Field(
+        default=50_000,
+        ge=1,
+        description="Served requests held in memory for the log before spilling to disk.",
+    )
+    log_predictions: bool = Field(
+        default=True, description="Publish every prediction to `predictions` (the monitor needs them; off to compare)."
+    )
 
 
 class InferenceService(BusService):
@@ -60,11 +70,18 @@ class InferenceService(BusService):
         self.settings: InferenceSettings = settings
         self.metrics = InferenceMetrics.create(self.registry)
         journal = settings.journal_dir or settings.data_dir / "inference-journal"
-        self.predlog = PredictionLog(
-            self.publisher, journal, max_buffer=settings.prediction_buffer, on_change=self._log_metrics
+        self.predlog: PredictionLog[Served] = PredictionLog(
+            self.publisher,
+            journal,
+            encode_predictions,
+            max_buffer=settings.prediction_buffer,
+            on_change=self._log_metrics,
         )
-        self.handlers = InferenceHandlers(Registry(store), SpecCatalog(store), self.predlog, self.metrics)
+        self.handlers = InferenceHandlers(
+            Registry(store), SpecCatalog(store), self.predlog, self.metrics, log_predictions=settings.log_predictions
+        )
         # every replica must see every deployment: a group of its own, reading from now on
+        self.http.app = PredictRoutes(self.app, self.handlers, self.metrics, settings.max_body_bytes)
         self.subscriber = Subscriber(
             self.options,
             f"driftloop-inference-{uuid.uuid4().hex[:12]}",
@@ -73,7 +90,7 @@ class InferenceService(BusService):
             self.publisher,
             auto_offset_reset="latest",
         )
-        self.background += [self.predlog.run, self._sweep_forever]
+        self.background += [self.predlog.run, self._sweep_forever, self._settle_gc]
         self.on_stop.append(self.predlog.stop)
         self._sweeping = True
         self.on_stop.append(self._stop_sweeping)
@@ -82,7 +99,7 @@ class InferenceService(BusService):
     def _stop_sweeping(self) -> None:
         self._sweeping = False
 
-    def _log_metrics(self, plog: PredictionLog) -> None:
+    def _log_metrics(self, plog: PredictionLog[Served]) -> None:
         self.metrics.log_depth.set(plog.depth)
         self.metrics.log_spilled.set(plog.spilled)
         self.metrics.log_lost.set(plog.lost)
@@ -99,6 +116,19 @@ class InferenceService(BusService):
                     return
                 await asyncio.sleep(0.1)
 
+    async def _settle_gc(self) -> None:
+        """Once serving, move start-up objects out of the collector's sight and collect less often.
+
+        Every request allocates a few dozen short-lived objects and the prediction log keeps
+        some alive for a few tens of milliseconds; with the default thresholds that promotes
+        enough of them to run full collections over every module, pydantic model and FastAPI
+        route several times a second. Frozen start-up objects are never traversed again.
+        """
+        await self.http.wait_started(timeout=60)
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
     def not_ready(self) -> str | None:
         """Ready once consuming deployments; models may still be loading (``/v2/models/{m}/ready``)."""
         return super().not_ready()
@@ -111,11 +141,10 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None, b
 
 
 def add_routes(service: InferenceService) -> None:
-    """The Open Inference Protocol V2 and KServe V1 routes."""
+    """Health and metadata routes of the Open Inference Protocol V2 (predictions: :mod:`predict_routes`)."""
     app = service.app
     handlers = service.handlers
     metrics = service.metrics
-    limit = service.settings.max_body_bytes
 
     @app.exception_handler(DriftloopError)
     async def driftloop_error(request: Request, exc: DriftloopError) -> Response:
@@ -134,86 +163,6 @@ def add_routes(service: InferenceService) -> None:
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
         return _json({"error": "internal error; see the service log"}, 500)
-
-    async def body_of(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes is over the {limit}-byte limit")
-        if declared is not None and declared.isdigit():
-            chunks = await request.body()  # the server enforces Content-Length
-        else:  # chunked: count as it arrives
-            buffer = bytearray()
-            async for chunk in request.stream():
-                buffer.extend(chunk)
-                if len(buffer) > limit:
-                    raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-            chunks = bytes(buffer)
-        if not chunks:
-            raise InvalidInput("the request body is empty; send JSON")
-        try:
-            return orjson.loads(chunks)
-        except orjson.JSONDecodeError as err:
-            raise MalformedJson(f"the request body is not valid JSON: {err}") from None
-
-    children: dict[tuple[str, int, str], tuple[Any, Any]] = {}
-
-    def respond(answer: Answer, request: InferenceRequest, payload: dict[str, Any], shadow: bool) -> Response:
-        key = (answer.model, answer.version, answer.variant)
-        child = children.get(key)
-        if child is None:  # labelled children are looked up once per (model, version, variant)
-            labels = (answer.model, str(answer.version), answer.variant)
-            child = children[key] = (metrics.requests.labels(*labels, "200"), metrics.latency.labels(*labels))
-        child[0].inc()
-        child[1].observe(answer.latency_ms / 1000)
-        slots = handlers.slots.get(answer.model)
-        has_shadow = shadow and slots is not None and slots.shadow is not None
-        task = BackgroundTask(handlers.shadow, answer.model, request, answer.inference_id) if has_shadow else None
-        return _json(
-            payload,
-            headers={"X-Inference-Id": answer.inference_id, "X-Model-Version": str(answer.version)},
-            background=task,
-        )
-
-    async def infer_v2(model: str, request: Request, version: int | None) -> Response:
-        body = await body_of(request)
-        pinned = await handlers.pinned(model, version) if version is not None else None
-        loaded = pinned or handlers.model_slots(model).champion
-        assert loaded is not None
-        decoded = decode_v2(body, loaded.schema)
-        answer = handlers.predict(model, decoded, request.headers.get(ID_HEADER), version, pinned)
-        payload = {
-            "model_name": model,
-            "model_version": str(answer.version),
-            "id": answer.inference_id,
-            "parameters": {"variant": answer.variant},
-            "outputs": encode_v2_outputs(answer.labels, answer.probabilities, decoded.outputs),
-        }
-        return respond(answer, decoded, payload, shadow=pinned is None)
-
-    @app.post("/v2/models/{model}/infer")
-    async def infer(model: str, request: Request) -> Response:
-        return await infer_v2(model, request, None)
-
-    @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer_version(model: str, version: int, request: Request) -> Response:
-        return await infer_v2(model, request, version)
-
-    @app.post("/v1/models/{model}:predict")
-    async def predict_v1(model: str, request: Request) -> Response:
-        body = await body_of(request)
-        slots = handlers.model_slots(model)
-        assert slots.champion is not None
-        decoded = decode_v1(body, slots.champion.schema)
-        answer = handlers.predict(model, decoded, request.headers.get(ID_HEADER))
-        predictions = [
-            {
-                "label": label.item() if hasattr(label, "item") else label,
-                "probabilities": dict(zip([str(c) for c in slots.champion.classes], map(float, row), strict=False)),
-            }
-            for label, row in zip(answer.labels, answer.probabilities, strict=True)
-        ]
-        payload = {"predictions": predictions, "model_version": str(answer.version), "id": answer.inference_id}
-        return respond(answer, decoded, payload, shadow=True)
 
     @app.get("/v2/health/live")
     async def v2_live() -> Response:
@@ -276,12 +225,6 @@ def add_routes(service: InferenceService) -> None:
         slots = handlers.slots.get(model)
         ready = slots is not None and slots.find(version) is not None
         return _json({"name": model, "version": str(version), "ready": ready}, 200 if ready else 404)
-
-
-class MalformedJson(InvalidInput):
-    """The body is not JSON at all (400, where a well-formed but invalid request is 422)."""
-
-    status_code = 400
 
 
 class ModelNotServed(DriftloopError):

@@ -9,13 +9,12 @@ worker thread, and swap references. A load that fails leaves the current version
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -53,12 +52,19 @@ class InferenceHandlers:
     """The models this replica serves, and how it answers."""
 
     def __init__(
-        self, registry: Registry, catalog: SpecCatalog, predlog: PredictionLog, metrics: InferenceMetrics
+        self,
+        registry: Registry,
+        catalog: SpecCatalog,
+        predlog: PredictionLog[Served],
+        metrics: InferenceMetrics,
+        *,
+        log_predictions: bool = True,
     ) -> None:
         self.registry = registry
         self.catalog = catalog
         self.predlog = predlog
         self.metrics = metrics
+        self.log_predictions = log_predictions
         self.slots: dict[str, ModelSlots] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -190,56 +196,78 @@ class InferenceHandlers:
         probabilities: NDArray[np.float32],
         latency_ms: float,
     ) -> None:
-        # only references are queued here; the JSON is built by the log's background task
-        key = loaded.model.encode()
-        rows = X.shape[0]
-        for i in range(rows):
-            row_id = inference_id if rows == 1 else f"{inference_id}:{i}"
+        # only references are queued here; the log's background task encodes many at once
+        if self.log_predictions:
             self.predlog.append(
-                key,
-                functools.partial(
-                    encode_prediction,
-                    loaded,
-                    variant,
-                    row_id,
-                    X[i],
-                    labels[i],
-                    probabilities[i],
-                    latency_ms,
-                    datetime.now(UTC),
-                ),
+                Served(loaded, variant, inference_id, X, labels, probabilities, latency_ms, time.time())
             )
 
 
-def encode_prediction(
-    loaded: LoadedModel,
-    variant: Variant,
-    inference_id: str,
-    features: NDArray[np.float32],
-    label: Any,
-    probabilities: NDArray[np.float32],
-    latency_ms: float,
-    at: datetime,
-) -> bytes:
-    """One ``PredictionLogged`` as JSON, built directly (a contract test decodes it with the event model)."""
-    return orjson.dumps(
+class Served(NamedTuple):
+    """What one request served, as queued for the prediction log (references, not copies; a tuple
+    because requests pay for building it)."""
+
+    loaded: LoadedModel
+    variant: Variant
+    inference_id: str
+    X: NDArray[np.float32]
+    labels: NDArray[Any]
+    probabilities: NDArray[np.float32]
+    latency_ms: float
+    at: float  # seconds since the epoch
+
+    def row_ids(self) -> list[str]:
+        """One id per row: the inference id, suffixed ``:i`` when the request had several rows."""
+        rows = self.X.shape[0]
+        return [self.inference_id] if rows == 1 else [f"{self.inference_id}:{i}" for i in range(rows)]
+
+
+MAX_VALUES_PER_MESSAGE = 50_000
+"""Feature and probability values per ``PredictionsLogged`` (~0.5 MB of JSON, under Kafka's 1 MB)."""
+
+
+def encode_predictions(served: list[Served]) -> list[tuple[bytes, bytes, int]]:
+    """Pack served requests into ``PredictionsLogged`` messages: one per run of the same version
+    and variant, split to stay under :data:`MAX_VALUES_PER_MESSAGE` (a contract test decodes them).
+    """
+    messages: list[tuple[bytes, bytes, int]] = []
+    group: list[Served] = []
+    values = 0
+    for item in served:
+        same = group and group[0].loaded is item.loaded and group[0].variant == item.variant
+        width = item.X.shape[1] + item.probabilities.shape[1]
+        if group and (not same or values + item.X.shape[0] * width > MAX_VALUES_PER_MESSAGE):
+            messages.append(_message(group))
+            group, values = [], 0
+        group.append(item)
+        values += item.X.shape[0] * width
+    if group:
+        messages.append(_message(group))
+    return messages
+
+
+def _message(group: list[Served]) -> tuple[bytes, bytes, int]:
+    first = group[0]
+    loaded = first.loaded
+    labels = np.concatenate([g.labels for g in group])
+    rows = labels.shape[0]
+    value = orjson.dumps(
         {
             "schema_version": 1,
             "event_id": str(uuid.uuid4()),
-            "occurred_at": at,
+            "occurred_at": datetime.now(UTC),
             "model": loaded.model,
-            "inference_id": inference_id,
             "version": loaded.version,
-            "variant": variant,
-            "features": {
-                name: (None if value != value else value)  # NaN (a missing value) travels as null
-                for name, value in zip(loaded.schema.features, features.tolist(), strict=True)
-            },
-            "outputs": {
-                "label": label.item() if isinstance(label, np.generic) else label,
-                "probabilities": dict(zip((str(c) for c in loaded.classes), probabilities.tolist(), strict=False)),
-            },
-            "latency_ms": latency_ms,
+            "variant": first.variant,
+            "feature_names": list(loaded.schema.features),
+            "classes": [str(c) for c in loaded.classes],
+            "inference_ids": [row_id for g in group for row_id in g.row_ids()],
+            "features": np.concatenate([g.X for g in group]),  # NaN (a missing value) is written as null
+            "labels": labels if labels.dtype.kind in "iu" else labels.tolist(),
+            "probabilities": np.concatenate([g.probabilities for g in group]),
+            "latency_ms": [g.latency_ms for g in group for _ in range(g.X.shape[0])],
+            "predicted_at": [datetime.fromtimestamp(g.at, UTC) for g in group for _ in range(g.X.shape[0])],
         },
-        option=orjson.OPT_UTC_Z,
+        option=orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY,
     )
+    return loaded.model.encode(), value, rows

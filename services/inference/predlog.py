@@ -1,10 +1,10 @@
 """The prediction log: every prediction goes to ``predictions``, without ever slowing a request.
 
-Requests only append to an in-memory buffer (O(1), no await). A background task drains it in
-batches to Kafka. When the broker is slow or gone the buffer fills up to ``max_buffer``; past
-that, entries spill to an append-only journal on local disk (JSON lines), which is replayed
-to Kafka once the broker answers again. Only if the disk also fails is an entry lost — and
-then it is counted, never silently.
+Requests only append a reference to an in-memory buffer (O(1), no await, no encoding). A
+background task encodes and drains it in batches to Kafka. When the broker is slow or gone
+the buffer fills up to ``max_buffer``; past that, entries spill to an append-only journal on
+local disk (one message per line), which is replayed to Kafka once the broker answers
+again. Only if the disk also fails is an entry lost — and then it is counted, never silently.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from shared import topics
 from shared.bus import Publisher, confirm
@@ -23,16 +24,19 @@ from shared.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
-Entry = bytes | Callable[[], bytes]
-"""A prediction's JSON, or a function that builds it (so requests do not pay for encoding)."""
+Item = TypeVar("Item")
+
+Message = tuple[bytes, bytes, int]
+"""A Kafka message of the log: key, value, and how many predictions it carries."""
 
 
-def _bytes(entry: Entry) -> bytes:
-    return entry if isinstance(entry, bytes) else entry()
-
-
-class PredictionLog:
+class PredictionLog(Generic[Item]):
     """Bounded buffer + disk journal in front of the ``predictions`` topic.
+
+    Requests append *items* — references to what was served, no encoding. The background task
+    turns many items at once into few messages with ``encode`` (the inference service packs
+    every buffered prediction of one model version and variant into one columnar
+    ``PredictionsLogged``), so the cost per prediction stays far below the cost of serving it.
 
     Parameters
     ----------
@@ -40,10 +44,12 @@ class PredictionLog:
         Started publisher used to send batches.
     journal_dir
         Directory of the spill journal (created when needed).
+    encode
+        Items to messages; called off the request path, on the drain task or when spilling.
     max_buffer
-        Entries held in memory before spilling to disk.
+        Items held in memory before spilling to disk.
     batch
-        Entries sent per batch.
+        Items encoded and sent per drain step (the event loop is handed back between steps).
     on_change
         Called after every drain step, for metrics (buffer depth, spills, losses).
     """
@@ -52,16 +58,19 @@ class PredictionLog:
         self,
         publisher: Publisher,
         journal_dir: Path,
+        encode: Callable[[list[Item]], list[Message]],
         max_buffer: int = 50_000,
-        batch: int = 500,
-        on_change: Callable[[PredictionLog], None] | None = None,
+        batch: int = 1000,
+        on_change: Callable[[PredictionLog[Item]], None] | None = None,
     ) -> None:
         self.publisher = publisher
         self.journal = journal_dir / "predictions.journal"
+        self.encode = encode
         self.max_buffer = max_buffer
         self.batch = batch
         self.on_change = on_change
-        self._buffer: deque[tuple[bytes, Entry]] = deque()
+        self._buffer: deque[Item] = deque()
+        self._ready: deque[Message] = deque()  # encoded, waiting for the broker
         self._wake = asyncio.Event()
         self._stopping = False
         self.sent = 0
@@ -72,31 +81,40 @@ class PredictionLog:
 
     @property
     def depth(self) -> int:
-        """Entries waiting in memory."""
-        return len(self._buffer)
+        """Items and encoded messages waiting in memory."""
+        return len(self._buffer) + len(self._ready)
 
-    def append(self, key: bytes, value: Entry) -> None:
-        """Queue one ``PredictionLogged``: its bytes, or a function that builds them later (never blocks)."""
+    def append(self, item: Item) -> None:
+        """Queue what one request served (never blocks; spills to disk when the buffer is full)."""
         if len(self._buffer) >= self.max_buffer:
-            self._spill([(key, value)])
+            self._spill(self._encode([item]))
         else:
-            self._buffer.append((key, value))
+            self._buffer.append(item)
         if len(self._buffer) >= self.batch:
             self._wake.set()
 
-    def _spill(self, entries: list[tuple[bytes, Entry]]) -> None:
+    def _encode(self, items: list[Item]) -> list[Message]:
+        try:
+            return self.encode(items)
+        except Exception as err:  # a bug must cost log entries, never requests
+            log.exception("prediction log: %d entries lost: encoding failed: %s", len(items), err)
+            self.lost += len(items)
+            return []
+
+    def _spill(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        rows = sum(m[2] for m in messages)
         try:
             with open(self.journal, "ab") as journal:
-                for key, value in entries:
-                    journal.write(key.hex().encode() + b"\t" + _bytes(value).replace(b"\n", b" ") + b"\n")
+                for key, value, count in messages:
+                    journal.write(b"%s\t%d\t%s\n" % (key.hex().encode(), count, value.replace(b"\n", b" ")))
                 journal.flush()
                 os.fsync(journal.fileno())
-            self.spilled += len(entries)
+            self.spilled += rows
         except OSError as err:
-            self.lost += len(entries)
-            log.error(
-                "prediction log: %d entries lost: cannot write the journal %s (%s)", len(entries), self.journal, err
-            )
+            self.lost += rows
+            log.error("prediction log: %d predictions lost: cannot write the journal %s (%s)", rows, self.journal, err)
 
     async def run(self, interval_s: float = 0.05) -> None:
         """Drain the buffer (and the journal) until :meth:`stop`; then flush what is left."""
@@ -107,38 +125,36 @@ class PredictionLog:
             self._wake.clear()
             try:
                 await self._replay_journal()
-                while self._buffer:
+                while self._buffer or self._ready:
                     await self._send_batch()
+                    await asyncio.sleep(0)  # requests go first between batches
                 backoff = interval_s
             except BrokerUnavailable as err:
                 backoff = min(5.0, max(0.2, backoff * 2))
                 log.warning(
-                    "prediction log: broker unavailable (%s); %d buffered, retrying in %.1fs",
-                    err,
-                    len(self._buffer),
-                    backoff,
+                    "prediction log: broker unavailable (%s); %d waiting, retrying in %.1fs", err, self.depth, backoff
                 )
                 if self._stopping:
-                    self._spill(list(self._buffer))
+                    self._spill([*self._ready, *self._encode(list(self._buffer))])
+                    self._ready.clear()
                     self._buffer.clear()
             if self.on_change:
                 self.on_change(self)
-            if self._stopping and not self._buffer:
+            if self._stopping and not self._buffer and not self._ready:
                 return
 
     async def _send_batch(self) -> None:
-        # built once: a batch sent again after an outage keeps its event ids
-        entries: list[tuple[bytes, Entry]] = [
-            (key, _bytes(value))
-            for key, value in (self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer))))
-        ]
+        if not self._ready:  # encoded once: messages sent again after an outage keep their event ids
+            items = [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
+            self._ready.extend(self._encode(items))
+        messages = list(self._ready)
         try:
-            futures = [await self.publisher.enqueue(topics.PREDICTIONS, _bytes(value), key) for key, value in entries]
+            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value, _ in messages]
             await asyncio.wait_for(confirm(futures), timeout=15)
         except (BrokerUnavailable, TimeoutError) as err:
-            self._buffer.extendleft(reversed(entries))  # back in front, in order
             raise BrokerUnavailable(str(err) or "timed out") from err
-        self.sent += len(entries)
+        self._ready.clear()
+        self.sent += sum(m[2] for m in messages)
 
     async def _replay_journal(self) -> None:
         replaying = self.journal.with_suffix(".replaying")
@@ -146,20 +162,20 @@ class PredictionLog:
             if not self.journal.exists():
                 return
             os.replace(self.journal, replaying)
-        lines = replaying.read_bytes().splitlines()
-        entries = []
-        for line in lines:
-            key_hex, _, value = line.partition(b"\t")
+        messages: list[Message] = []
+        for line in replaying.read_bytes().splitlines():
+            key_hex, _, rest = line.partition(b"\t")
+            count, _, value = rest.partition(b"\t")
             with contextlib.suppress(ValueError):
-                entries.append((bytes.fromhex(key_hex.decode()), value))
-        for start in range(0, len(entries), self.batch):
-            chunk = entries[start : start + self.batch]
-            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value in chunk]
+                messages.append((bytes.fromhex(key_hex.decode()), value, int(count)))
+        for start in range(0, len(messages), self.batch):
+            chunk = messages[start : start + self.batch]
+            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value, _ in chunk]
             await asyncio.wait_for(confirm(futures), timeout=15)
-            self.replayed += len(chunk)
+            self.replayed += sum(m[2] for m in chunk)
         replaying.unlink()
-        if entries:
-            log.info("prediction log: replayed %d journaled predictions", len(entries))
+        if messages:
+            log.info("prediction log: replayed %d journaled messages", len(messages))
 
     def stop(self) -> None:
         """Flush and end :meth:`run` (entries that cannot be sent go to the journal)."""

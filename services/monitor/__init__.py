@@ -1,1 +1,1 @@
-"""The monitor service (see ../shared/DESIGN.md). Not implemented yet: `driftloop serve monitor` says so."""
+"""The monitor service: joins predictions with ground truth, watches drift, judges canaries."""

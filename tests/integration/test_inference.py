@@ -15,14 +15,13 @@ import pytest
 
 from services.inference.app import InferenceService, InferenceSettings
 from services.trainer.runner import train
-from shared import topics
 from shared.bus import KafkaOptions, Publisher
 from shared.datasets import AcceptedRecord, DatasetRepository
-from shared.events import DeploymentChanged, PredictionLogged
+from shared.events import DeploymentChanged
 from shared.registry import Registry
 from shared.spec import apply_spec
 from shared.store import FileStore
-from tests.integration.topic_reading import read_keyed, wait_for
+from tests.integration.topic_reading import read_predictions, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -230,12 +229,68 @@ async def test_canary_shadow_and_the_prediction_log(
     again = await client.post(f"/v2/models/{model}/infer", json=v2([[5, 5, 5]], id="id-7"))
     assert again.json()["parameters"]["variant"] == variants["id-7"], "the route is stable per inference id"
 
-    logged = [
-        PredictionLogged.model_validate_json(v) for v in await read_keyed(options, topics.PREDICTIONS, model, 100)
-    ]
+    logged = await read_predictions(options, model, 121)  # 60 + 1 served, 60 shadowed
     by_variant = {p.variant for p in logged}
     assert {"champion", "canary", "shadow"} <= by_variant
     shadow = [p for p in logged if p.variant == "shadow"]
     assert shadow[0].version == candidate and shadow[0].inference_id.startswith("id-")
     first = next(p for p in logged if p.inference_id == "id-0" and p.variant != "shadow")
     assert first.features == {"x1": 5.0, "x2": 5.0, "x3": 5.0} and set(first.outputs.probabilities) == {"0", "1"}
+
+
+async def test_wrong_method_and_chunked_bodies_over_the_limit(
+    served: tuple[str, InferenceService, httpx.AsyncClient],
+) -> None:
+    model, _, client = served
+    r = await client.get(f"/v2/models/{model}/infer")
+    assert r.status_code == 405 and "takes POST" in r.json()["error"] and r.headers["allow"] == "POST"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit is counted as it arrives
+        yield b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": ['
+        for _ in range(20_000):
+            yield b"1.0, "
+        yield b"1.0]}]}"
+
+    r = await client.post(f"/v2/models/{model}/infer", content=chunks())
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = await client.post(f"/v2/models/{model}/infer", json=v2([[1, 1, 1]]))
+    assert r.status_code == 200, "the service carries on"
+
+
+async def send_all(client: httpx.AsyncClient, path: str, bodies: list[dict[str, object]]) -> list[httpx.Response]:
+    """POST every body, eight at a time, in order of the list."""
+    gate = asyncio.Semaphore(8)
+
+    async def one(body: dict[str, object]) -> httpx.Response:
+        async with gate:
+            return await client.post(path, json=body)
+
+    return await asyncio.gather(*(one(b) for b in bodies))
+
+
+async def test_canary_gets_its_share_and_the_shadow_changes_nothing(
+    served: tuple[str, InferenceService, httpx.AsyncClient], store: FileStore
+) -> None:
+    model, service, client = served
+    registry = Registry(store)
+    flipped = register(store, model, rows(2000, 5000, flip=True), 1)  # answers the opposite of v1
+    rng = np.random.default_rng(3)
+    bodies = [v2([[float(v) for v in rng.uniform(0, 10, 3)]], id=f"req-{i}") for i in range(2000)]
+    path = f"/v2/models/{model}/infer"
+    before = await send_all(client, path, bodies[:300])
+
+    registry.set_alias(model, "shadow", flipped, "test", "shadow")
+    await service.handlers.refresh(model)
+    shadowed = await send_all(client, path, bodies[:300])
+    assert [r.json()["outputs"] for r in shadowed] == [r.json()["outputs"] for r in before]
+    assert {r.json()["model_version"] for r in shadowed} == {"1"}, "the shadow never answers"
+
+    registry.set_alias(model, "canary", flipped, "test", "canary at 50%")
+    await service.handlers.refresh(model)
+    answers = await send_all(client, path, bodies)
+    assert all(r.status_code == 200 for r in answers)
+    share = sum(r.json()["parameters"]["variant"] == "canary" for r in answers) / len(answers)
+    assert abs(share - 0.5) <= 0.03, f"canary share {share:.3f} for a configured 0.5"
+    for r in answers:  # each variant answers with its own version
+        expected = str(flipped) if r.json()["parameters"]["variant"] == "canary" else "1"
+        assert r.json()["model_version"] == expected

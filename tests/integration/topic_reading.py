@@ -7,7 +7,9 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
+from shared import topics
 from shared.bus import KafkaOptions
+from shared.events import PredictionLogged, PredictionsLogged, decode_as
 
 
 async def read_keyed(
@@ -29,6 +31,26 @@ async def read_keyed(
                     for r in rs
                     if (key is None or r.key == key.encode()) and r.value is not None
                 ]
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def read_predictions(options: KafkaOptions, model: str, rows: int, timeout: float = 30) -> list[PredictionLogged]:
+    """At least ``rows`` predictions of ``model`` from the start of ``predictions``, as rows."""
+    consumer = AIOKafkaConsumer(
+        topics.PREDICTIONS, bootstrap_servers=options.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[PredictionLogged] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(found) < rows:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for r in records:
+                        if r.key == model.encode() and r.value is not None:
+                            found += decode_as(PredictionsLogged, r.value).rows()
     finally:
         await consumer.stop()
     return found

@@ -126,28 +126,40 @@ def test_canary_bucket_is_stable_and_spread() -> None:
     assert canary_bucket("id-1") == buckets[1]
 
 
-def test_prediction_records_follow_the_event_contract() -> None:
+def test_prediction_messages_follow_the_event_contract() -> None:
     from datetime import UTC, datetime
 
-    from services.inference.handlers import encode_prediction
+    from services.inference.handlers import MAX_VALUES_PER_MESSAGE, Served, encode_predictions
     from services.inference.runtime import LoadedModel
     from shared import topics
-    from shared.events import PredictionLogged, decode_event
+    from shared.events import PredictionsLogged, decode_event
 
-    loaded = LoadedModel("credit", 3, None, InputSchema(features=("a", "b")), ["bad", "good"], 0.0)  # type: ignore[arg-type]
-    raw = encode_prediction(
-        loaded,
-        "canary",
-        "id-1",
-        np.array([1.5, np.nan], dtype=np.float32),
-        np.str_("good"),
-        np.array([0.25, 0.75], dtype=np.float32),
-        0.4,
-        datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
-    )
-    event = decode_event(topics.PREDICTIONS, raw)
-    assert isinstance(event, PredictionLogged)
-    assert (event.model, event.version, event.variant, event.inference_id) == ("credit", 3, "canary", "id-1")
-    assert event.features == {"a": 1.5, "b": None}
-    assert event.outputs.label == "good" and event.outputs.probabilities == {"bad": 0.25, "good": 0.75}
-    assert event.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    def model(version: int) -> LoadedModel:
+        return LoadedModel("credit", version, None, InputSchema(features=("a", "b")), ["bad", "good"], 0.0)  # type: ignore[arg-type]
+
+    v3, v4 = model(3), model(4)
+    at_time = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    at = at_time.timestamp()
+    one = np.array([[1.5, np.nan]], dtype=np.float32)
+    two = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    proba = np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)
+    served = [
+        Served(v3, "canary", "id-1", one, np.array(["good"]), proba[:1], 0.4, at),
+        Served(v3, "canary", "id-2", two, np.array(["bad", "good"]), proba, 0.6, at),
+        Served(v4, "champion", "id-3", one, np.array(["bad"]), proba[:1], 0.5, at),
+    ]
+    messages = encode_predictions(served)
+    assert [(key, rows) for key, _, rows in messages] == [(b"credit", 3), (b"credit", 1)]
+    first = decode_event(topics.PREDICTIONS, messages[0][1])
+    assert isinstance(first, PredictionsLogged) and (first.version, first.variant) == (3, "canary")
+    rows = first.rows()
+    assert [r.inference_id for r in rows] == ["id-1", "id-2:0", "id-2:1"]
+    assert rows[0].features == {"a": 1.5, "b": None}, "NaN (missing) travels as null"
+    assert rows[0].outputs.label == "good" and rows[0].outputs.probabilities == {"bad": 0.25, "good": 0.75}
+    assert rows[2].latency_ms == 0.6 and rows[2].occurred_at == at_time
+    assert len({r.event_id for r in rows}) == 3 and rows[0].event_id == first.rows()[0].event_id
+
+    wide = [Served(v3, "champion", f"w{i}", two, np.array([0, 1]), proba, 0.1, at) for i in range(20_000)]
+    parts = encode_predictions(wide)
+    assert sum(rows for _, _, rows in parts) == 40_000 and len(parts) > 1
+    assert all(rows * 4 <= MAX_VALUES_PER_MESSAGE for _, _, rows in parts), "each message stays under the cap"

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic import ValidationError
 
 from shared import topics
 from shared.errors import InvalidEvent
@@ -21,7 +22,7 @@ from shared.events import (
     Event,
     GateVerdict,
     PredictionLogged,
-    PredictionOutputs,
+    PredictionsLogged,
     RejectionReason,
     SourcePosition,
     TrainingCompleted,
@@ -89,14 +90,18 @@ SAMPLES: list[Event] = [
         reason="gate passed",
         actor="trainer",
     ),
-    PredictionLogged(
+    PredictionsLogged(
         model="credit",
-        inference_id="inf-9",
         version=4,
-        variant="canary",
-        features={"income": 52000.0, "age": 41.0},
-        outputs=PredictionOutputs(label="good", probabilities={"good": 0.8, "bad": 0.2}),
-        latency_ms=0.7,
+        variant="champion",
+        feature_names=["income", "age"],
+        classes=["bad", "good"],
+        inference_ids=["inf-10", "inf-11"],
+        features=[[52000.0, 41.0], [31000.0, None]],
+        labels=["good", "bad"],
+        probabilities=[[0.2, 0.8], [0.9, 0.1]],
+        latency_ms=[0.5, 0.6],
+        predicted_at=[datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 1, 0, 0, 1, tzinfo=UTC)],
     ),
 ]
 
@@ -221,3 +226,15 @@ def test_dead_letter_keeps_exact_bytes() -> None:
     assert again.original_bytes() == raw
     assert again.key == "m"
     assert again.source.offset == 7
+
+
+def test_prediction_columns_must_line_up() -> None:
+    good = SAMPLES[-1].model_dump()
+    with pytest.raises(ValidationError, match="labels has 1 rows, inference_ids has 2"):
+        PredictionsLogged.model_validate({**good, "labels": ["good"]})
+    with pytest.raises(ValidationError, match="every features row must have 2 values"):
+        PredictionsLogged.model_validate({**good, "features": [[1.0], [2.0, 3.0]]})
+    rows = PredictionsLogged.model_validate(good).rows()
+    assert all(isinstance(r, PredictionLogged) and r.model == "credit" for r in rows)
+    assert rows[1].features == {"income": 31000.0, "age": None} and rows[1].outputs.label == "bad"
+    assert rows[1].outputs.probabilities == {"bad": 0.9, "good": 0.1} and rows[1].latency_ms == 0.6
