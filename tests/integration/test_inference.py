@@ -45,14 +45,14 @@ def rows(n: int, start: int, flip: bool) -> list[AcceptedRecord]:
     ]
 
 
-def register(store: FileStore, model: str, records: list[AcceptedRecord], known: int | None) -> int:
+def register(store: FileStore, model: str, records: list[AcceptedRecord], known: int | None, spec: str = SPEC) -> int:
     repo = DatasetRepository(store)
     manifest = repo.write_version(model, "h" * 64, ["x1", "x2", "x3"], [0, 1], records, known)
     assert manifest is not None
     from shared.spec import parse_spec
 
     result = train(
-        parse_spec(SPEC.format(name=model)), repo, Registry(store), manifest.version, uuid.uuid4().hex, "manual", None
+        parse_spec(spec.format(name=model)), repo, Registry(store), manifest.version, uuid.uuid4().hex, "manual", None
     )
     assert result.card is not None, result.error
     return result.card.version

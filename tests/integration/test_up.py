@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from services.stack import pid_alive
-from shared.broker import api_versions_ok, free_port
+from shared.broker import EmbeddedBroker, api_versions_ok, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -100,13 +102,35 @@ def test_busy_kafka_port_is_a_clear_error(tmp_path: Path, broker: object) -> Non
     assert "already has a Kafka broker; choose another port" in err.decode()
 
 
-def test_serve_unbuilt_service_says_so() -> None:
-    proc = driftloop("serve", "monitor", env={**os.environ, "DRIFTLOOP_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
-    _, err = proc.communicate(timeout=30)
-    if proc.returncode == 2:
-        assert "monitor service is not built yet (issue #6)" in err.decode()
-    else:  # once the monitor exists this test must be replaced by the service's own
-        pytest.fail("monitor is built: replace this test with the monitor's serve test")
+def test_serve_monitor_alone_until_sigterm(tmp_path: Path, broker: EmbeddedBroker) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "DRIFTLOOP_KAFKA_IDEMPOTENCE": "false",
+        "DRIFTLOOP_STORE_KIND": "file",
+        "DRIFTLOOP_STORE_ROOT": str(tmp_path / "store"),
+        "DRIFTLOOP_DATA_DIR": str(tmp_path),
+        "DRIFTLOOP_PORT": str(port),
+    }
+    proc = driftloop("serve", "monitor", env=env)
+    try:
+        deadline = time.monotonic() + 60
+        ready = False
+        while time.monotonic() < deadline and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as response:
+                    ready = response.status == 200
+            except OSError:
+                time.sleep(0.2)
+        assert ready, "the monitor becomes ready against the broker"
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/unknown/status", timeout=5)
+        assert missing.value.code == 404 and "driftloop specs apply" in missing.value.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
 
 
 def test_help_describes_commands() -> None:

@@ -1,0 +1,213 @@
+"""Composition root of the monitor: a faust-streaming app, the publisher, HTTP.
+
+faust consumes ``predictions``, ``annotations``, ``deployments`` and ``training.completed``
+in one consumer group (its assignor keeps the co-partitioned topics together, so a model's
+predictions, labels and deployments land on the same replica) and keeps the prediction/label
+join in a Table whose changelog follows the partition on a rebalance. Records are decoded
+with the shared event models at the agent boundary; what does not decode, or fails its
+handler, goes to ``<topic>.dlq`` with the reason. Everything else is in :mod:`handlers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import faust
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+
+from services.monitor.handlers import MonitorHandlers, utc_now
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.report import render_report
+from shared import topics
+from shared.bus import KafkaOptions, Publisher, ensure_topics
+from shared.config import ServiceSettings, build_store, load_settings
+from shared.errors import BrokerUnavailable, InvalidEvent, ModelNotFound
+from shared.events import DeadLetter, SourcePosition, decode_event
+from shared.http import HttpServer, add_error_handler, add_health_routes
+from shared.lifecycle import configure_logging, run_forever, run_until_signalled
+from shared.registry import Registry
+from shared.spec import SpecCatalog
+
+log = logging.getLogger("driftloop.monitor")
+
+CONSUMED = (topics.PREDICTIONS, topics.ANNOTATIONS, topics.DEPLOYMENTS, topics.TRAINING_COMPLETED)
+
+
+class MonitorSettings(ServiceSettings):
+    """Settings of the monitor service (``DRIFTLOOP_*``)."""
+
+    port: int = Field(default=8002, ge=0, le=65535, description="HTTP port (status, report, health, metrics).")
+    checkpoint_s: float = Field(default=5.0, gt=0, description="How often changed model state is checkpointed.")
+    accuracy_window_s: float = Field(default=30.0, gt=0, description="Tumbling window of live accuracy, seconds.")
+    monitor_group: str = Field(default="driftloop-monitor", description="Consumer group (faust app id) of monitors.")
+
+
+class MonitorService:
+    """The monitor wired up: faust app, handlers, publisher, HTTP."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self.metrics = MonitorMetrics.create(self.registry)
+        self.options = KafkaOptions.from_settings(settings, client_id="driftloop-monitor")
+        self.publisher = Publisher(self.options)
+        store = build_store(settings)
+        self.faust = faust.App(
+            settings.monitor_group,
+            broker=";".join(f"kafka://{host}" for host in self.options.bootstrap.split(",")),
+            store="memory://",
+            web_enabled=False,
+            topic_partitions=settings.kafka_partitions,
+            topic_replication_factor=settings.kafka_replication,
+            broker_session_timeout=6.0,
+            broker_heartbeat_interval=1.0,
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+        )
+        self.table = self.faust.Table("monitor-join", default=None, partitions=settings.kafka_partitions)
+        self.handlers = MonitorHandlers(
+            Registry(store),
+            SpecCatalog(store),
+            store,
+            self.publisher,
+            self.metrics,
+            self.table,
+            timedelta(seconds=settings.accuracy_window_s),
+        )
+        self._stopping = asyncio.Event()
+        self._started = asyncio.Event()
+        self._agents()
+        self.faust.on_partitions_revoked.connect(self._revoked)  # type: ignore[arg-type]
+        self.app = add_routes(self)
+        self.http = HttpServer(self.app, settings.http_host, settings.port)
+
+    def _agents(self) -> None:
+        handlers = self.handlers
+        routes: dict[str, Callable[[Any], Awaitable[None]]] = {
+            topics.PREDICTIONS: handlers.on_predictions,
+            topics.ANNOTATIONS: handlers.on_annotation,
+            topics.DEPLOYMENTS: handlers.on_deployment,
+            topics.TRAINING_COMPLETED: handlers.on_training,
+        }
+        for name, handle in routes.items():
+            topic = self.faust.topic(name, key_serializer="raw", value_serializer="raw")
+            self.faust.agent(topic, name=f"monitor-{name}")(self._consumer(name, handle))
+
+    def _consumer(self, name: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def agent(stream: Any) -> None:
+            async for record in stream.events():
+                message = record.message
+                try:
+                    event = decode_event(name, message.value)
+                except InvalidEvent as err:
+                    await self._dead_letter(message, str(err))
+                    continue
+                try:
+                    await handle(event)
+                except Exception as err:  # a bug or a store outage must not stop the stream
+                    log.exception("%s[%d]@%d: handler failed", name, message.partition, message.offset)
+                    await self._dead_letter(message, f"handler failed: {type(err).__name__}: {err}")
+
+        agent.__name__ = f"monitor_{name.replace('.', '_')}"
+        return agent
+
+    async def _dead_letter(self, message: Any, reason: str) -> None:
+        letter = DeadLetter.of(
+            reason,
+            SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset),
+            message.key,
+            message.value,
+        )
+        target = topics.dlq(message.topic)
+        await self.publisher.publish_contract(target, letter, letter.key)
+        log.warning(
+            "%s[%d]@%d dead-lettered to %s: %s", message.topic, message.partition, message.offset, target, reason
+        )
+
+    async def _revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
+        await self.handlers.release()
+
+    def not_ready(self) -> str | None:
+        if self._stopping.is_set():
+            return "stopping"
+        return None if self._started.is_set() else "not consuming yet"
+
+    async def consume(self) -> None:
+        """Connect, start the faust app, checkpoint and expire until stopped."""
+        try:
+            await self.publisher.start(self._stopping)
+        except BrokerUnavailable:
+            return
+        try:
+            with contextlib.suppress(BrokerUnavailable):
+                await ensure_topics(
+                    self.options, [*CONSUMED, *map(topics.dlq, CONSUMED)], partitions=self.settings.kafka_partitions
+                )
+            await self.faust.start()
+            self._started.set()
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.checkpoint_s)
+                try:
+                    await self.handlers.checkpoint()
+                except Exception as err:  # the store may be briefly away: the next round retries
+                    log.warning("checkpointing monitor state failed: %s", err)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.faust.stop()
+            with contextlib.suppress(Exception):
+                await self.handlers.checkpoint(only_dirty=False)
+            await self.publisher.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.http.stop()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` (or SIGTERM / SIGINT)."""
+        self.http.bind()
+        await run_until_signalled([self.http.run, self.consume], [self.stop])
+
+
+def add_routes(service: MonitorService) -> Any:
+    """Health, metrics, ``/v1/models/{m}/status`` and ``/report/{m}``."""
+    from fastapi import FastAPI
+
+    app = FastAPI(title="driftloop monitor")
+    add_health_routes(app, service.registry, service.not_ready)
+    add_error_handler(app)
+    handlers = service.handlers
+
+    @app.get("/v1/models/{model}/status")
+    async def model_status(model: str) -> Response:
+        status = await handlers.status(model)
+        if status is None:
+            raise ModelNotFound(f"model {model!r} has no spec; apply one with `driftloop specs apply`")
+        return JSONResponse(status)
+
+    @app.get("/report/{model}", response_class=HTMLResponse)
+    async def report(model: str) -> Response:
+        watch = await handlers.watch_of(model)
+        if watch is None:
+            raise ModelNotFound(f"model {model!r} has no spec; apply one with `driftloop specs apply`")
+        status = await handlers.status(model)
+        assert status is not None
+        return HTMLResponse(render_report(watch, status, utc_now()))
+
+    return app
+
+
+def main() -> int:
+    """``driftloop serve monitor``."""
+    settings = load_settings(MonitorSettings)
+    configure_logging(settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_forever(MonitorService(settings).run())
+    return 0

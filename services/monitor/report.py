@@ -1,0 +1,179 @@
+"""The monitor's HTML report of one model: accuracy over time with what happened, and every
+feature's current distribution against its training reference. Pure: state in, HTML out.
+
+Plots are inline SVG — no plotting library, no script, no network: the page can be saved,
+mailed or attached to an incident as one file.
+"""
+
+from __future__ import annotations
+
+import html
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from services.monitor.core import psi
+from services.monitor.handlers import ModelWatch
+
+WIDTH, HEIGHT, PAD = 760, 260, 40
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+MARKER_COLOURS = {
+    "drift": "#d62728",
+    "retrain": "#7f7f7f",
+    "promoted": "#2ca02c",
+    "rolled_back": "#ff7f0e",
+    "canary_started": "#1f77b4",
+    "shadow_started": "#9467bd",
+}
+
+
+def _accuracy_svg(watch: ModelWatch, now: datetime) -> str:
+    series = []
+    for key in watch.live.keys(watch.model):
+        points = [(p.start.timestamp(), p.accuracy) for p in watch.live.series(*key) if p.counts.labelled]
+        if points:
+            series.append((f"v{key[1]} {key[2]}", points))
+    times = [t for _, pts in series for t, _ in pts] + [m.at.timestamp() for m in watch.markers]
+    if not times:
+        return "<p>No labelled predictions yet: accuracy appears once ground truth arrives.</p>"
+    t0 = min(times)
+    t1 = max(max(times), t0 + 1.0)
+
+    def x(t: float) -> float:
+        return PAD + (t - t0) / (t1 - t0) * (WIDTH - 2 * PAD)
+
+    def y(v: float) -> float:
+        return HEIGHT - PAD - v * (HEIGHT - 2 * PAD)
+
+    parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="accuracy over time">']
+    for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+        parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#eee"/>')
+        parts.append(f'<text x="4" y="{y(level) + 4:.1f}" font-size="11">{level:.2f}</text>')
+    for marker in watch.markers:
+        mx = x(marker.at.timestamp())
+        colour = MARKER_COLOURS.get(marker.kind, "#000")
+        parts.append(
+            f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{PAD / 2}" y2="{HEIGHT - PAD}" stroke="{colour}" '
+            f'stroke-dasharray="4 3"><title>{html.escape(marker.at.isoformat())} {marker.kind}: '
+            f"{html.escape(marker.text)}</title></line>"
+        )
+    for i, (name, points) in enumerate(series):
+        colour = COLOURS[i % len(COLOURS)]
+        path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{path}"/>')
+        parts.append(f'<text x="{WIDTH - PAD + 4}" y="{PAD + 14 * i}" font-size="11" fill="{colour}">{name}</text>')
+    parts.append("</svg>")
+    legend = " ".join(
+        f'<span style="color:{c}">&#9474; {k.replace("_", " ")}</span>' for k, c in MARKER_COLOURS.items()
+    )
+    return "".join(parts) + f'<p class="legend">{legend} (hover a line for details)</p>'
+
+
+def _histogram_svg(name: str, edges: list[float], reference: list[float], current: list[float]) -> str:
+    w, h = 360, 140
+    bins = len(reference)
+    top = max([*reference, *current, 1e-9])
+    bar = (w - 20) / bins / 2
+    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="{html.escape(name)} histogram">']
+    for i in range(bins):
+        for j, (values, colour) in enumerate(((reference, "#9ecae1"), (current, "#fd8d3c"))):
+            bh = values[i] / top * (h - 30)
+            parts.append(
+                f'<rect x="{10 + (2 * i + j) * bar:.1f}" y="{h - 20 - bh:.1f}" width="{bar:.1f}" '
+                f'height="{bh:.1f}" fill="{colour}"/>'
+            )
+    parts.append(f'<text x="10" y="{h - 5}" font-size="10">{edges[0]:.3g}</text>')
+    parts.append(f'<text x="{w - 50}" y="{h - 5}" font-size="10">{edges[-1]:.3g}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _features_html(watch: ModelWatch) -> str:
+    reference = watch.drift.reference
+    if reference is None:
+        return "<p>No reference statistics (no production version yet).</p>"
+    cards = []
+    for name, feature in reference.features.items():
+        edges = list(feature.histogram.edges)
+        recent = np.asarray(list(watch.recent.get(name, ())), dtype=np.float64)
+        if recent.size:
+            inner = np.clip(np.searchsorted(edges, recent, side="right") - 1, 0, len(edges) - 2)
+            counts = np.bincount(inner, minlength=len(edges) - 1)
+            current = (counts / recent.size).tolist()
+            score = f"PSI {psi(feature.histogram, recent.tolist()):.3f} over the last {recent.size} values"
+        else:
+            current = [0.0] * (len(edges) - 1)
+            score = "no live values yet"
+        cards.append(
+            f'<div class="card"><h3>{html.escape(name)}</h3>'
+            f"{_histogram_svg(name, edges, list(feature.histogram.proportions), current)}"
+            f"<p>{score}</p></div>"
+        )
+    return (
+        '<p><span style="color:#9ecae1">&#9632; training reference</span> '
+        '<span style="color:#fd8d3c">&#9632; live traffic</span></p>' + "".join(cards)
+    )
+
+
+def _status_html(status: dict[str, Any]) -> str:
+    rows = [
+        ("champion", f"v{status['champion']}" if status["champion"] else "none"),
+        ("canary", f"v{status['canary']}" if status["canary"] else "none"),
+        (
+            "join",
+            f"{status['join']['hits']} labels joined, {status['join']['misses']} missed "
+            f"(hit rate {status['join']['hit_rate']:.1%}), {status['join']['waiting']} waiting",
+        ),
+    ]
+    for live in status["live"]:
+        rows.append(
+            (
+                f"v{live['version']} {live['variant']}",
+                f"accuracy {live['accuracy']:.3f} over {live['labelled']} labelled predictions",
+            )
+        )
+    last = status["drift"].get("last")
+    if last:
+        where = f" on {last['feature']}" if last.get("feature") else ""
+        rows.append(
+            (
+                "last drift",
+                f"{last['kind']}{where} by {last['detector']} at {last['occurred_at']}: statistic "
+                f"{last['statistic']:.4g} vs {last['threshold']:.4g}, {last['severity']}",
+            )
+        )
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table>{body}</table>"
+
+
+def _events_html(status: dict[str, Any]) -> str:
+    items = "".join(
+        f"<li><code>{html.escape(e['at'][:19])}</code> <b>{html.escape(e['kind'])}</b> {html.escape(e['text'])}</li>"
+        for e in reversed(status["events"])
+    )
+    return f"<ul>{items}</ul>" if items else "<p>Nothing yet.</p>"
+
+
+def render_report(watch: ModelWatch, status: dict[str, Any], now: datetime) -> str:
+    """The whole page."""
+    title = f"driftloop — {html.escape(watch.model)}"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 4px 12px; border-bottom: 1px solid #eee; }}
+.card {{ display: inline-block; margin: 0 16px 16px 0; vertical-align: top; }}
+.card h3 {{ margin: 0; font-size: 14px; }} .legend span {{ margin-right: 12px; font-size: 12px; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>Generated {html.escape(now.isoformat(timespec="seconds"))}.</p>
+{_status_html(status)}
+<h2>Live accuracy</h2>
+{_accuracy_svg(watch, now)}
+<h2>Features: training reference vs live traffic</h2>
+{_features_html(watch)}
+<h2>What happened</h2>
+{_events_html(status)}
+</body></html>
+"""

@@ -1,0 +1,198 @@
+"""The monitor against the real broker: join, live accuracy, concept drift, canary verdict, report."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from services.inference.runtime import LoadedModel, load_version
+from services.monitor.app import MonitorService, MonitorSettings
+from shared import topics
+from shared.bus import KafkaOptions, Publisher
+from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected, PredictionsLogged, decode_as
+from shared.registry import Registry
+from shared.spec import apply_spec, parse_spec
+from shared.store import FileStore
+from tests.integration.test_inference import register, rows
+from tests.integration.topic_reading import read_keyed, wait_for
+
+pytestmark = pytest.mark.integration
+
+SPEC = """
+name: {name}
+features: [{{name: x1}}, {{name: x2}}, {{name: x3, allow_missing: true}}]
+label: {{values: [0, 1]}}
+training: {{estimator: LogisticRegression, holdout: 0.25, seed: 1}}
+deployment: {{strategy: canary, canary_traffic: 0.5, promote_after: {{labelled_samples: 150}}}}
+monitoring: {{confirmation_samples: 200, alarm_cooldown: 10m}}
+"""
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+async def monitor(
+    options: KafkaOptions, store: FileStore, unique: str, tmp_path: Path
+) -> AsyncIterator[tuple[str, MonitorService, httpx.AsyncClient]]:
+    model = f"mon{unique}"
+    apply_spec(store, SPEC.format(name=model))
+    version = register(store, model, rows(600, 0, flip=False), None, SPEC)
+    Registry(store).set_alias(model, "production", version, "test", "first")
+    settings = MonitorSettings(
+        kafka_bootstrap=options.bootstrap,
+        kafka_idempotence=False,
+        store_kind="file",
+        store_root=store.root,
+        port=0,
+        checkpoint_s=0.5,
+        monitor_group=f"monitor-{unique}",
+        data_dir=tmp_path,
+    )
+    service = MonitorService(settings)
+    task = asyncio.create_task(service.run())
+    await wait_for(lambda: service.not_ready() is None, timeout=60)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+        yield model, service, client
+    service.stop()
+    await asyncio.wait_for(task, 60)
+
+
+def traffic(
+    model: str,
+    version: int,
+    variant: str,
+    start: int,
+    n: int,
+    flip: bool,
+    error: float,
+    seed: int,
+    served: LoadedModel | None = None,
+    t0: datetime = T0,
+) -> tuple[PredictionsLogged, list[AnnotationSubmitted]]:
+    """``n`` predictions of the x1 + x2 > 10 concept and their labels (which follow the flipped
+    concept when ``flip``): the ``served`` model's own answers, else the concept wrong ``error``
+    of the time."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 10, size=(n, 3))
+    truth = ((X[:, 0] + X[:, 1] > 10) != flip).astype(int)
+    predicted = np.where(rng.random(n) < error, 1 - (X[:, 0] + X[:, 1] > 10), X[:, 0] + X[:, 1] > 10).astype(int)
+    probabilities = [[0.2, 0.8] if p else [0.8, 0.2] for p in predicted]
+    if served is not None:
+        answered, proba = served.predict(X.astype(np.float32))
+        predicted, probabilities = np.asarray(answered).astype(int), proba.tolist()
+    at = [t0 + timedelta(seconds=start + i) for i in range(n)]
+    ids = [f"{variant}-{start + i}" for i in range(n)]
+    event = PredictionsLogged(
+        model=model,
+        version=version,
+        variant=variant,  # type: ignore[arg-type]
+        feature_names=["x1", "x2", "x3"],
+        classes=["0", "1"],
+        inference_ids=ids,
+        features=X.tolist(),
+        labels=predicted.tolist(),
+        probabilities=probabilities,
+        latency_ms=[0.5] * n,
+        predicted_at=at,
+    )
+    labels = [
+        AnnotationSubmitted(
+            model=model,
+            record_id=uuid.uuid4().hex,
+            features=dict(zip(["x1", "x2", "x3"], X[i].tolist(), strict=True)),
+            label=int(truth[i]),
+            inference_id=ids[i],
+            occurred_at=at[i] + timedelta(seconds=30),
+        )
+        for i in range(n)
+    ]
+    return event, labels
+
+
+async def send(publisher: Publisher, event: PredictionsLogged, labels: list[AnnotationSubmitted]) -> None:
+    for start in range(0, len(event.inference_ids), 200):  # predictions in messages of 200 rows
+        part = event.model_dump()
+        for column in ("inference_ids", "features", "labels", "probabilities", "latency_ms", "predicted_at"):
+            part[column] = part[column][start : start + 200]
+        part["event_id"] = uuid.uuid4()
+        await publisher.publish(PredictionsLogged.model_validate(part))
+    await publisher.publish_many(labels)
+
+
+async def test_join_accuracy_drift_and_report(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient], publisher: Publisher, options: KafkaOptions
+) -> None:
+    model, service, client = monitor
+    # labels of the first 100 arrive before their predictions: the join takes either order
+    served = load_version(Registry(service.handlers.store), model, 1, frozenset({"x3"}))  # type: ignore[arg-type]
+    event, labels = traffic(model, 1, "champion", 0, 1500, flip=False, error=0.0, seed=1, served=served)
+    await publisher.publish_many(labels[:100])
+    await send(publisher, event, labels[100:])
+    await send(publisher, PredictionsLogged.model_validate(event.model_dump()), [])  # a redelivery
+    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.join.hits >= 1500, timeout=60)
+
+    status = (await client.get(f"/v1/models/{model}/status")).json()
+    assert status["champion"] == 1 and status["join"]["hits"] == 1500
+    champion = next(s for s in status["live"] if s["variant"] == "champion")
+    assert champion["labelled"] == 1500 and champion["accuracy"] >= 0.9
+    assert status["drift"]["last"] is None, "no alarm on a stable stream"
+
+    drifted, labels = traffic(model, 1, "champion", 1500, 1000, flip=True, error=0.0, seed=2, served=served)
+    await send(publisher, drifted, labels)
+    found = [decode_as(DriftDetected, v) for v in await read_keyed(options, topics.DRIFT, model, 1, timeout=60)]
+    concept = [d for d in found if d.kind == "concept"]
+    assert concept, found
+    alarm = concept[0]
+    assert alarm.model_version == 1 and alarm.change_samples and alarm.change_started_at is not None
+    assert abs((alarm.change_started_at - T0).total_seconds() - 1500) < 300, "the change point is dated"
+
+    page = (await client.get(f"/report/{model}")).text
+    assert "<svg" in page and "drift" in page and "x1" in page
+    assert (await client.get("/v1/models/nope/status")).status_code == 404
+    metrics = (await client.get("/metrics")).text
+    assert f'driftloop_monitor_drift_detections_total{{kind="concept",model="{model}"' in metrics
+    await wait_for(lambda: service.handlers.store.exists(f"monitor/{model}/state.json"), timeout=10)
+
+
+async def test_canary_verdict_moves_the_registry(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient],
+    publisher: Publisher,
+    options: KafkaOptions,
+    store: FileStore,
+) -> None:
+    model, service, client = monitor
+    registry = Registry(store)
+    spec = parse_spec(SPEC.format(name=model))
+    assert spec.deployment.promote_after.labelled_samples == 150
+    candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
+    registry.set_alias(model, "canary", candidate, "test", "canary")
+    await publisher.publish(
+        DeploymentChanged(
+            model=model,
+            action="canary_started",
+            version=candidate,
+            previous_version=1,
+            traffic=0.5,
+            reason="gate passed",
+            actor="test",
+        )
+    )
+    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
+    now = datetime.now(UTC)  # the trial counts predictions made since the canary started
+    champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.2, seed=3, t0=now)
+    canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.05, seed=4, t0=now)
+    await send(publisher, champion, champion_labels)
+    await send(publisher, canary, canary_labels)
+    changes = [
+        decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
+    ]
+    verdict = changes[-1]
+    assert verdict.action == "promoted" and verdict.version == candidate and verdict.actor == "monitor"
+    assert "delta" in verdict.reason and f"canary v{candidate}" in verdict.reason
+    assert registry.alias(model, "production") == candidate
