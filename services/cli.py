@@ -146,7 +146,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local stack, run the demo scenario with what is built, stop."""
-    from services.demo import run_demo
+    from services.demo import DemoPlan, run_demo
 
     console = Console(stderr=True)
     config = _stack_config(args)
@@ -154,7 +154,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stack = LocalStack(config)
     with stack.running() as endpoints:
         _print_endpoints(console, stack, endpoints)
-        return run_demo(stack, console, events=args.events)
+        return run_demo(stack, console, DemoPlan(rate=args.rate))
 
 
 def cmd_specs_apply(args: argparse.Namespace) -> int:
@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         "through it, report what happened, and stop.",
     )
     _add_stack_flags(demo, _data_dir_default() / "demo", fixed_ports=False)
-    demo.add_argument("--events", type=int, default=5000, help="labelled records to stream (default 5000)")
+    demo.add_argument(
+        "--rate", type=float, default=300.0, help="served events per second while the loop runs (default 300)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     data_dir_help = "local stack directory (default: $DRIFTLOOP_DATA_DIR or ./.driftloop)"
