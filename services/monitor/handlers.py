@@ -24,6 +24,7 @@ from services.monitor.core import (
     CanaryJudge,
     CanaryTrial,
     ChampionWatch,
+    ChangeWait,
     DriftUpdate,
     Join,
     JoinedPair,
@@ -92,6 +93,8 @@ class ModelWatch:
     markers: list[Marker] = field(default_factory=list)
     recent: dict[str, deque[float]] = field(default_factory=dict)
     last_drift: DriftDetected | None = None
+    change_wait: ChangeWait | None = None
+    """Set while a since-change retrain waits for labelled rows after a detected change."""
     handled: deque[str] = field(default_factory=lambda: deque(maxlen=256))
     """Ids of the deployment events already applied (the monitor also sees its own)."""
     dirty: bool = False
@@ -115,6 +118,9 @@ class ModelWatch:
             "recent": {name: list(values) for name, values in self.recent.items()},
             "last_drift": self.last_drift.model_dump(mode="json") if self.last_drift else None,
             "handled": list(self.handled),
+            "change_wait": None
+            if self.change_wait is None or self.change_wait.rows_after_change is None
+            else [self.change_wait.min_rows, self.change_wait.rows_after_change],
         }
 
 
@@ -205,6 +211,9 @@ class MonitorHandlers:
             last_drift=DriftDetected.model_validate(state["last_drift"]) if state["last_drift"] else None,
             handled=deque(state.get("handled", []), maxlen=256),
         )
+        if state.get("change_wait"):
+            watch.change_wait = ChangeWait(int(state["change_wait"][0]))
+            watch.change_wait.rows_after_change = int(state["change_wait"][1])
         log.info("%s: monitor state restored (champion v%s)", model, champion)
         return watch
 
@@ -301,6 +310,8 @@ class MonitorHandlers:
             if watch.canary == event.version:
                 watch.canary = None
             watch.trial = None
+            watch.change_wait = None
+            self.metrics.waiting_rows.labels(watch.model).set(0)
             reference = await asyncio.to_thread(self._reference, watch.model, event.version)
             watch.drift.reset(event.version, reference)
             if previous is not None and previous != event.version and previous_error is not None:
@@ -354,6 +365,9 @@ class MonitorHandlers:
 
     async def _on_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
         self._count_outcome(watch, pair)
+        if watch.change_wait is not None:
+            watch.change_wait.record_labelled()
+            self.metrics.waiting_rows.labels(watch.model).set(watch.change_wait.waiting_rows)
         if pair.variant == "champion" and pair.version == watch.champion:
             update = watch.drift.observe_outcome(not pair.correct, pair.labelled_at)
             await self._after_drift_update(watch, update, pair.labelled_at)
@@ -381,6 +395,11 @@ class MonitorHandlers:
             await self.publisher.publish(event)
             self.metrics.drift_detections.labels(model, event.kind, event.severity).inc()
             watch.last_drift = event
+            window = watch.spec.training.window
+            if event.kind == "concept" and window.since_change:
+                watch.change_wait = ChangeWait(window.min_rows_after_change)
+                watch.change_wait.start(event.change_samples)
+                self.metrics.waiting_rows.labels(model).set(watch.change_wait.waiting_rows)
             where = f" on {event.feature}" if event.feature else ""
             watch.mark(at, "drift", f"{event.kind} drift{where} ({event.detector}, {event.severity})")
             log.warning(
@@ -487,6 +506,8 @@ class MonitorHandlers:
             "drift": {
                 **watch.drift.status(),
                 "last": watch.last_drift.model_dump(mode="json") if watch.last_drift else None,
+                "retrain_waiting_rows": watch.change_wait.waiting_rows if watch.change_wait else 0,
+                "rows_after_change": watch.change_wait.rows_after_change if watch.change_wait else None,
             },
             "events": [m.to_json() for m in watch.markers[-50:]],
         }

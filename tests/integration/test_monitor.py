@@ -29,7 +29,7 @@ SPEC = """
 name: {name}
 features: [{{name: x1}}, {{name: x2}}, {{name: x3, allow_missing: true}}]
 label: {{values: [0, 1]}}
-training: {{estimator: LogisticRegression, holdout: 0.25, seed: 1}}
+training: {{estimator: LogisticRegression, holdout: 0.25, seed: 1, window: {{since_change: true}}}}
 deployment: {{strategy: canary, canary_traffic: 0.5, promote_after: {{labelled_samples: 150}}}}
 monitoring: {{confirmation_samples: 200, alarm_cooldown: 10m}}
 """
@@ -151,6 +151,10 @@ async def test_join_accuracy_drift_and_report(
     alarm = concept[0]
     assert alarm.model_version == 1 and alarm.change_samples and alarm.change_started_at is not None
     assert abs((alarm.change_started_at - T0).total_seconds() - 1500) < 300, "the change point is dated"
+
+    status = (await client.get(f"/v1/models/{model}/status")).json()
+    assert status["drift"]["last"]["kind"] == "concept"
+    assert status["drift"]["rows_after_change"] is not None, "the since-change wait is visible"
 
     page = (await client.get(f"/report/{model}")).text
     assert "<svg" in page and "drift" in page and "x1" in page
