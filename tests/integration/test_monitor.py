@@ -21,7 +21,7 @@ from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
 from tests.integration.test_inference import register, rows
-from tests.integration.topic_reading import read_keyed, wait_for
+from tests.integration.topic_reading import read_keyed, read_settled, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,9 @@ async def monitor(
     await wait_for(lambda: service.not_ready() is None, timeout=60)
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
         yield model, service, client
-    service.stop()
-    await asyncio.wait_for(task, 60)
+    if not task.done():
+        service.stop()
+        await asyncio.wait_for(task, 60)
 
 
 def traffic(
@@ -152,6 +153,12 @@ async def test_join_accuracy_drift_and_report(
     assert alarm.model_version == 1 and alarm.change_samples and alarm.change_started_at is not None
     assert abs((alarm.change_started_at - T0).total_seconds() - 1500) < 300, "the change point is dated"
 
+    more, labels = traffic(model, 1, "champion", 2500, 1000, flip=True, error=0.0, seed=5, served=served)
+    await send(publisher, more, labels)
+    await wait_for(lambda: service.handlers.models[model].join.hits >= 3500, timeout=60)
+    alarms = [decode_as(DriftDetected, v) for v in await read_settled(options, topics.DRIFT, model)]
+    assert [a.kind for a in alarms].count("concept") == 1, "one change, one concept alarm (then the cooldown)"
+
     status = (await client.get(f"/v1/models/{model}/status")).json()
     assert status["drift"]["last"]["kind"] == "concept"
     assert status["drift"]["rows_after_change"] is not None, "the since-change wait is visible"
@@ -200,3 +207,65 @@ async def test_canary_verdict_moves_the_registry(
     assert verdict.action == "promoted" and verdict.version == candidate and verdict.actor == "monitor"
     assert "delta" in verdict.reason and f"canary v{candidate}" in verdict.reason
     assert registry.alias(model, "production") == candidate
+
+
+async def test_a_worse_canary_is_rolled_back(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient],
+    publisher: Publisher,
+    options: KafkaOptions,
+    store: FileStore,
+) -> None:
+    model, service, _ = monitor
+    registry = Registry(store)
+    candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
+    registry.set_alias(model, "canary", candidate, "test", "canary")
+    await publisher.publish(
+        DeploymentChanged(
+            model=model,
+            action="canary_started",
+            version=candidate,
+            previous_version=1,
+            traffic=0.5,
+            reason="gate passed",
+            actor="test",
+        )
+    )
+    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
+    now = datetime.now(UTC)
+    champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.05, seed=6, t0=now)
+    canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.3, seed=7, t0=now)
+    await send(publisher, champion, champion_labels)
+    await send(publisher, canary, canary_labels)
+    changes = [
+        decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
+    ]
+    verdict = changes[-1]
+    assert verdict.action == "rolled_back" and verdict.version == candidate and verdict.traffic == 0.0
+    assert "> allowed" in verdict.reason
+    assert registry.alias(model, "canary") is None and registry.alias(model, "production") == 1
+
+
+async def test_a_restart_keeps_detector_state(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient], publisher: Publisher, store: FileStore
+) -> None:
+    model, service, _ = monitor
+    served = load_version(Registry(store), model, 1, frozenset({"x3"}))
+    event, labels = traffic(model, 1, "champion", 0, 800, flip=False, error=0.0, seed=8, served=served)
+    await send(publisher, event, labels)
+    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.join.hits >= 800, timeout=60)
+    before = service.handlers.models[model].to_state()
+    service.stop()  # checkpoints everything on the way out
+    await asyncio.sleep(3)
+
+    again = MonitorService(service.settings)
+    task = asyncio.create_task(again.run())
+    try:
+        await wait_for(lambda: again.not_ready() is None, timeout=60)
+        restored = await again.handlers.watch_of(model)
+        assert restored is not None
+        after = restored.to_state()
+        assert after["drift"] == before["drift"], "detectors, windows and alarm policy come back as they were"
+        assert after["live"] == before["live"] and after["join"] == before["join"]
+    finally:
+        again.stop()
+        await asyncio.wait_for(task, 60)

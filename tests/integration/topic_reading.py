@@ -56,6 +56,26 @@ async def read_predictions(options: KafkaOptions, model: str, rows: int, timeout
     return found
 
 
+async def read_settled(options: KafkaOptions, topic: str, key: str, settle_s: float = 3.0) -> list[bytes]:
+    """Every value on ``topic`` keyed ``key``, once nothing new has arrived for ``settle_s``."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=options.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    found: list[bytes] = []
+    quiet_since = asyncio.get_running_loop().time()
+    try:
+        while asyncio.get_running_loop().time() - quiet_since < settle_s:
+            batch = await consumer.getmany(timeout_ms=200)
+            fresh = [r.value for rs in batch.values() for r in rs if r.key == key.encode() and r.value is not None]
+            if fresh:
+                found += fresh
+                quiet_since = asyncio.get_running_loop().time()
+    finally:
+        await consumer.stop()
+    return found
+
+
 async def wait_for(condition: Callable[[], object], timeout: float = 60) -> None:
     """Poll ``condition`` until it holds."""
     async with asyncio.timeout(timeout):
