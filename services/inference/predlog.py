@@ -148,6 +148,8 @@ class PredictionLog(Generic[Item]):
             items = [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
             self._ready.extend(self._encode(items))
         messages = list(self._ready)
+        if not messages:
+            return
         try:
             futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value, _ in messages]
             await asyncio.wait_for(confirm(futures), timeout=15)
