@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
@@ -414,13 +415,36 @@ class DatasetRepository:
             checks=checks,
         )
 
-    def load(self, model: str, version: int | None = None, last_rows: int | None = None) -> Dataset:
+    def rows_since(self, model: str, version: int, since: datetime) -> int:
+        """How many rows of a version were recorded at or after ``since`` (their ``occurred_at``).
+
+        The manifest's per-shard time range answers for most shards; only a shard that
+        straddles ``since`` (or predates the time range) is read, and then only its time column.
+        """
+        total = 0
+        for shard in self.manifest(model, version).shards:
+            if shard.first_occurred_at is not None and shard.first_occurred_at >= since:
+                total += shard.rows
+            elif shard.last_occurred_at is not None and shard.last_occurred_at < since:
+                continue
+            else:
+                times = self.shard_table(shard, [OCCURRED_AT]).column(OCCURRED_AT)
+                total += int(pc.sum(pc.greater_equal(times, _utc_scalar(since))).as_py() or 0)
+        return total
+
+    def load(
+        self, model: str, version: int | None = None, last_rows: int | None = None, since: datetime | None = None
+    ) -> Dataset:
         """A version as numpy arrays (the newest when ``version`` is None), optionally its last rows.
 
-        Only the shards that hold the last ``last_rows`` rows are read.
+        With ``since``, only rows recorded at or after it (``occurred_at``) are kept — the rows
+        of a new regime after a drift — and ``last_rows`` then takes the newest of those.
+        Only the shards that can hold the rows asked for are read.
         """
         manifest = self.manifest(model, version)
         shards = manifest.shards
+        if since is not None:
+            shards = [s for s in shards if s.last_occurred_at is None or s.last_occurred_at >= since]
         if last_rows is not None:
             kept: list[ShardInfo] = []
             total = 0
@@ -428,11 +452,14 @@ class DatasetRepository:
                 if total >= last_rows:
                     break
                 kept.append(shard)
-                total += shard.rows
+                whole = since is None or (shard.first_occurred_at is not None and shard.first_occurred_at >= since)
+                total += shard.rows if whole else 0  # a shard straddling `since` may hold fewer
             shards = list(reversed(kept))
         schema = _arrow_schema(manifest.features)
         tables = [self.shard_table(s) for s in shards]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
+        if since is not None:
+            table = table.filter(pc.greater_equal(table.column(OCCURRED_AT), _utc_scalar(since)))
         if last_rows is not None and table.num_rows > last_rows:
             table = table.slice(table.num_rows - last_rows)
         X = (
@@ -453,6 +480,11 @@ class DatasetRepository:
             record_ids=np.array(table.column(RECORD_ID).to_pylist(), dtype=object),
             occurred_at=table.column(OCCURRED_AT).to_numpy(zero_copy_only=False),
         )
+
+
+def _utc_scalar(at: datetime) -> pa.Scalar:
+    """A time as an Arrow scalar of the shards' ``occurred_at`` type."""
+    return pa.scalar(at, type=pa.timestamp("us", tz="UTC"))
 
 
 def manifest_summary(manifest: DatasetManifest) -> dict[str, Any]:

@@ -6,6 +6,11 @@
   whatever arrives during it coalesces into exactly one follow-up run.
 * ``cooldown`` and ``max_runs_per_hour`` defer a run; a deferred trigger stays pending (it is
   logged and counted, never dropped) and runs once the budget allows.
+* With ``training.window.since_change``, a drift starts a :class:`Recovery`: the drift's run
+  waits until ``min_rows_after_change`` labelled rows exist at or after the change point,
+  trains on those rows only, and the trainer retrains each time the post-change rows double
+  (recovery steps), until a gate rejects a candidate or the window reaches ``last_rows``.
+  A new drift restarts the schedule.
 * The holdout is the newest ``holdout`` fraction of the window (time order), candidate and
   champion are scored on the same rows, and the gate compares them.
 """
@@ -32,7 +37,7 @@ MIN_TRAIN_ROWS = 20
 MIN_HOLDOUT_ROWS = 10
 HISTOGRAM_BINS = 10
 
-TriggerKind = Literal["first_data", "new_labels", "schedule", "drift", "manual"]
+TriggerKind = Literal["first_data", "new_labels", "schedule", "drift", "recovery", "manual"]
 
 
 # --- triggers ------------------------------------------------------------------------------
@@ -47,6 +52,54 @@ class Trigger(BaseModel):
     event_id: str
     occurred_at: UtcDatetime
     detail: str = ""
+
+
+class Recovery(BaseModel):
+    """A drift's recovery schedule (``window.since_change``): wait, train on the new regime, repeat as it grows.
+
+    Step 1 is the drift's own run: it waits until ``next_rows`` (``min_rows_after_change``)
+    labelled rows exist at or after ``change_at``. Each later step runs when the post-change
+    rows reach twice the rows the previous step trained on (capped at ``last_rows``). The
+    schedule stops (``stopped`` says why) when a step's gate rejects its candidate or a step
+    trained on a full ``last_rows`` window.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: str
+    """The drift event that started the schedule."""
+    kind: str
+    """The drift's kind (data / prediction / concept)."""
+    change_at: UtcDatetime
+    """Where the new regime begins: rows recorded at or after this time belong to it."""
+    steps: int = 0
+    """Runs completed on the new regime."""
+    next_rows: int
+    """Post-change rows the next step waits for."""
+    rows_after: int = 0
+    """Post-change rows in dataset version ``rows_version`` (the newest counted)."""
+    rows_version: int | None = None
+    rows_used: int = 0
+    """Post-change rows the last step trained on (its whole window, holdout included)."""
+    stopped: str | None = None
+    """Why the schedule ended; None while it runs."""
+
+    @property
+    def active(self) -> bool:
+        """True until the schedule stops."""
+        return self.stopped is None
+
+    @property
+    def waiting_rows(self) -> int:
+        """Labelled rows the drift's run still waits for (0 once it may run, and after step 1)."""
+        if not self.active or self.steps > 0:
+            return 0
+        return max(0, self.next_rows - self.rows_after)
+
+    @property
+    def step_due(self) -> bool:
+        """True when enough post-change rows exist for the next step."""
+        return self.active and self.rows_after >= self.next_rows
 
 
 class TrainerState(BaseModel):
@@ -66,6 +119,12 @@ class TrainerState(BaseModel):
     """End times of recent runs (the last hour is enough for the budget)."""
     runs: int = 0
     suppressed: int = 0
+    recovery: Recovery | None = None
+    """The current (or last) drift recovery schedule, when ``since_change`` is on."""
+    running_since: UtcDatetime | None = None
+    """Change point of the running run's window (it trains on rows at or after it), if any."""
+    running_recovery: str | None = None
+    """Drift event id of the recovery the running run is a step of."""
 
     def add(self, trigger: Trigger) -> bool:
         """Queue a trigger unless the same event is already queued or running; True when added."""
@@ -106,6 +165,58 @@ def on_schedule(state: TrainerState, now: datetime, spec: TriggerSpec, last_run_
     return trigger if state.add(trigger) else None
 
 
+def on_drift(state: TrainerState, trigger: Trigger, kind: str, change_at: datetime, min_rows: int) -> Trigger | None:
+    """A drift under ``since_change``: (re)start the recovery schedule and queue the drift's run.
+
+    The run stays pending until the post-change rows reach ``min_rows`` (:func:`decide`
+    holds every run back meanwhile, so nothing trains on a mixed window). A redelivered
+    drift changes nothing.
+    """
+    if state.recovery is not None and state.recovery.event_id == trigger.event_id:
+        return None
+    if not state.add(trigger):
+        return None
+    state.recovery = Recovery(event_id=trigger.event_id, kind=kind, change_at=change_at, next_rows=min_rows)
+    return trigger
+
+
+def on_rows_after_change(state: TrainerState, version: int, rows_after: int, at: datetime) -> Trigger | None:
+    """The post-change rows were counted in dataset ``version``: queue the next recovery step when due.
+
+    Step 1 is the drift's own (already pending) run, so only steps 2, 3, ... queue a trigger here.
+    """
+    recovery = state.recovery
+    if recovery is None or not recovery.active:
+        return None
+    if recovery.rows_version is not None and version < recovery.rows_version:
+        return None  # an older version than the one already counted
+    recovery.rows_version, recovery.rows_after = version, rows_after
+    if recovery.steps == 0 or not recovery.step_due or state.running_recovery == recovery.event_id:
+        return None
+    step = recovery.steps + 1
+    trigger = Trigger(
+        kind="recovery",
+        event_id=f"recovery-{recovery.event_id}-{step}",
+        occurred_at=at,
+        detail=f"recovery step {step} ({rows_after} rows after the change)",
+    )
+    return trigger if state.add(trigger) else None
+
+
+def stop_recovery(state: TrainerState, reason: str) -> None:
+    """End the recovery schedule (a pending drift run then runs on the plain window)."""
+    if state.recovery is not None and state.recovery.active:
+        state.recovery.stopped = reason
+
+
+def waiting_reason(recovery: Recovery) -> str:
+    """Why the drift's run has not started yet."""
+    return (
+        f"waiting for {recovery.waiting_rows} more labelled rows after the change at "
+        f"{recovery.change_at.isoformat(timespec='seconds')} ({recovery.rows_after} of {recovery.next_rows})"
+    )
+
+
 @dataclass(frozen=True)
 class Decision:
     """Whether to start a run now, and if not, why and until when."""
@@ -123,6 +234,8 @@ def decide(state: TrainerState, now: datetime, spec: TriggerSpec) -> Decision:
         return Decision(False, "nothing pending")
     if state.latest_dataset_version is None:
         return Decision(False, "no dataset yet")
+    if state.recovery is not None and state.recovery.waiting_rows > 0:
+        return Decision(False, waiting_reason(state.recovery))
     recent = sorted(t for t in state.run_ended_at if now - t < timedelta(hours=1))
     if recent and now - recent[-1] < spec.cooldown:
         until = recent[-1] + spec.cooldown
@@ -134,12 +247,50 @@ def decide(state: TrainerState, now: datetime, spec: TriggerSpec) -> Decision:
 
 
 def start_run(state: TrainerState, run_id: str) -> list[Trigger]:
-    """Mark a run started: it covers everything pending now."""
+    """Mark a run started: it covers everything pending now.
+
+    While a recovery schedule runs, every run is one of its steps and trains on the new
+    regime only (``running_since``), whatever triggered it.
+    """
     state.running = run_id
     state.running_covers = list(state.pending)
     state.running_dataset_version = state.latest_dataset_version
     state.pending = []
+    recovery = state.recovery
+    if recovery is not None and recovery.active and recovery.waiting_rows == 0:
+        state.running_since = recovery.change_at
+        state.running_recovery = recovery.event_id
+    else:
+        state.running_since = state.running_recovery = None
     return state.running_covers
+
+
+def finish_recovery_step(
+    state: TrainerState, rows_used: int, passed: bool, error: str | None, transient: bool, last_rows: int
+) -> None:
+    """Advance (or stop) the recovery schedule after one of its steps ran; call before :func:`finish_run`.
+
+    A passed step sets the next doubling point; a rejected candidate (the gate found no
+    improvement) or a full ``last_rows`` window ends the schedule. A run that failed
+    transiently is retried as the same step; any other failure ends the schedule.
+    A run of a recovery that a newer drift has replaced changes nothing.
+    """
+    recovery = state.recovery
+    if recovery is None or not recovery.active or recovery.event_id != state.running_recovery:
+        return
+    step = recovery.steps + 1
+    if error is not None:
+        if not transient:
+            recovery.stopped = f"step {step} failed: {error}"
+        return
+    recovery.steps = step
+    recovery.rows_used = rows_used
+    if not passed:
+        recovery.stopped = f"step {step}: the gate rejected the candidate (no improvement)"
+    elif rows_used >= last_rows:
+        recovery.stopped = f"step {step}: the window reached last_rows ({last_rows})"
+    else:
+        recovery.next_rows = min(2 * rows_used, last_rows)
 
 
 def finish_run(state: TrainerState, now: datetime, dataset_rows: int | None) -> None:
@@ -147,6 +298,8 @@ def finish_run(state: TrainerState, now: datetime, dataset_rows: int | None) -> 
     state.running = None
     state.running_covers = []
     state.running_dataset_version = None
+    state.running_since = None
+    state.running_recovery = None
     state.runs += 1
     if dataset_rows is not None:
         state.rows_at_last_run = dataset_rows
@@ -155,9 +308,31 @@ def finish_run(state: TrainerState, now: datetime, dataset_rows: int | None) -> 
 
 def describe_triggers(triggers: Sequence[Trigger]) -> str:
     """One word for a run's trigger: the strongest reason among those it covers."""
-    order = ["manual", "drift", "first_data", "new_labels", "schedule"]
+    order = ["manual", "drift", "recovery", "first_data", "new_labels", "schedule"]
     kinds = {t.kind for t in triggers}
     return next((k for k in order if k in kinds), "manual")
+
+
+def describe_run(triggers: Sequence[Trigger], recovery: Recovery | None, rows_after: int | None) -> str:
+    """A run's trigger as ``TrainingCompleted.trigger`` tells it: why it ran, and on which rows.
+
+    >>> at = datetime.fromisoformat("2026-05-01T12:00:00+00:00")
+    >>> r = Recovery(event_id="d1", kind="concept", change_at=at, next_rows=1000)
+    >>> drift = Trigger(kind="drift", event_id="d1", occurred_at=at)
+    >>> describe_run([drift], r, 1200)
+    'drift (concept, change at 2026-05-01T12:00:00+00:00, 1200 rows after it)'
+    >>> r.steps = 1
+    >>> describe_run([Trigger(kind="recovery", event_id="x", occurred_at=at)], r, 4800)
+    'recovery step 2 (4800 rows after the change)'
+    """
+    word = describe_triggers(triggers)
+    if recovery is None or rows_after is None:
+        return word
+    if word == "drift" and recovery.steps == 0:
+        change = recovery.change_at.isoformat(timespec="seconds")
+        return f"drift ({recovery.kind}, change at {change}, {rows_after} rows after it)"
+    step = f"recovery step {recovery.steps + 1} ({rows_after} rows after the change)"
+    return step if word == "recovery" else f"{word}; {step}"
 
 
 # --- splitting, scoring, gating ------------------------------------------------------------

@@ -6,6 +6,12 @@ loop starts runs when the budget allows; a run covers every trigger pending when
 and everything that arrives meanwhile becomes one follow-up run. A run interrupted by a crash
 is found in the state at restart and run again under the same run id, which the registry
 recognises, so no version is registered twice.
+
+With ``training.window.since_change``, a drift starts a recovery schedule (see
+:mod:`services.trainer.core`): the labelled rows at or after the drift's change point are
+counted on every dataset version (and on the worker's tick, for versions whose event went to
+another replica); the wait is logged, exported as ``driftloop_trainer_waiting_rows`` and kept
+in the state file under ``recovery``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
 
 from services.trainer import core
 from services.trainer.metrics import TrainerMetrics
@@ -30,6 +38,7 @@ from shared.store import ObjectStore
 log = logging.getLogger(__name__)
 
 ACTOR = "trainer"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def state_key(model: str) -> str:
@@ -103,12 +112,21 @@ class TrainerHandlers:
             log.warning("%s: no spec applied; ignoring %s", event.model, type(event).__name__)
             return
         state = await asyncio.to_thread(self.states.load, event.model)
-        trigger: core.Trigger | None
+        triggers: list[core.Trigger | None] = []
         if isinstance(event, DatasetVersionCreated):
             has_model = await asyncio.to_thread(self.registry.latest_version, event.model) is not None
-            trigger = core.on_dataset(
-                state, event.version, event.rows_total, str(event.event_id), event.occurred_at, spec.triggers, has_model
+            triggers.append(
+                core.on_dataset(
+                    state,
+                    event.version,
+                    event.rows_total,
+                    str(event.event_id),
+                    event.occurred_at,
+                    spec.triggers,
+                    has_model,
+                )
             )
+            triggers.append(await self._count_after_change(spec, state, event.version))
         else:
             if state.latest_dataset_version is None:  # drift before any datasets event reached this replica
                 state.latest_dataset_version = await asyncio.to_thread(self.repo.latest_version, event.model)
@@ -119,13 +137,84 @@ class TrainerHandlers:
             trigger = core.Trigger(
                 kind="drift", event_id=str(event.event_id), occurred_at=event.occurred_at, detail=detail
             )
-            if not state.add(trigger):
-                trigger = None
+            if spec.training.window.since_change:
+                change_at = await asyncio.to_thread(self._change_point, event, state.latest_dataset_version)
+                added = core.on_drift(state, trigger, event.kind, change_at, spec.training.window.min_rows_after_change)
+                triggers.append(added)
+                if added is not None:
+                    await self._count_after_change(spec, state, state.latest_dataset_version, announce=True)
+            else:
+                triggers.append(trigger if state.add(trigger) else None)
         await asyncio.to_thread(self.states.save, event.model, state)
-        if trigger is not None:
-            self.metrics.triggers.labels(event.model, trigger.kind).inc()
-            log.info("%s: trigger %s (%s); %d pending", event.model, trigger.kind, trigger.detail, len(state.pending))
+        self._observe(event.model, state)
+        for added_trigger in triggers:
+            if added_trigger is None:
+                continue
+            self.metrics.triggers.labels(event.model, added_trigger.kind).inc()
+            log.info(
+                "%s: trigger %s (%s); %d pending",
+                event.model,
+                added_trigger.kind,
+                added_trigger.detail,
+                len(state.pending),
+            )
             self._wake.set()
+        if state.pending:  # a count may have ended a wait: let the worker look now, not on its next tick
+            self._wake.set()
+
+    def _change_point(self, event: DriftDetected, latest_version: int | None) -> datetime:
+        """Where the drift's new regime begins, on the clock of the records (their ``occurred_at``).
+
+        The detector's ``change_started_at`` when it gives one; else the time of the first of
+        the newest ``change_samples`` rows; else just after the newest row stored (the new
+        regime is what arrives from now on).
+        """
+        if event.change_started_at is not None:
+            return event.change_started_at
+        if latest_version is None:
+            return event.occurred_at
+        if event.change_samples:
+            data = self.repo.load(event.model, latest_version, last_rows=event.change_samples)
+            if len(data.occurred_at):
+                return _to_datetime(np.min(data.occurred_at))
+        data = self.repo.load(event.model, latest_version, last_rows=1)
+        if len(data.occurred_at):
+            return _to_datetime(data.occurred_at[-1]) + timedelta(microseconds=1)
+        return event.occurred_at
+
+    async def _count_after_change(
+        self, spec: ModelSpec, state: core.TrainerState, version: int | None, announce: bool = False
+    ) -> core.Trigger | None:
+        """Count the post-change rows of dataset ``version`` for an active recovery; queue a due step.
+
+        The wait is logged whenever the count moves (or, with ``announce``, even when it did not).
+        """
+        recovery = state.recovery
+        if recovery is None or not recovery.active:
+            return None
+        if not spec.training.window.since_change:
+            core.stop_recovery(state, "training.window.since_change was turned off")
+            return None
+        trigger = None
+        if version is not None and (recovery.rows_version is None or version > recovery.rows_version):
+            rows_after = await asyncio.to_thread(self.repo.rows_since, spec.name, version, recovery.change_at)
+            trigger = core.on_rows_after_change(state, version, rows_after, self.clock())
+        elif not announce:
+            return None
+        if recovery.waiting_rows:
+            log.info("%s: drift run %s", spec.name, core.waiting_reason(recovery))
+        elif recovery.steps == 0:
+            log.info(
+                "%s: %d labelled rows after the change at %s: the drift run may start",
+                spec.name,
+                recovery.rows_after,
+                recovery.change_at.isoformat(timespec="seconds"),
+            )
+        return trigger
+
+    def _observe(self, model: str, state: core.TrainerState) -> None:
+        self.metrics.pending.labels(model).set(len(state.pending))
+        self.metrics.waiting_rows.labels(model).set(state.recovery.waiting_rows if state.recovery else 0)
 
     def stop(self) -> None:
         """Stop starting runs (a run in progress finishes)."""
@@ -158,10 +247,23 @@ class TrainerHandlers:
                 await self._run(spec, state, state.running, state.running_covers, resumed=True)
                 continue
             last = state.run_ended_at[-1] if state.run_ended_at else None
-            if core.on_schedule(state, now, spec.triggers, last) is not None:
+            changed = core.on_schedule(state, now, spec.triggers, last) is not None
+            if state.recovery is not None and state.recovery.active:
+                if not spec.training.window.since_change:
+                    core.stop_recovery(state, "training.window.since_change was turned off")
+                    changed = True
+                else:  # a version whose datasets event went to another replica, or was not consumed yet
+                    latest = await asyncio.to_thread(self.repo.latest_version, model)
+                    if latest is not None and latest != state.recovery.rows_version:
+                        step = await self._count_after_change(spec, state, latest)
+                        if step is not None:
+                            self.metrics.triggers.labels(model, step.kind).inc()
+                            log.info("%s: trigger %s (%s)", model, step.kind, step.detail)
+                        changed = True
+            if changed:
                 await asyncio.to_thread(self.states.save, model, state)
             decision = core.decide(state, now, spec.triggers)
-            self.metrics.pending.labels(model).set(len(state.pending))
+            self._observe(model, state)
             if decision.run:
                 self._deferred.pop(model, None)
                 run_id = uuid.uuid4().hex
@@ -196,14 +298,23 @@ class TrainerHandlers:
             state.pending = [*covers, *state.pending]
             await asyncio.to_thread(self.states.save, model, state)
             return
-        trigger = core.describe_triggers(covers)
-        first = next((t for t in covers if t.kind == trigger), None)
+        kind = core.describe_triggers(covers)
+        first = next((t for t in covers if t.kind == kind), None)
+        since = state.running_since
+        recovery = state.recovery
+        if recovery is None or recovery.event_id != state.running_recovery:
+            recovery = None
+        rows_after = None
+        if since is not None:
+            rows_after = await asyncio.to_thread(self.repo.rows_since, model, dataset_version, since)
+        trigger = core.describe_run(covers, recovery, rows_after)
         log.info(
-            "%s: %s run %s on dataset v%d (%s)",
+            "%s: %s run %s on dataset v%d: %s (%s)",
             model,
             "resuming" if resumed else "starting",
             run_id[:8],
             dataset_version,
+            trigger,
             ", ".join(t.detail or t.kind for t in covers),
         )
         with self.metrics.run_seconds.labels(model).time():
@@ -216,17 +327,55 @@ class TrainerHandlers:
                 run_id,
                 trigger,
                 first.event_id if first else None,
+                since,
             )
         await self.report(spec, result)
         rows = None
         if result.error is None:
             manifest = await asyncio.to_thread(self.repo.manifest, model, dataset_version)
             rows = manifest.rows_total
+        core.finish_recovery_step(
+            state,
+            result.window_rows or 0,
+            result.passed,
+            result.error,
+            result.transient,
+            spec.training.window.last_rows,
+        )
         core.finish_run(state, self.clock(), rows)
         if result.transient:  # store or broker trouble: the same triggers run again after the cooldown
             state.pending = [*covers, *state.pending]
+        if recovery is not None:
+            self._log_recovery(model, recovery)
+            if recovery.active:  # rows that arrived during the run may already make the next step due
+                recovery.rows_version = None  # recount, now that the step has moved the doubling point
+                latest = await asyncio.to_thread(self.repo.latest_version, model)
+                step = await self._count_after_change(spec, state, latest)
+                if step is not None:
+                    self.metrics.triggers.labels(model, step.kind).inc()
+                    log.info("%s: trigger %s (%s)", model, step.kind, step.detail)
         await asyncio.to_thread(self.states.save, model, state)
+        self._observe(model, state)
         self.results.append(result)
+
+    @staticmethod
+    def _log_recovery(model: str, recovery: core.Recovery) -> None:
+        if recovery.stopped is not None:
+            log.info(
+                "%s: recovery after the change at %s ended: %s",
+                model,
+                recovery.change_at.isoformat(timespec="seconds"),
+                recovery.stopped,
+            )
+        elif recovery.steps:
+            log.info(
+                "%s: recovery step %d done on %d rows; step %d when %d labelled rows exist after the change",
+                model,
+                recovery.steps,
+                recovery.rows_used,
+                recovery.steps + 1,
+                recovery.next_rows,
+            )
 
     async def report(self, spec: ModelSpec, result: RunResult) -> None:
         """Publish the run's outcome, and offer a passed candidate for rollout."""
@@ -290,6 +439,11 @@ class TrainerHandlers:
                 actor=ACTOR,
             )
         )
+
+
+def _to_datetime(value: np.datetime64) -> datetime:
+    """A record time from a dataset's ``occurred_at`` column (UTC) as an aware datetime."""
+    return EPOCH + timedelta(microseconds=int(value.astype("datetime64[us]").astype(np.int64)))
 
 
 def _uuid_or_none(value: str | None) -> uuid.UUID | None:

@@ -14,6 +14,7 @@ class TrainerMetrics:
     triggers: Counter
     suppressed: Counter
     pending: Gauge
+    waiting_rows: Gauge
     runs: Counter
     run_seconds: Histogram
     phase_seconds: Gauge
@@ -33,6 +34,12 @@ class TrainerMetrics:
             ),
             pending=Gauge(
                 "driftloop_trainer_pending_triggers", "Triggers waiting for a run.", ["model"], registry=registry
+            ),
+            waiting_rows=Gauge(
+                "driftloop_trainer_waiting_rows",
+                "Labelled rows after a drift's change point that its run still waits for (window.since_change).",
+                ["model"],
+                registry=registry,
             ),
             runs=Counter(
                 "driftloop_trainer_runs_total",

@@ -12,6 +12,7 @@ import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ class RunResult:
     transient: bool = False
     """The run failed for a reason that may pass (store or broker down): its triggers are retried."""
     timings: dict[str, float] = field(default_factory=dict)
+    since: datetime | None = None
+    """The change point the window started at (None: the plain ``last_rows`` window)."""
+    window_rows: int | None = None
+    """Rows in the window (training and holdout), once loaded."""
 
     @property
     def passed(self) -> bool:
@@ -99,10 +104,16 @@ def train(
     run_id: str,
     trigger: str,
     trigger_event_id: str | None,
+    since: datetime | None = None,
 ) -> RunResult:
-    """Run one training and register the candidate (passed or not). Never raises for a failed run."""
+    """Run one training and register the candidate (passed or not). Never raises for a failed run.
+
+    With ``since`` (a drift's change point), the window holds only the rows recorded at or
+    after it — the newest ``last_rows`` of them — so the holdout, and with it the champion's
+    score, come from the new regime alone.
+    """
     model = spec.name
-    result = RunResult(model, run_id, trigger, trigger_event_id, dataset_version)
+    result = RunResult(model, run_id, trigger, trigger_event_id, dataset_version, since=since)
     try:
         existing = find_run(registry, model, run_id)
         if existing is not None:  # the run finished before a crash: report it, do not register twice
@@ -124,6 +135,7 @@ def train(
 
 def _from_card(result: RunResult, card: ModelCard) -> RunResult:
     result.card = card
+    result.window_rows = card.window.get("rows")
     result.metrics = card.metrics
     result.champion_version = card.champion_version
     result.champion_metrics = card.champion_metrics
@@ -142,7 +154,8 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             f"dataset v{manifest.version} has features {manifest.features}, the spec {spec.feature_names}: "
             "wait for data on the new schema"
         )
-    data = repo.load(model, result.dataset_version, last_rows=training.window.last_rows)
+    data = repo.load(model, result.dataset_version, last_rows=training.window.last_rows, since=result.since)
+    result.window_rows = int(len(data.y))
     train_rows, test_rows = core.time_split(len(data.y), training.holdout)
     X_train, y_train = data.X[train_rows], data.y[train_rows]
     X_test, y_test = data.X[test_rows], data.y[test_rows]
@@ -192,6 +205,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
                 "rows": int(len(data.y)),
                 "first_record_id": str(data.record_ids[0]) if len(data.record_ids) else None,
                 "since_change": training.window.since_change,
+                "change_at": result.since.isoformat() if result.since is not None else None,
             },
             code=CodeVersion(package=__version__, git_commit=git_commit()),
             estimator=training.estimator,

@@ -66,6 +66,21 @@ def test_last_rows_reads_only_the_tail(repo: DatasetRepository) -> None:
     assert tail.record_ids.tolist() == [f"r-{i}" for i in range(7, 20)]
 
 
+def test_rows_since_a_change_point_count_and_load_the_new_regime(repo: DatasetRepository) -> None:
+    write(repo, rows(0, 10), None)
+    write(repo, rows(10, 10), 1)  # the change at second 15 falls inside this shard
+    write(repo, rows(20, 10), 2)
+    change = T0 + timedelta(seconds=15)
+    assert repo.rows_since("m", 3, change) == 15
+    assert repo.rows_since("m", 1, change) == 0
+    assert repo.rows_since("m", 3, T0) == 30
+    since = repo.load("m", since=change)
+    assert since.record_ids.tolist() == [f"r-{i}" for i in range(15, 30)]
+    newest = repo.load("m", last_rows=12, since=change)
+    assert newest.record_ids.tolist() == [f"r-{i}" for i in range(18, 30)]
+    assert repo.load("m", version=1, since=change).X.shape == (0, 2)
+
+
 def test_same_records_give_the_same_shard_bytes() -> None:
     assert encode_shard(rows(0, 50), FEATURES) == encode_shard(rows(0, 50), FEATURES)
 
