@@ -47,6 +47,13 @@ class MonitorSettings(ServiceSettings):
     checkpoint_s: float = Field(default=5.0, gt=0, description="How often changed model state is checkpointed.")
     accuracy_window_s: float = Field(default=30.0, gt=0, description="Tumbling window of live accuracy, seconds.")
     monitor_group: str = Field(default="driftloop-monitor", description="Consumer group (faust app id) of monitors.")
+    changelog_batch: int | None = Field(
+        default=None,
+        ge=1,
+        description="Records per producer batch of the join table's changelog. On a broker whose end "
+        "offsets are approximate (the embedded Tansu) 1 makes table recovery after a rebalance exact, at "
+        "a large cost in throughput; Apache Kafka needs nothing (default: faust's batching).",
+    )
 
 
 class MonitorService:
@@ -70,6 +77,7 @@ class MonitorService:
             broker_heartbeat_interval=1.0,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
+            **({"producer_max_batch_size": settings.changelog_batch} if settings.changelog_batch else {}),
         )
         self.table = self.faust.Table("monitor-join", default=None, partitions=settings.kafka_partitions)
         self.handlers = MonitorHandlers(

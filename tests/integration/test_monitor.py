@@ -269,3 +269,73 @@ async def test_a_restart_keeps_detector_state(
     finally:
         again.stop()
         await asyncio.wait_for(task, 60)
+
+
+def partition_of(model: str, partitions: int = 4) -> int:
+    """The partition a model's events land on (the producers' default partitioner)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    return int(DefaultPartitioner()(model.encode(), list(range(partitions)), list(range(partitions))))
+
+
+async def test_replicas_split_models_and_state_follows_the_partition(
+    options: KafkaOptions, store: FileStore, unique: str, tmp_path: Path, publisher: Publisher
+) -> None:
+    names = [f"rep{unique}{i}" for i in range(40)]
+    first = names[0]
+    second = next(n for n in names if partition_of(n) != partition_of(first))
+    for model in (first, second):
+        apply_spec(store, SPEC.format(name=model))
+        version = register(store, model, rows(600, 0, flip=False), None, SPEC)
+        Registry(store).set_alias(model, "production", version, "test", "first")
+
+    def settings(i: int) -> MonitorSettings:
+        return MonitorSettings(
+            kafka_bootstrap=options.bootstrap,
+            kafka_idempotence=False,
+            store_kind="file",
+            store_root=store.root,
+            port=0,
+            checkpoint_s=0.5,
+            monitor_group=f"replicas-{unique}",
+            data_dir=tmp_path / str(i),
+            changelog_batch=1,  # exact table recovery on the embedded broker
+        )
+
+    replicas = [MonitorService(settings(i)) for i in range(2)]
+    tasks = [asyncio.create_task(r.run()) for r in replicas]
+    try:
+        await wait_for(lambda: all(r.not_ready() is None for r in replicas), timeout=60)
+        await asyncio.sleep(8)  # both in the group: partitions split between them
+        now = datetime.now(UTC)
+        for k, model in enumerate((first, second)):
+            event, labels = traffic(model, 1, "champion", 0, 400, flip=False, error=0.1, seed=20 + k, t0=now)
+            await send(publisher, event, labels)
+
+        def owners(model: str) -> list[MonitorService]:
+            return [r for r in replicas if not r._stopping.is_set() and model in r.handlers.models]
+
+        def hits(model: str) -> int:
+            return sum(r.handlers.models[model].join.hits for r in owners(model))
+
+        await wait_for(lambda: hits(first) >= 400 and hits(second) >= 400, timeout=60)
+        assert len(owners(first)) == 1 and len(owners(second)) == 1, "each model is watched by one replica"
+
+        leaving = owners(first)[0]
+        staying = next(r for r in replicas if r is not leaving)
+        leaving.stop()  # its partitions move to the other replica
+        await asyncio.wait_for(tasks[replicas.index(leaving)], 60)
+        later = datetime.now(UTC)
+        event, labels = traffic(first, 1, "champion", 400, 200, flip=False, error=0.1, seed=30, t0=later)
+        await send(publisher, event, labels)
+        await wait_for(
+            lambda: first in staying.handlers.models and staying.handlers.models[first].join.hits >= 600, timeout=90
+        )
+        assert staying.handlers.models[first].live.totals(first, 1, "champion").labelled == 600, (
+            "the counts from before the move came along with the partition"
+        )
+    finally:
+        for replica, task in zip(replicas, tasks, strict=True):
+            if not task.done():
+                replica.stop()
+                await asyncio.wait_for(task, 60)
