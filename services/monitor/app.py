@@ -66,6 +66,9 @@ class MonitorService:
         self.options = KafkaOptions.from_settings(settings, client_id="driftloop-monitor")
         self.publisher = Publisher(self.options)
         store = build_store(settings)
+        batching: dict[str, Any] = (
+            {"producer_max_batch_size": settings.changelog_batch} if settings.changelog_batch else {}
+        )
         self.faust = faust.App(
             settings.monitor_group,
             broker=";".join(f"kafka://{host}" for host in self.options.bootstrap.split(",")),
@@ -77,7 +80,7 @@ class MonitorService:
             broker_heartbeat_interval=1.0,
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
-            **({"producer_max_batch_size": settings.changelog_batch} if settings.changelog_batch else {}),
+            **batching,
         )
         self.table = self.faust.Table("monitor-join", default=None, partitions=settings.kafka_partitions)
         self.handlers = MonitorHandlers(
