@@ -178,6 +178,15 @@ class DemoPlan:
     """Also publish resends, records that break the spec and undecodable bytes in the bootstrap."""
     seed: int = 7
 
+    def streams(self) -> tuple[list[Sample], list[Sample]]:
+        """The bootstrap records and the served stream (switching regime at ``before_drift``),
+        exactly as the run uses them — for comparing other learners on the identical stream."""
+        bootstrap = self.scenario.before(self.bootstrap, self.seed)
+        stream = self.scenario.before(self.before_drift, self.seed + 10) + self.scenario.after(
+            self.max_after_drift, self.seed + 11
+        )
+        return bootstrap, stream
+
 
 class Watcher:
     """Collects the loop's events (drift, training, deployments) for the demo model."""
@@ -185,7 +194,7 @@ class Watcher:
     def __init__(self, model: str, options: KafkaOptions, publisher: Publisher) -> None:
         self.model = model
         self.timeline: list[LoopEvent] = []
-        self.origin = time.monotonic()
+        self.origin: float | None = None
         """The demo's clock starts when serving does; events before it are at second 0."""
         self.served = 0
         """Events served so far: each loop event is stamped with its position in the stream."""
@@ -200,7 +209,8 @@ class Watcher:
     async def on_event(self, event: Any, delivery: Delivery) -> None:
         if event.model != self.model:
             return
-        seconds, index = max(0.0, time.monotonic() - self.origin), self.served
+        seconds = 0.0 if self.origin is None else time.monotonic() - self.origin
+        index = self.served
         if isinstance(event, DriftDetected):
             where = f" on {event.feature}" if event.feature else ""
             text = (
@@ -227,7 +237,7 @@ async def _bootstrap(
     repo = DatasetRepository(store)
     scenario = plan.scenario
     model = scenario.model
-    records = labelled_records(model, scenario.before(plan.bootstrap, plan.seed), "boot")
+    records = labelled_records(model, plan.streams()[0], "boot")
     broken = broken_records(model, scenario.features, max(4, plan.bootstrap // 50)) if plan.faults else []
     resent = records[: plan.bootstrap // 20] if plan.faults else []  # an upstream retry: stored once
     poison = POISON if plan.faults else ()
@@ -340,7 +350,7 @@ async def _loop(
     """Phases 2 and 3: traffic with ground truth, the concept switch, until recovery is measured."""
     run = uuid.uuid4().hex[:6]
     scenario = plan.scenario
-    stream = scenario.before(plan.before_drift, plan.seed + 10) + scenario.after(plan.max_after_drift, plan.seed + 11)
+    stream = plan.streams()[1]
     served: list[Served] = []
     started = watcher.origin = time.monotonic()
     switch_seconds = 0.0

@@ -163,6 +163,8 @@ class LocalStack:
                 "DRIFTLOOP_STORE_ROOT": str(self.store_root),
                 "DRIFTLOOP_PORT": str(port),
                 "DRIFTLOOP_LOG_LEVEL": self.config.log_level,
+                # every service shares this machine: a trainer using all cores for OpenMP stalls itself
+                "DRIFTLOOP_TRAIN_THREADS": "1",
                 **self.config.service_env,
             }
         )

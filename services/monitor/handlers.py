@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import numpy as np
+
 from services.monitor.core import (
     CanaryJudge,
     CanaryTrial,
@@ -251,30 +253,52 @@ class MonitorHandlers:
         if watch is None:
             return
         self.metrics.predictions.labels(event.model, event.variant).inc(len(event.inference_ids))
-        latest = event.occurred_at
-        for row in event.rows():
-            label = row.outputs.label
-            latest = row.occurred_at
-            if row.variant == "shadow":
-                pair = watch.shadow_join.add_prediction(row.inference_id, row.version, "shadow", label, row.occurred_at)
+        latest = max(event.predicted_at)
+        if event.variant == "shadow":  # only its accuracy is kept: same features as the champion's rows
+            for i, inference_id in enumerate(event.inference_ids):
+                pair = watch.shadow_join.add_prediction(
+                    inference_id, event.version, "shadow", event.labels[i], event.predicted_at[i]
+                )
                 if pair is not None:
                     self._count_outcome(watch, pair)
-                continue
-            duplicates = watch.join.duplicates
-            pair = watch.join.add_prediction(row.inference_id, row.version, row.variant, label, row.occurred_at)
-            if watch.join.duplicates > duplicates:
-                continue  # a redelivered prediction: already counted everywhere
-            for name, value in row.features.items():
-                if value is not None:
-                    watch.recent.setdefault(name, deque(maxlen=RECENT_VALUES)).append(value)
-            update = watch.drift.observe_prediction(
-                row.features, label, row.outputs.probabilities, row.occurred_at, version=row.version
-            )
-            await self._after_drift_update(watch, update, row.occurred_at)
-            if pair is not None:
+        else:
+            fresh: list[int] = []
+            pairs: list[JoinedPair] = []
+            for i, inference_id in enumerate(event.inference_ids):
+                duplicates = watch.join.duplicates
+                pair = watch.join.add_prediction(
+                    inference_id, event.version, event.variant, event.labels[i], event.predicted_at[i]
+                )
+                if watch.join.duplicates > duplicates:
+                    continue  # a redelivered prediction: already counted everywhere
+                fresh.append(i)
+                if pair is not None:
+                    pairs.append(pair)
+            if fresh:
+                self._remember_values(watch, event, fresh)
+                update = watch.drift.observe_predictions(
+                    event.feature_names,
+                    np.array(
+                        [[np.nan if v is None else v for v in event.features[i]] for i in fresh], dtype=np.float64
+                    ),
+                    [event.labels[i] for i in fresh],
+                    [event.probabilities[i] for i in fresh],
+                    event.classes,
+                    [event.predicted_at[i] for i in fresh],
+                    version=event.version,
+                )
+                await self._after_drift_update(watch, update, latest)
+            for pair in pairs:  # labels that had arrived before their predictions
                 await self._on_outcome(watch, pair)
         self._expire(watch, latest)  # event time of the stream, not the wall clock
         watch.dirty = True
+
+    @staticmethod
+    def _remember_values(watch: ModelWatch, event: PredictionsLogged, rows: list[int]) -> None:
+        """Recent values of every feature, for the report's live histograms."""
+        for k, name in enumerate(event.feature_names):
+            recent = watch.recent.setdefault(name, deque(maxlen=RECENT_VALUES))
+            recent.extend(v for v in (event.features[i][k] for i in rows[-RECENT_VALUES:]) if v is not None)
 
     async def on_annotation(self, event: AnnotationSubmitted) -> None:
         """A label; when it is ground truth for an earlier prediction, the join's label side."""

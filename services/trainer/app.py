@@ -25,6 +25,12 @@ class TrainerSettings(ServiceSettings):
     group_id: str = Field(default="driftloop-trainer", description="Consumer group of the trainer replicas.")
     tick_s: float = Field(default=1.0, gt=0, description="How often the trainer looks for due runs.")
     spec_refresh_s: float = Field(default=2.0, gt=0, description="How often specs are re-read from the store.")
+    train_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads of the numeric libraries (OpenMP, BLAS) while training. Unset: their default, one "
+        "per core. On a machine shared with serving, 1 keeps a run from stalling for tens of seconds.",
+    )
 
 
 class TrainerService(BusService):
@@ -58,5 +64,9 @@ def main() -> int:
     """``driftloop serve trainer``."""
     settings = load_settings(TrainerSettings)
     configure_logging(settings.log_level)
+    if settings.train_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=settings.train_threads)  # process-wide: every fit and predict after this
     run_forever(TrainerService(settings).run())
     return 0

@@ -22,6 +22,7 @@ from services.monitor.core import (
     ChangeWait,
     DriftCandidate,
     DriftSettings,
+    DriftUpdate,
     ErrorCounts,
     Join,
     LiveAccuracy,
@@ -262,6 +263,78 @@ def test_a_lasting_psi_difference_alarms_once_then_stays_latched() -> None:
     ]
     assert drift.policy.latched("data", "x")
     assert drift.status()["latched"] == [{"kind": "data", "feature": "x"}, {"kind": "prediction", "feature": "label"}]
+
+
+def test_the_batch_path_publishes_what_the_row_path_publishes() -> None:
+    """observe_predictions over columns of any size == observe_prediction row by row: alarms,
+    suppressions, shown statistics and the checkpoint, through data and prediction drift,
+    missing values, a short time history and rows of another version."""
+    rng = np.random.default_rng(3)
+    names = ["f0", "f1", "f2", "f3", "f4"]
+    train = {n: rng.normal(size=4000) for n in names}
+    proba_ref = PredictionReference(
+        label_distribution={"a": 0.5, "b": 0.5},
+        probability_histograms={"a": histogram(rng.uniform(size=4000)), "b": histogram(rng.uniform(size=4000))},
+    )
+    reference = reference_of(train, {}).model_copy(update={"predictions": proba_ref})
+    spec = MonitoringSpec(alarm_cooldown=timedelta(seconds=30))
+    settings = DriftSettings(psi_window=300, prediction_window=250, time_history=400)
+    n = 9000
+    live = rng.normal(size=(n, 6))  # the sixth column has no reference
+    live[2000:, 1] += 1.0  # abrupt data drift
+    live[5000:, 3] += 0.6
+    live[6000:7000, 1] -= 1.0  # back, then away again: unlatch and a second alarm
+    live[rng.uniform(size=n) < 0.05, 2] = np.nan
+    labels = ["a" if (i < 3000 and i % 2) or rng.uniform() < 0.2 else "b" for i in range(n)]
+    p_a = rng.uniform(size=n)
+    p_a[4000:] = rng.uniform(0.8, 1.0, size=n - 4000)  # prediction drift in the probabilities
+    times = [at(i * 0.5) for i in range(n)]
+    versions = [2 if 3500 <= i < 3800 else 1 for i in range(n)]
+    columns = [*names, "extra"]
+
+    def cell(i: int, j: int) -> float | None:
+        value = float(live[i, j])
+        return None if math.isnan(value) and i % 2 else value  # None and NaN both mean missing
+
+    rows = ModelDrift("m", 1, reference, spec, settings)
+    expected = DriftUpdate()
+    for i in range(n):
+        feats = {c: cell(i, j) for j, c in enumerate(columns) if c != "f4" or i % 7}
+        got = rows.observe_prediction(
+            feats, labels[i], {"a": float(p_a[i]), "b": 1 - float(p_a[i])}, times[i], versions[i]
+        )
+        expected.alarms += got.alarms
+        expected.suppressed += got.suppressed
+    kinds = {(a.kind, a.feature) for a in expected.alarms}
+    assert {("data", "f1"), ("data", "f3"), ("prediction", "label")} <= kinds and expected.suppressed
+
+    batched = ModelDrift("m", 1, reference, spec, settings)
+    got_all = DriftUpdate()
+    start, sizes = 0, iter([1, 299, 300, 301, 7, 1000, 613] * 10)
+    while start < n:
+        end = min(n, start + next(sizes))
+        while len(set(versions[start:end])) > 1:
+            end -= 1  # one version per batch, as in a PredictionsLogged message
+        matrix = [[cell(i, j) for j in range(6)] for i in range(start, end)]
+        for r, i in enumerate(range(start, end)):
+            if not i % 7:
+                matrix[r][4] = None  # f4 absent from that row
+        got = batched.observe_predictions(
+            columns,
+            matrix,
+            labels[start:end],
+            [[float(p_a[i]), 1 - float(p_a[i])] for i in range(start, end)],
+            ["a", "b"],
+            times[start:end],
+            version=versions[start],
+        )
+        got_all.alarms += got.alarms
+        got_all.suppressed += got.suppressed
+        start = end
+    assert got_all.alarms == expected.alarms
+    assert got_all.suppressed == expected.suppressed
+    assert batched.to_state() == rows.to_state()
+    assert batched.observe_predictions(columns, np.empty((0, 6)), [], np.empty((0, 2)), ["a", "b"], []).alarms == []
 
 
 # --- alarm policy --------------------------------------------------------------------------------

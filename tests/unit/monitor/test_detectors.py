@@ -11,6 +11,7 @@ import pytest
 from services.monitor.detectors import (
     CONCEPT_DETECTORS,
     AdwinDetector,
+    BatchSignals,
     ConceptDetectorName,
     Detector,
     DriftSignal,
@@ -19,6 +20,7 @@ from services.monitor.detectors import (
     concept_detector,
     data_detector,
     detector_from_state,
+    update_many,
 )
 
 
@@ -64,6 +66,27 @@ def test_restored_adwin_continues_identically_through_rebases_and_drifts() -> No
     expected = [uninterrupted.update(x) for x in stream]
     assert _checkpointed(make, stream, every=331) == expected
     assert sum(s.drifted for s in expected) >= 1
+
+
+@pytest.mark.parametrize("make", [lambda: AdwinDetector(delta=1e-4, max_window=1024), lambda: concept_detector("DDM")])
+def test_update_many_gives_the_signals_and_state_of_update_one_by_one(make: Callable[[], Detector]) -> None:
+    stream = _gauss(seed=6, n=9000, shift_at=6000, shift=1.0)
+    if not isinstance(make(), AdwinDetector):
+        stream = _errors(seed=6, n=9000, before=0.1, after=0.4, switch=6000)
+    one = make()
+    expected = [one.update(x) for x in stream]
+    batched = make()
+    drifts: list[tuple[int, DriftSignal]] = []
+    start, sizes, last = 0, iter([1, 31, 32, 33, 500, 2000, 977] * 5), None
+    while start < len(stream):
+        chunk = stream[start : start + next(sizes)]
+        result = update_many(batched, chunk)
+        drifts += [(start + i, signal) for i, signal in result.drifts]
+        last, start = result.last, start + len(chunk)
+    assert drifts == [(i, s) for i, s in enumerate(expected) if s.drifted] and drifts
+    assert last == expected[-1]
+    assert batched.to_state() == one.to_state()
+    assert update_many(batched, []) == BatchSignals([], None)
 
 
 def test_restored_kswin_continues_identically() -> None:

@@ -1,0 +1,616 @@
+"""The closed loop against River's online learners, on drifting streams (issue #8, item 5).
+
+For each scenario the whole local stack is started (embedded broker, FileStore in a temporary
+directory, ingest, trainer, inference and monitor as their own processes) and
+``services.demo.run_loop`` plays the stream: a model is bootstrapped from labelled records,
+then every event is served by the inference service and its ground truth follows on
+``annotations``; at ``--before-drift`` events the concept changes and the loop has to detect
+it, retrain, pass the gate, canary and promote, in wall-clock time. By default the stream has
+a fixed length, ``--max-after-drift`` events after the change, so every run measures the same
+windows whenever the loop promoted; with ``--after-promotion N`` it stops N events after the
+first new champion instead (as the demo does).
+
+The same samples — the bootstrap (learned only), then exactly the served events in order —
+are then given to River's HoeffdingAdaptiveTreeClassifier and ARFClassifier prequentially
+(predict, then learn, one sample at a time), and to the bootstrap model kept unchanged
+(the spec's estimator fit on the bootstrap here: "leave the old model in place").
+The stream actually stored by ingest is checked against the one the learners get.
+
+Scenarios:
+
+* ``sea`` — River ``synth.SEA`` with 10% label noise, rule switching from variant 0
+  (x1 + x2 > 8) to variant 3 (x1 + x2 > 9.5); features keep their distribution.
+  Bayes ceiling 0.90.
+* ``hyperplane`` — River ``synth.Hyperplane`` features (10 uniform in [0, 1]) labelled by
+  Hyperplane's rule ``sum(w_i x_i) >= sum(w_i) / 2`` with the weights River draws for
+  concept seed 1, rotated at the change to those of concept seed 2 (the two planes
+  disagree on ~25% of the space); 5% label noise, so the ceiling is 0.95.
+
+Figures per scenario: accuracy over the last 1,000 events before the change, the first 1,000
+after it and the last 2,000 events; detection delay and change-to-new-champion time (events
+and seconds); drift alarms before the change (the stable phase) and after the new champion.
+Targets (issue #8): served accuracy over the last 2,000 events >= max(HAT, ARF) - 1 point on
+every scenario and >= max(HAT, ARF) + 5 points on Hyperplane; zero alarms in stable phases.
+A missed target is printed as FAIL; the exit status is 0 unless a scenario could not run or
+its stored stream differs from the learners' (2), or, with ``--strict``, a target was missed (1).
+
+    .venv/bin/python benchmarks/bench_loop.py                       # both scenarios, ~4 min
+    .venv/bin/python benchmarks/bench_loop.py --scenario sea --json /tmp/loop.json
+    .venv/bin/python benchmarks/bench_loop.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from river import forest, tree
+from river.datasets import synth
+
+from services.demo import DemoPlan, Sample, Scenario, run_loop
+from services.demo_summary import LoopEvent, LoopFigures, Served, to_json
+from services.stack import DEFAULT_PORTS, LocalStack, StackConfig
+from services.trainer.estimators import ALLOWED, build_estimator
+from shared.datasets import DatasetRepository
+from shared.store import FileStore
+
+BEFORE_WINDOW = 1000
+"""Events before the change that the "before" figure covers (the last ones)."""
+AFTER_WINDOW = 1000
+"""Events after the change that the "right after" figure covers (the first ones)."""
+LAST_WINDOW = 2000
+"""Events at the end of the stream that the headline figure covers."""
+TOLERANCE = 0.01
+"""Served may be this far below the better online learner (every scenario)."""
+HYPERPLANE_MARGIN = 0.05
+"""On Hyperplane, served must beat the better online learner by this much."""
+
+SEA_NOISE = 0.1
+HYPERPLANE_NOISE = 0.05
+HYPERPLANE_FEATURES = 10
+HYPERPLANE_CONCEPTS = (1, 2)
+"""Seeds of River's Hyperplane weight draw before and after the rotation."""
+
+DEFAULT_ESTIMATORS = {"sea": "HistGradientBoostingClassifier", "hyperplane": "LogisticRegression"}
+"""Each scenario's spec names the estimator its concept calls for: a threshold on a sum for SEA
+(trees), a plane for Hyperplane (a linear model; HistGradientBoosting reaches ~0.83 on 600
+rows of it where LogisticRegression reaches 0.92-0.95)."""
+
+# The model spec of every scenario (the values of the demo's SEA spec): YAML braces doubled
+# for ``Scenario.spec_text``'s ``format(model=...)``, @FEATURES@ and @ESTIMATOR@ filled in here.
+SPEC_TEMPLATE = """
+name: {model}
+features: [@FEATURES@]
+label: {{values: [0, 1]}}
+validation: {{min_confidence: 0.6, max_rejection_rate: 0.2, label_shift_alert: 0.15}}
+training:
+  estimator: @ESTIMATOR@
+  window: {{last_rows: 20000, since_change: true, min_rows_after_change: 600}}
+  holdout: 0.25
+  seed: 7
+triggers: {{on_drift: true, new_labels: null, cooldown: 5s, max_runs_per_hour: 60}}
+gate: {{metric: accuracy, min: 0.6, min_delta_vs_champion: 0.005}}
+deployment:
+  strategy: canary
+  canary_traffic: 0.5
+  promote_after: {{labelled_samples: 300, max_error_delta: 0.0}}
+  rollback_on: {{error_increase: 0.05}}
+monitoring: {{concept_detector: ADWIN, confirmation_samples: 200, alarm_cooldown: 2m}}
+"""
+
+
+def spec_for(features: Sequence[tuple[str, float, float]], estimator: str) -> str:
+    declared = ", ".join(f"{{{{name: {name}, min: {low:g}, max: {high:g}}}}}" for name, low, high in features)
+    return SPEC_TEMPLATE.replace("@FEATURES@", declared).replace("@ESTIMATOR@", estimator)
+
+
+# --- the streams -------------------------------------------------------------------------
+
+
+def sea(events: int, variant: int, seed: int) -> list[Sample]:
+    """River SEA with label noise: x1..x3 uniform in [0, 10], label x1 + x2 > the variant's threshold."""
+    return [
+        ({f"x{k + 1}": float(v) for k, v in x.items()}, int(y))
+        for x, y in synth.SEA(variant=variant, noise=SEA_NOISE, seed=seed).take(events)
+    ]
+
+
+def hyperplane_weights(concept: int) -> list[float]:
+    """The weights River's Hyperplane draws first from ``random.Random(seed)``."""
+    rng = random.Random(concept)
+    return [rng.random() for _ in range(HYPERPLANE_FEATURES)]
+
+
+def hyperplane(events: int, concept: int, seed: int) -> list[Sample]:
+    """River Hyperplane features (seed ``seed``) labelled by the plane of ``concept``.
+
+    River ties the plane and the features to one seed; the features are taken from River's
+    generator and labelled here with its rule and the weights of the concept, so the plane
+    is fixed per regime whatever the sample seed, and the features keep their distribution
+    across the change. Noise flips exactly ``HYPERPLANE_NOISE`` of the labels on average.
+    """
+    weights = hyperplane_weights(concept)
+    threshold = sum(weights) / 2
+    flips = random.Random(f"hyperplane-noise-{seed}")
+    out: list[Sample] = []
+    generator = synth.Hyperplane(seed=seed, n_features=HYPERPLANE_FEATURES, noise_percentage=0.0)
+    for x, _ in generator.take(events):
+        label = int(sum(w * x[i] for i, w in enumerate(weights)) >= threshold)
+        if flips.random() < HYPERPLANE_NOISE:
+            label = 1 - label
+        out.append(({f"h{i + 1}": float(x[i]) for i in range(HYPERPLANE_FEATURES)}, label))
+    return out
+
+
+def build_scenario(name: str, estimator: str | None = None) -> Scenario:
+    estimator = estimator or DEFAULT_ESTIMATORS[name]
+    if name == "sea":
+        return Scenario(
+            model="bench-sea",
+            spec=spec_for([(f"x{i}", 0, 10) for i in (1, 2, 3)], estimator),
+            features=("x1", "x2", "x3"),
+            before=lambda n, seed: sea(n, variant=0, seed=seed),
+            after=lambda n, seed: sea(n, variant=3, seed=seed),
+            description=f"River SEA, variant 0 -> 3, {SEA_NOISE:.0%} label noise",
+        )
+    if name == "hyperplane":
+        old, new = HYPERPLANE_CONCEPTS
+        return Scenario(
+            model="bench-hyperplane",
+            spec=spec_for([(f"h{i + 1}", 0, 1) for i in range(HYPERPLANE_FEATURES)], estimator),
+            features=tuple(f"h{i + 1}" for i in range(HYPERPLANE_FEATURES)),
+            before=lambda n, seed: hyperplane(n, concept=old, seed=seed),
+            after=lambda n, seed: hyperplane(n, concept=new, seed=seed),
+            description=f"River Hyperplane, 10 features, abrupt rotation, {HYPERPLANE_NOISE:.0%} label noise",
+        )
+    raise ValueError(f"unknown scenario {name}")
+
+
+SCENARIOS = ("sea", "hyperplane")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    bootstrap: int
+    before_drift: int
+    max_after_drift: int
+    seed: int
+
+
+def bootstrap_samples(scenario: Scenario, sizes: Sizes) -> list[Sample]:
+    """What ``run_loop`` publishes before serving (``services.demo._bootstrap``)."""
+    return scenario.before(sizes.bootstrap, sizes.seed)
+
+
+def loop_stream(scenario: Scenario, sizes: Sizes) -> list[Sample]:
+    """What ``run_loop`` serves, in order (``services.demo._loop``: seeds ``seed + 10`` and ``seed + 11``).
+
+    run_loop does not expose its stream; this mirrors it, and ``check_stream`` compares it
+    with the rows ingest actually stored.
+    """
+    return scenario.before(sizes.before_drift, sizes.seed + 10) + scenario.after(sizes.max_after_drift, sizes.seed + 11)
+
+
+# --- the learners on the identical stream ---------------------------------------------------
+
+
+def prequential(learner: str, scenario_name: str, sizes: Sizes, served: int) -> tuple[list[bool], float]:
+    """River ``learner`` learns the bootstrap, then predicts-then-learns each served event.
+
+    Runs in a worker process (a Scenario holds lambdas): rebuilds the stream from its name.
+    """
+    scenario = build_scenario(scenario_name)
+    model: Any
+    if learner == "HAT":
+        model = tree.HoeffdingAdaptiveTreeClassifier(seed=sizes.seed)
+    elif learner == "ARF":
+        model = forest.ARFClassifier(seed=sizes.seed)
+    else:
+        raise ValueError(learner)
+    started = time.perf_counter()
+    for x, y in bootstrap_samples(scenario, sizes):
+        model.learn_one(x, y)
+    correct = []
+    for x, y in loop_stream(scenario, sizes)[:served]:
+        correct.append(model.predict_one(x) == y)
+        model.learn_one(x, y)
+    return correct, time.perf_counter() - started
+
+
+def static_model(scenario: Scenario, sizes: Sizes, served: int, estimator: str) -> list[bool]:
+    """The bootstrap model left in place: the spec's estimator (as the trainer builds it, default
+    parameters) fit on the bootstrap here, never retrained."""
+    features = scenario.features
+    boot = bootstrap_samples(scenario, sizes)
+    stream = loop_stream(scenario, sizes)[:served]
+    model = build_estimator(estimator, {}, seed=sizes.seed)
+    model.fit(np.array([[x[f] for f in features] for x, _ in boot]), np.array([y for _, y in boot]))
+    predicted = model.predict(np.array([[x[f] for f in features] for x, _ in stream]))
+    return [int(p) == y for p, (_, y) in zip(predicted, stream, strict=True)]
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def _mean(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def windows(correct: Sequence[bool], switch: int) -> dict[str, float | None]:
+    """Accuracy before the change (last 1,000), right after (first 1,000), last 2,000 events."""
+    return {
+        "before": _mean(correct[:switch][-BEFORE_WINDOW:]),
+        "right_after": _mean(correct[switch:][:AFTER_WINDOW]),
+        "last_2000": _mean(correct[-LAST_WINDOW:]),
+    }
+
+
+def check_stream(store_root: Path, scenario: Scenario, sizes: Sizes, served: int) -> dict[str, Any]:
+    """Compare the rows ingest stored (bootstrap ``boot-i``, ground truth ``<run>-truth-i``)
+    with the bootstrap and stream the learners are given."""
+    repo = DatasetRepository(FileStore(store_root))
+    if repo.latest_version(scenario.model) is None:
+        return {"rows_checked": 0, "mismatches": 0, "identical": False}
+    data = repo.load(scenario.model)
+    position = {name: i for i, name in enumerate(data.feature_names)}
+    boot = bootstrap_samples(scenario, sizes)
+    stream = loop_stream(scenario, sizes)[:served]
+    checked = mismatches = 0
+    for record_id, row, label in zip(data.record_ids.tolist(), data.X, data.y.tolist(), strict=True):
+        if record_id.startswith("boot-"):
+            sample = boot[int(record_id.removeprefix("boot-"))]
+        elif "-truth-" in record_id:
+            index = int(record_id.rsplit("-truth-", 1)[1])
+            if index >= len(stream):
+                mismatches += 1
+                continue
+            sample = stream[index]
+        else:
+            continue
+        x, y = sample
+        checked += 1
+        same = str(label) == str(y) and all(abs(float(row[position[f]]) - float(x[f] or 0.0)) < 1e-9 for f in x)
+        mismatches += not same
+    return {"rows_checked": checked, "mismatches": mismatches, "identical": checked > 0 and mismatches == 0}
+
+
+@dataclass
+class Outcome:
+    """One scenario's run."""
+
+    name: str
+    scenario: Scenario
+    sizes: Sizes
+    estimator: str
+    seconds: float = 0.0
+    error: str | None = None
+    figures: LoopFigures | None = None
+    served: list[Served] = field(default_factory=list)
+    timeline: list[LoopEvent] = field(default_factory=list)
+    accuracy: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    learner_seconds: dict[str, float] = field(default_factory=dict)
+    stream_check: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+
+    @property
+    def alarms_after_champion(self) -> int | None:
+        if self.figures is None or self.figures.new_champion is None or self.figures.champion_delay_events is None:
+            return None
+        promoted_at = self.figures.switch_index + self.figures.champion_delay_events
+        return sum(e.kind == "drift" and e.index > promoted_at for e in self.timeline)
+
+    @property
+    def last_window_after_champion(self) -> bool:
+        """True when every one of the last 2,000 events came after the new champion."""
+        if self.figures is None or self.figures.champion_delay_events is None:
+            return False
+        promoted_at = self.figures.switch_index + self.figures.champion_delay_events
+        return promoted_at <= len(self.served) - LAST_WINDOW
+
+    def targets(self) -> dict[str, bool]:
+        served = self.accuracy.get("served", {}).get("last_2000")
+        online = [v for v in (self.accuracy.get(n, {}).get("last_2000") for n in ("HAT", "ARF")) if v is not None]
+        best = max(online) if len(online) == 2 else None
+
+        def at_least(margin: float) -> bool:
+            return served is not None and best is not None and served >= best + margin - 1e-12
+
+        out = {f"served last-{LAST_WINDOW} >= max(HAT, ARF) - {TOLERANCE * 100:.0f} pt": at_least(-TOLERANCE)}
+        if self.name == "hyperplane":
+            out[f"served last-{LAST_WINDOW} >= max(HAT, ARF) + {HYPERPLANE_MARGIN * 100:.0f} pt"] = at_least(
+                HYPERPLANE_MARGIN
+            )
+        out["zero drift alarms in the stable phase (before the change)"] = (
+            self.figures is not None and self.figures.alarms_before_drift == 0
+        )
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        figures = to_json(self.figures) if self.figures is not None else None
+        return {
+            "scenario": self.name,
+            "model": self.scenario.model,
+            "description": self.scenario.description,
+            "estimator": self.estimator,
+            "spec": self.scenario.spec_text,
+            "sizes": self.sizes.__dict__,
+            "seconds": round(self.seconds, 1),
+            "error": self.error,
+            "events_served": len(self.served),
+            "switch_index": self.sizes.before_drift,
+            "accuracy": self.accuracy,
+            "loop": figures,
+            "alarms_after_champion": self.alarms_after_champion,
+            "last_2000_after_new_champion": self.last_window_after_champion,
+            "learner_seconds": self.learner_seconds,
+            "stream_check": self.stream_check,
+            "service_problems": self.problems,
+            "timeline": [e.__dict__ for e in self.timeline],
+            "targets": self.targets() if self.error is None else {},
+            "data_dir": self.data_dir,
+        }
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outcome:
+    """Start a stack, play the loop, stop the stack; the learners run later."""
+    estimator = args.estimator or DEFAULT_ESTIMATORS[name]
+    scenario = build_scenario(name, estimator)
+    sizes = Sizes(args.bootstrap, args.before_drift, args.max_after_drift, args.seed)
+    outcome = Outcome(name, scenario, sizes, estimator)
+    plan = DemoPlan(
+        bootstrap=sizes.bootstrap,
+        before_drift=sizes.before_drift,
+        after_promotion=args.after_promotion or sizes.before_drift + sizes.max_after_drift,
+        max_after_drift=sizes.max_after_drift,
+        rate=args.rate,
+        batch=args.batch,
+        scenario=scenario,
+        faults=False,
+        seed=sizes.seed,
+    )
+    timeout = args.timeout or 90 + 1.5 * (sizes.before_drift + sizes.max_after_drift) / args.rate
+    root = Path(args.data_dir) / name if args.data_dir else Path(tempfile.mkdtemp(prefix=f"bench-loop-{name}-"))
+    config = StackConfig(
+        data_dir=root,
+        ports=dict.fromkeys(DEFAULT_PORTS, 0),  # any free ports
+        service_env={"DRIFTLOOP_FLUSH_ROWS": "1000"},
+    )
+    console.print(f"[bold]{name}[/bold]: {scenario.description} — stack in {root}, timeout {timeout:.0f} s")
+    started = time.monotonic()
+    stack = LocalStack(config)
+    try:
+        if stack.missing:
+            raise RuntimeError(f"the loop needs every service; missing: {', '.join(stack.missing)}")
+        with stack.running():
+
+            async def play() -> tuple[dict[str, Any], LoopFigures, list[Served], list[LoopEvent]]:
+                return await asyncio.wait_for(run_loop(stack, console, plan), timeout)
+
+            _, figures, served, timeline = asyncio.run(play())
+            outcome.problems = stack.check()
+        outcome.figures, outcome.served, outcome.timeline = figures, served, timeline
+        if [s.index for s in served] != list(range(len(served))):
+            raise RuntimeError("served events are not the stream's first events in order")
+        outcome.stream_check = check_stream(stack.store_root, scenario, sizes, len(served))
+    except TimeoutError:
+        outcome.error = f"the loop did not finish within {timeout:.0f} s"
+    except Exception as err:  # a benchmark reports what broke and goes on with the next scenario
+        outcome.error = f"{type(err).__name__}: {err}"
+    outcome.seconds = time.monotonic() - started
+    if outcome.error is not None or args.data_dir:
+        outcome.data_dir = str(root)  # kept for its logs
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+    if outcome.error:
+        console.print(f"[red]{name}: {outcome.error}[/red] (logs in {root / 'logs'})")
+    return outcome
+
+
+def compare(outcomes: list[Outcome], console: Console) -> None:
+    """Run HAT and ARF prequentially on every completed scenario's stream, two processes at a time."""
+    done = [o for o in outcomes if o.error is None]
+    if not done:
+        return
+    console.print("River learners on the identical streams (prequential) ...")
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        jobs = {
+            (o.name, learner): pool.submit(prequential, learner, o.name, o.sizes, len(o.served))
+            for o in done
+            for learner in ("ARF", "HAT")  # the slow one first
+        }
+        for o in done:
+            switch = o.sizes.before_drift
+            o.accuracy["served"] = windows([s.correct for s in o.served], switch)
+            o.accuracy["static"] = windows(static_model(o.scenario, o.sizes, len(o.served), o.estimator), switch)
+        for (name, learner), job in jobs.items():
+            correct, seconds = job.result()
+            outcome = next(o for o in done if o.name == name)
+            outcome.accuracy[learner] = windows(correct, outcome.sizes.before_drift)
+            outcome.learner_seconds[learner] = round(seconds, 1)
+
+
+def report(outcome: Outcome, console: Console) -> None:
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    def yes_no(value: bool) -> str:
+        return "yes" if value else "no"
+
+    def delay(events: int | None, seconds: float | None) -> str:
+        return "not reached" if events is None or seconds is None else f"{events} events / {seconds:.1f} s"
+
+    title = f"{outcome.name}: {outcome.scenario.description}"
+    if outcome.error is not None:
+        console.print(f"[red]{title}: {outcome.error}[/red]")
+        return
+    figures = outcome.figures
+    assert figures is not None
+    served = len(outcome.served)
+    accuracy = Table(title=f"{title} — change at event {outcome.sizes.before_drift:,}, {served:,} events served")
+    accuracy.add_column("predictions")
+    accuracy.add_column(f"before (last {BEFORE_WINDOW:,})", justify="right")
+    accuracy.add_column(f"right after (first {AFTER_WINDOW:,})", justify="right")
+    accuracy.add_column(f"last {LAST_WINDOW:,}", justify="right")
+    names = {
+        "served": "driftloop, served",
+        "HAT": "River HoeffdingAdaptiveTree (prequential)",
+        "ARF": "River ARF (prequential)",
+        "static": f"bootstrap model never retrained ({outcome.estimator})",
+    }
+    for key, label in names.items():
+        row = outcome.accuracy.get(key, {})
+        accuracy.add_row(label, pct(row.get("before")), pct(row.get("right_after")), pct(row.get("last_2000")))
+    console.print(accuracy)
+
+    loop = Table(show_header=False, title=f"{outcome.name}: the loop")
+    loop.add_column("figure")
+    loop.add_column("value")
+    after_champion = outcome.alarms_after_champion
+    check = outcome.stream_check
+    rows = [
+        ("detection delay", delay(figures.detection_delay_events, figures.detection_delay_seconds)),
+        ("change to new champion", delay(figures.champion_delay_events, figures.champion_delay_seconds)),
+        ("new champion", "—" if figures.new_champion is None else f"v{figures.new_champion}"),
+        ("drift alarms before the change (stable phase)", str(figures.alarms_before_drift)),
+        ("drift alarms after the new champion", "—" if after_champion is None else str(after_champion)),
+        ("retrains before the change", str(figures.retrains_before_drift)),
+        (f"last {LAST_WINDOW:,} events all after the new champion", yes_no(outcome.last_window_after_champion)),
+        ("model versions", "\n".join(figures.versions) or "—"),
+        (
+            "stream check (stored rows vs learners' stream)",
+            f"{check.get('rows_checked', 0):,} rows, {check.get('mismatches', 0)} mismatches",
+        ),
+        ("wall time (stack + loop)", f"{outcome.seconds:.0f} s"),
+        ("River time", ", ".join(f"{k} {v:.0f} s" for k, v in outcome.learner_seconds.items()) or "—"),
+    ]
+    if outcome.problems:
+        rows.append(("service problems", "; ".join(outcome.problems)))
+    for name, value in rows:
+        loop.add_row(name, value)
+    console.print(loop)
+    for target, ok in outcome.targets().items():
+        console.print(f"  {'[green]PASS' if ok else '[red]FAIL'}[/] {target}")
+    if not check.get("identical"):
+        console.print("  [red]INVALID[/] the rows ingest stored differ from the stream the learners were given")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench_loop.py",
+        description=(
+            "Benchmark of the closed loop (issue #8): for each scenario, start the local stack, serve a "
+            "drifting River stream with ground truth following, and compare the accuracy of the served "
+            "predictions with River's HoeffdingAdaptiveTree and ARF run prequentially on the identical "
+            "stream. Prints a table per scenario and the issue's targets with PASS/FAIL."
+        ),
+        epilog=(
+            "Targets: served last-2000 accuracy >= max(HAT, ARF) - 1 point on every scenario, >= max + 5 points "
+            "on hyperplane; zero drift alarms before the change. The loop runs in wall-clock time "
+            "(--rate events/s); each scenario is bounded by --timeout. Exit status: 2 when a scenario "
+            "could not run or its stored stream differs from the learners', 1 with --strict when a target "
+            "was missed, else 0."
+        ),
+    )
+    parser.add_argument(
+        "--scenario", nargs="+", choices=SCENARIOS, default=list(SCENARIOS), help="scenarios to run (default: all)"
+    )
+    parser.add_argument("--bootstrap", type=int, default=2000, help="labelled records before serving (%(default)s)")
+    parser.add_argument("--before-drift", type=int, default=3000, help="served events before the change (%(default)s)")
+    parser.add_argument(
+        "--max-after-drift",
+        type=int,
+        default=10000,
+        help="served events after the change (%(default)s; fewer with --after-promotion)",
+    )
+    parser.add_argument(
+        "--after-promotion",
+        type=int,
+        default=None,
+        help="stop this many served events after the first new champion (default: never, a fixed-length stream)",
+    )
+    parser.add_argument("--rate", type=float, default=300.0, help="served events per second (%(default)s)")
+    parser.add_argument("--batch", type=int, default=50, help="events served concurrently (%(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the streams and the River learners (%(default)s)")
+    parser.add_argument(
+        "--estimator",
+        choices=sorted(ALLOWED),
+        default=None,
+        help="estimator of every scenario's spec (default: HistGradientBoosting for SEA, LogisticRegression "
+        "for Hyperplane)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a scenario's loop may take (default: 90 + 1.5 x the stream at --rate)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON to this path")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="keep each stack's data (logs, report, plot) under DIR/<scenario>"
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if min(args.bootstrap, args.batch) < 1 or args.rate <= 0:
+        parser.error("--bootstrap, --batch and --rate must be positive")
+    if args.before_drift < BEFORE_WINDOW or args.max_after_drift < LAST_WINDOW:
+        parser.error(f"--before-drift must be >= {BEFORE_WINDOW} and --max-after-drift >= {LAST_WINDOW}")
+    if args.after_promotion is not None and args.after_promotion < LAST_WINDOW:
+        parser.error(f"--after-promotion must be >= {LAST_WINDOW}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    console = Console(width=130)
+    progress = Console(stderr=True)
+    started = time.monotonic()
+    outcomes = [run_scenario(name, args, progress) for name in args.scenario]
+    compare(outcomes, progress)
+    console.print(
+        f"\n[bold]driftloop loop benchmark[/bold] — {', '.join(args.scenario)}; rate {args.rate:g} events/s, "
+        f"bootstrap {args.bootstrap:,}, change after {args.before_drift:,}, seed {args.seed}"
+    )
+    for outcome in outcomes:
+        report(outcome, console)
+    total = time.monotonic() - started
+    console.print(f"total {total:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        document = {
+            "benchmark": "loop",
+            "arguments": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "seconds": round(total, 1),
+            "scenarios": [o.to_json() for o in outcomes],
+        }
+        args.json.write_text(json.dumps(document, indent=2, default=str))
+        console.print(f"figures: {args.json}")
+    if any(o.error is not None or not o.stream_check.get("identical") for o in outcomes):
+        return 2
+    if args.strict and not all(all(o.targets().values()) for o in outcomes):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
