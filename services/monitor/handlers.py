@@ -514,7 +514,7 @@ class MonitorHandlers:
                 "hits": watch.join.hits,
                 "misses": watch.join.misses,
                 "hit_rate": watch.join.hit_rate,
-                "waiting": len(watch.join),
+                "held": len(watch.join),  # predictions awaiting labels, labels awaiting predictions, recent joins
             },
             "canary_trial": None
             if trial is None

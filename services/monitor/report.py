@@ -123,7 +123,7 @@ def _status_html(status: dict[str, Any]) -> str:
         (
             "join",
             f"{status['join']['hits']} labels joined, {status['join']['misses']} missed "
-            f"(hit rate {status['join']['hit_rate']:.1%}), {status['join']['waiting']} waiting",
+            f"(hit rate {status['join']['hit_rate']:.1%}), {status['join']['held']} entries held",
         ),
     ]
     for live in status["live"]:
