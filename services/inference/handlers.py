@@ -246,6 +246,11 @@ def encode_predictions(served: list[Served]) -> list[tuple[bytes, bytes, int]]:
     return messages
 
 
+def _rfc3339(epoch: float) -> str:
+    """UTC text of a time, once per request (the same for each of its rows)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
 def _message(group: list[Served]) -> tuple[bytes, bytes, int]:
     first = group[0]
     loaded = first.loaded
@@ -265,8 +270,8 @@ def _message(group: list[Served]) -> tuple[bytes, bytes, int]:
             "features": np.concatenate([g.X for g in group]),  # NaN (a missing value) is written as null
             "labels": labels if labels.dtype.kind in "iu" else labels.tolist(),
             "probabilities": np.concatenate([g.probabilities for g in group]),
-            "latency_ms": [g.latency_ms for g in group for _ in range(g.X.shape[0])],
-            "predicted_at": [datetime.fromtimestamp(g.at, UTC) for g in group for _ in range(g.X.shape[0])],
+            "latency_ms": [v for g in group for v in [g.latency_ms] * g.X.shape[0]],
+            "predicted_at": [v for g in group for v in [_rfc3339(g.at)] * g.X.shape[0]],
         },
         option=orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY,
     )
