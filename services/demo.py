@@ -12,7 +12,7 @@
    to a canary, the monitor judges it on live labels and promotes it (or rolls it back).
 4. **Summary.** Accuracy before the drift, right after it and after recovery, detection delay
    and drift-to-new-champion time; the monitor's HTML report and a PNG of accuracy over time
-   are written under ``<data-dir>/demo/``.
+   are written under ``<data-dir>/results/<model>/``.
 """
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ async def run_loop(
         verdict = "passed" if card.gate.passed else "rejected"
         versions.append(f"v{version} ({card.trigger.split(' (')[0]}, {card.training_rows} rows, gate {verdict})")
     result = figures(served, watcher.timeline, switch_index, switch_seconds, first, versions)
-    out = stack.data_dir / "demo" / model
+    out = stack.data_dir / "results" / model
     title = f"{model}: served accuracy through a drift ({plan.scenario.description})"
     plot(served, watcher.timeline, switch_index, out / "accuracy.png", title)
     monitor = stack.endpoints()["services"].get("monitor")
@@ -452,7 +452,7 @@ def run_demo(stack: LocalStack, console: Console, plan: DemoPlan | None = None) 
     ingest_ok = bool(bootstrap.pop("_ok"))
     bootstrap.pop("first_version")
     model = plan.scenario.model
-    out = stack.data_dir / "demo" / model
+    out = stack.data_dir / "results" / model
     summary = {"ingest": bootstrap, "loop": to_json(result)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
