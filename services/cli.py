@@ -301,8 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="start the local stack and run the demo scenario",
-        description="Start the local stack, stream a drifting labelled data set (River's SEA generator) "
-        "through it, report what happened, and stop.",
+        description="Start the local stack and run the closed loop on River's SEA stream: bootstrap a first "
+        "model, serve the stream over HTTP with ground truth following, switch the labelling rule at event "
+        "3,000, and watch the monitor detect it, the trainer retrain on the new regime, the canary get "
+        "judged and promoted. Prints a summary (accuracy before / after the drift / after recovery, "
+        "detection delay, drift-to-new-champion time) and writes the monitor's HTML report and a PNG of "
+        "accuracy over time under DATA_DIR/results/sea-demo/. About a minute.",
     )
     _add_stack_flags(demo, _data_dir_default() / "demo", fixed_ports=False)
     demo.add_argument(
