@@ -62,7 +62,7 @@ from rich.table import Table
 from river import forest, tree
 from river.datasets import synth
 
-from services.demo import DemoPlan, Sample, Scenario, run_loop
+from services.demo import DemoPlan, Sample, Scenario, loop_spec, run_loop, sea
 from services.demo_summary import LoopEvent, LoopFigures, Served, to_json
 from services.stack import DEFAULT_PORTS, LocalStack, StackConfig
 from services.trainer.estimators import ALLOWED, build_estimator
@@ -91,43 +91,7 @@ DEFAULT_ESTIMATORS = {"sea": "HistGradientBoostingClassifier", "hyperplane": "Lo
 (trees), a plane for Hyperplane (a linear model; HistGradientBoosting reaches ~0.83 on 600
 rows of it where LogisticRegression reaches 0.92-0.95)."""
 
-# The model spec of every scenario (the values of the demo's SEA spec): YAML braces doubled
-# for ``Scenario.spec_text``'s ``format(model=...)``, @FEATURES@ and @ESTIMATOR@ filled in here.
-SPEC_TEMPLATE = """
-name: {model}
-features: [@FEATURES@]
-label: {{values: [0, 1]}}
-validation: {{min_confidence: 0.6, max_rejection_rate: 0.2, label_shift_alert: 0.15}}
-training:
-  estimator: @ESTIMATOR@
-  window: {{last_rows: 20000, since_change: true, min_rows_after_change: 600}}
-  holdout: 0.25
-  seed: 7
-triggers: {{on_drift: true, new_labels: null, cooldown: 5s, max_runs_per_hour: 60}}
-gate: {{metric: accuracy, min: 0.6, min_delta_vs_champion: 0.005}}
-deployment:
-  strategy: canary
-  canary_traffic: 0.5
-  promote_after: {{labelled_samples: 300, max_error_delta: 0.0}}
-  rollback_on: {{error_increase: 0.05}}
-monitoring: {{concept_detector: ADWIN, confirmation_samples: 200, alarm_cooldown: 2m}}
-"""
-
-
-def spec_for(features: Sequence[tuple[str, float, float]], estimator: str) -> str:
-    declared = ", ".join(f"{{{{name: {name}, min: {low:g}, max: {high:g}}}}}" for name, low, high in features)
-    return SPEC_TEMPLATE.replace("@FEATURES@", declared).replace("@ESTIMATOR@", estimator)
-
-
 # --- the streams -------------------------------------------------------------------------
-
-
-def sea(events: int, variant: int, seed: int) -> list[Sample]:
-    """River SEA with label noise: x1..x3 uniform in [0, 10], label x1 + x2 > the variant's threshold."""
-    return [
-        ({f"x{k + 1}": float(v) for k, v in x.items()}, int(y))
-        for x, y in synth.SEA(variant=variant, noise=SEA_NOISE, seed=seed).take(events)
-    ]
 
 
 def hyperplane_weights(concept: int) -> list[float]:
@@ -162,17 +126,17 @@ def build_scenario(name: str, estimator: str | None = None) -> Scenario:
     if name == "sea":
         return Scenario(
             model="bench-sea",
-            spec=spec_for([(f"x{i}", 0, 10) for i in (1, 2, 3)], estimator),
+            spec=loop_spec([(f"x{i}", 0, 10) for i in (1, 2, 3)], estimator),
             features=("x1", "x2", "x3"),
-            before=lambda n, seed: sea(n, variant=0, seed=seed),
-            after=lambda n, seed: sea(n, variant=3, seed=seed),
+            before=lambda n, seed: sea(n, variant=0, seed=seed, noise=SEA_NOISE),
+            after=lambda n, seed: sea(n, variant=3, seed=seed, noise=SEA_NOISE),
             description=f"River SEA, variant 0 -> 3, {SEA_NOISE:.0%} label noise",
         )
     if name == "hyperplane":
         old, new = HYPERPLANE_CONCEPTS
         return Scenario(
             model="bench-hyperplane",
-            spec=spec_for([(f"h{i + 1}", 0, 1) for i in range(HYPERPLANE_FEATURES)], estimator),
+            spec=loop_spec([(f"h{i + 1}", 0, 1) for i in range(HYPERPLANE_FEATURES)], estimator),
             features=tuple(f"h{i + 1}" for i in range(HYPERPLANE_FEATURES)),
             before=lambda n, seed: hyperplane(n, concept=old, seed=seed),
             after=lambda n, seed: hyperplane(n, concept=new, seed=seed),
@@ -192,18 +156,17 @@ class Sizes:
     seed: int
 
 
-def bootstrap_samples(scenario: Scenario, sizes: Sizes) -> list[Sample]:
-    """What ``run_loop`` publishes before serving (``services.demo._bootstrap``)."""
-    return scenario.before(sizes.bootstrap, sizes.seed)
-
-
-def loop_stream(scenario: Scenario, sizes: Sizes) -> list[Sample]:
-    """What ``run_loop`` serves, in order (``services.demo._loop``: seeds ``seed + 10`` and ``seed + 11``).
-
-    run_loop does not expose its stream; this mirrors it, and ``check_stream`` compares it
-    with the rows ingest actually stored.
-    """
-    return scenario.before(sizes.before_drift, sizes.seed + 10) + scenario.after(sizes.max_after_drift, sizes.seed + 11)
+def streams(scenario: Scenario, sizes: Sizes) -> tuple[list[Sample], list[Sample]]:
+    """The bootstrap records and the served stream of ``run_loop`` (``DemoPlan.streams``);
+    ``check_stream`` compares them with the rows ingest actually stored."""
+    plan = DemoPlan(
+        bootstrap=sizes.bootstrap,
+        before_drift=sizes.before_drift,
+        max_after_drift=sizes.max_after_drift,
+        scenario=scenario,
+        seed=sizes.seed,
+    )
+    return plan.streams()
 
 
 # --- the learners on the identical stream ---------------------------------------------------
@@ -223,10 +186,11 @@ def prequential(learner: str, scenario_name: str, sizes: Sizes, served: int) -> 
     else:
         raise ValueError(learner)
     started = time.perf_counter()
-    for x, y in bootstrap_samples(scenario, sizes):
+    boot, stream = streams(scenario, sizes)
+    for x, y in boot:
         model.learn_one(x, y)
     correct = []
-    for x, y in loop_stream(scenario, sizes)[:served]:
+    for x, y in stream[:served]:
         correct.append(model.predict_one(x) == y)
         model.learn_one(x, y)
     return correct, time.perf_counter() - started
@@ -236,8 +200,8 @@ def static_model(scenario: Scenario, sizes: Sizes, served: int, estimator: str) 
     """The bootstrap model left in place: the spec's estimator (as the trainer builds it, default
     parameters) fit on the bootstrap here, never retrained."""
     features = scenario.features
-    boot = bootstrap_samples(scenario, sizes)
-    stream = loop_stream(scenario, sizes)[:served]
+    boot, stream = streams(scenario, sizes)
+    stream = stream[:served]
     model = build_estimator(estimator, {}, seed=sizes.seed)
     model.fit(np.array([[x[f] for f in features] for x, _ in boot]), np.array([y for _, y in boot]))
     predicted = model.predict(np.array([[x[f] for f in features] for x, _ in stream]))
@@ -268,8 +232,8 @@ def check_stream(store_root: Path, scenario: Scenario, sizes: Sizes, served: int
         return {"rows_checked": 0, "mismatches": 0, "identical": False}
     data = repo.load(scenario.model)
     position = {name: i for i, name in enumerate(data.feature_names)}
-    boot = bootstrap_samples(scenario, sizes)
-    stream = loop_stream(scenario, sizes)[:served]
+    boot, stream = streams(scenario, sizes)
+    stream = stream[:served]
     checked = mismatches = 0
     for record_id, row, label in zip(data.record_ids.tolist(), data.X, data.y.tolist(), strict=True):
         if record_id.startswith("boot-"):

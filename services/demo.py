@@ -24,7 +24,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +55,13 @@ from shared.store import FileStore
 Sample = tuple[dict[str, float | None], int]
 """One labelled event of a stream: features by name, and the label."""
 
-SEA_SPEC = """
+LOOP_SPEC = """
 name: {model}
-features: [{{name: x1, min: 0, max: 10}}, {{name: x2, min: 0, max: 10}}, {{name: x3, min: 0, max: 10}}]
+features: [@FEATURES@]
 label: {{values: [0, 1]}}
 validation: {{min_confidence: 0.6, max_rejection_rate: 0.2, label_shift_alert: 0.15}}
 training:
-  estimator: HistGradientBoostingClassifier
+  estimator: @ESTIMATOR@
   window: {{last_rows: 20000, since_change: true, min_rows_after_change: 600}}
   holdout: 0.25
   seed: 7
@@ -74,6 +74,17 @@ deployment:
   rollback_on: {{error_increase: 0.05}}
 monitoring: {{concept_detector: ADWIN, confirmation_samples: 200, alarm_cooldown: 2m}}
 """
+"""The spec of every loop scenario; YAML braces doubled for :attr:`Scenario.spec_text`'s
+``format(model=...)``; :func:`loop_spec` fills in @FEATURES@ and @ESTIMATOR@."""
+
+
+def loop_spec(features: Sequence[tuple[str, float, float]], estimator: str) -> str:
+    """A loop scenario's spec: its features with their ranges, and its estimator."""
+    declared = ", ".join(f"{{{{name: {name}, min: {low:g}, max: {high:g}}}}}" for name, low, high in features)
+    return LOOP_SPEC.replace("@FEATURES@", declared).replace("@ESTIMATOR@", estimator)
+
+
+SEA_SPEC = loop_spec([("x1", 0, 10), ("x2", 0, 10), ("x3", 0, 10)], "HistGradientBoostingClassifier")
 
 
 @dataclass(frozen=True)
@@ -95,12 +106,12 @@ class Scenario:
         return self.spec.format(model=self.model)
 
 
-def sea(events: int, variant: int, seed: int) -> list[Sample]:
+def sea(events: int, variant: int, seed: int, noise: float = 0.0) -> list[Sample]:
     """``events`` samples of River's SEA generator: features x1..x3 in [0, 10] and the label of
-    the variant's rule (x1 + x2 <= 8, 9, 7 or 9.5)."""
+    the variant's rule (x1 + x2 <= 8, 9, 7 or 9.5), flipped with probability ``noise``."""
     return [
         ({f"x{k + 1}": float(v) for k, v in x.items()}, int(y))
-        for x, y in synth.SEA(variant=variant, seed=seed).take(events)
+        for x, y in synth.SEA(variant=variant, noise=noise, seed=seed).take(events)
     ]
 
 

@@ -258,6 +258,15 @@ class Publisher:
         """Publish a non-event contract (a dead letter) on an explicit topic."""
         return await self.send(topic, encode_event(item), None if key is None else key.encode())
 
+    async def dead_letter(self, position: SourcePosition, key: bytes | None, value: bytes | None, reason: str) -> None:
+        """Send a record that cannot be handled to ``<topic>.dlq`` with the reason, and say so."""
+        letter = DeadLetter.of(reason, position, key, value)
+        target = topic_names.dlq(position.topic)
+        await self.publish_contract(target, letter, letter.key)
+        log.warning(
+            "%s[%d]@%d dead-lettered to %s: %s", position.topic, position.partition, position.offset, target, reason
+        )
+
     async def stop(self) -> None:
         """Flush what is pending and close."""
         producer, self._producer = self._producer, None
@@ -564,16 +573,11 @@ class Subscriber(Generic[T]):
         )
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> _Outcome:
-        letter = DeadLetter.of(reason, delivery.position, delivery.key, delivery.value)
-        target = topic_names.dlq(delivery.topic)
         try:
-            await self._publisher.publish_contract(target, letter, letter.key)
+            await self._publisher.dead_letter(delivery.position, delivery.key, delivery.value, reason)
         except TRANSIENT_ERRORS as err:
-            log.warning("cannot write dead letter to %s yet (%s); will retry", target, err)
+            log.warning("cannot write dead letter to %s yet (%s); will retry", topic_names.dlq(delivery.topic), err)
             return _Outcome.RETRY
-        log.warning(
-            "%s[%d]@%d dead-lettered to %s: %s", delivery.topic, delivery.partition, delivery.offset, target, reason
-        )
         self.stats.dead_lettered += 1
         short = reason.split(":", 1)[0]
         self.stats.dead_letter_reasons[short] = self.stats.dead_letter_reasons.get(short, 0) + 1

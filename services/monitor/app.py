@@ -29,7 +29,7 @@ from shared import topics
 from shared.bus import KafkaOptions, Publisher, ensure_topics
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.errors import BrokerUnavailable, InvalidEvent, ModelNotFound
-from shared.events import DeadLetter, SourcePosition, decode_event
+from shared.events import SourcePosition, decode_event
 from shared.http import HttpServer, add_error_handler, add_health_routes
 from shared.lifecycle import configure_logging, run_forever, run_until_signalled
 from shared.registry import Registry
@@ -130,17 +130,8 @@ class MonitorService:
         return agent
 
     async def _dead_letter(self, message: Any, reason: str) -> None:
-        letter = DeadLetter.of(
-            reason,
-            SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset),
-            message.key,
-            message.value,
-        )
-        target = topics.dlq(message.topic)
-        await self.publisher.publish_contract(target, letter, letter.key)
-        log.warning(
-            "%s[%d]@%d dead-lettered to %s: %s", message.topic, message.partition, message.offset, target, reason
-        )
+        position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
+        await self.publisher.dead_letter(position, message.key, message.value, reason)
 
     async def _revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         await self.handlers.release()

@@ -135,6 +135,19 @@ def _column_counts(inner: Sequence[float], bins: int, column: NDArray[np.float64
     return np.bincount(np.searchsorted(np.asarray(inner, dtype=np.float64), finite, side="right"), minlength=bins)
 
 
+def _add_column_counts(
+    counts: dict[str, list[int]],
+    inner: Iterable[tuple[str, Sequence[float]]],
+    columns: Mapping[str, NDArray[np.float64]],
+) -> None:
+    """Add each stream's column to its bin counts (a stream without a column adds nothing)."""
+    for key, edges in inner:
+        column = columns.get(key)
+        if column is not None:
+            added = _column_counts(edges, len(counts[key]), column).tolist()
+            counts[key] = [a + b for a, b in zip(counts[key], added, strict=True)]
+
+
 def bin_counts(reference: ReferenceHistogram, values: Iterable[float | None]) -> list[int]:
     """How many of ``values`` fall in each reference bin (missing and non-finite values skipped)."""
     counts = [0] * len(reference.proportions)
@@ -235,12 +248,7 @@ class WindowedPsi:
         (``rows <= remaining``): the caller splits a batch where windows close."""
         if not 0 < rows <= self.remaining:
             raise ValueError(f"{rows} rows do not fit the {self.remaining} left in the window")
-        for name, inner in self._inner:
-            column = columns.get(name)
-            if column is not None:
-                counts = self._counts[name]
-                added = _column_counts(inner, len(counts), column).tolist()
-                self._counts[name] = [a + b for a, b in zip(counts, added, strict=True)]
+        _add_column_counts(self._counts, self._inner, columns)
         self._rows += rows
         if self._rows < self.window:
             return None
@@ -324,12 +332,7 @@ class PredictionWindow:
         for label in labels:
             key = str(label)
             counted[key] = counted.get(key, 0) + 1
-        for c, inner in self._inner:
-            column = probabilities.get(c)
-            if column is not None:
-                counts = self._proba[c]
-                added = _column_counts(inner, len(counts), column).tolist()
-                self._proba[c] = [a + b for a, b in zip(counts, added, strict=True)]
+        _add_column_counts(self._proba, self._inner, probabilities)
         self._rows += rows
         if self._rows < self.window:
             return None

@@ -171,18 +171,10 @@ async def test_join_accuracy_drift_and_report(
     await wait_for(lambda: service.handlers.store.exists(f"monitor/{model}/state.json"), timeout=10)
 
 
-async def test_canary_verdict_moves_the_registry(
-    monitor: tuple[str, MonitorService, httpx.AsyncClient],
-    publisher: Publisher,
-    options: KafkaOptions,
-    store: FileStore,
-) -> None:
-    model, service, client = monitor
-    registry = Registry(store)
-    spec = parse_spec(SPEC.format(name=model))
-    assert spec.deployment.promote_after.labelled_samples == 150
+async def start_canary(model: str, service: MonitorService, publisher: Publisher, store: FileStore) -> int:
+    """Register a candidate, make it the canary and announce it; returns once the monitor opened its trial."""
     candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
-    registry.set_alias(model, "canary", candidate, "test", "canary")
+    Registry(store).set_alias(model, "canary", candidate, "test", "canary")
     await publisher.publish(
         DeploymentChanged(
             model=model,
@@ -195,6 +187,20 @@ async def test_canary_verdict_moves_the_registry(
         )
     )
     await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
+    return candidate
+
+
+async def test_canary_verdict_moves_the_registry(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient],
+    publisher: Publisher,
+    options: KafkaOptions,
+    store: FileStore,
+) -> None:
+    model, service, client = monitor
+    registry = Registry(store)
+    spec = parse_spec(SPEC.format(name=model))
+    assert spec.deployment.promote_after.labelled_samples == 150
+    candidate = await start_canary(model, service, publisher, store)
     now = datetime.now(UTC)  # the trial counts predictions made since the canary started
     champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.2, seed=3, t0=now)
     canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.05, seed=4, t0=now)
@@ -217,20 +223,7 @@ async def test_a_worse_canary_is_rolled_back(
 ) -> None:
     model, service, _ = monitor
     registry = Registry(store)
-    candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
-    registry.set_alias(model, "canary", candidate, "test", "canary")
-    await publisher.publish(
-        DeploymentChanged(
-            model=model,
-            action="canary_started",
-            version=candidate,
-            previous_version=1,
-            traffic=0.5,
-            reason="gate passed",
-            actor="test",
-        )
-    )
-    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
+    candidate = await start_canary(model, service, publisher, store)
     now = datetime.now(UTC)
     champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.05, seed=6, t0=now)
     canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.3, seed=7, t0=now)
