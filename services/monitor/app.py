@@ -22,14 +22,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from services.monitor.handlers import MonitorHandlers, utc_now
+from services.monitor.handlers import MonitorHandlers
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
 from shared import topics
 from shared.bus import KafkaOptions, Publisher, ensure_topics
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.errors import BrokerUnavailable, InvalidEvent, ModelNotFound
-from shared.events import SourcePosition, decode_event
+from shared.events import SourcePosition, decode_event, utc_now
 from shared.http import HttpServer, add_error_handler, add_health_routes
 from shared.lifecycle import configure_logging, run_forever, run_until_signalled
 from shared.registry import Registry

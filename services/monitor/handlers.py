@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -535,8 +535,3 @@ class MonitorHandlers:
             },
             "events": [m.to_json() for m in watch.markers[-50:]],
         }
-
-
-def utc_now() -> datetime:
-    """Wall-clock now, for expiry."""
-    return datetime.now(UTC)
