@@ -49,7 +49,8 @@ def test_the_loop_recovers_from_a_concept_switch(tmp_path: Path) -> None:
     retrain = next(i for i, e in enumerate(timeline) if e.kind == "training" and e.version not in (None, 1))
     canary = next(i for i, e in enumerate(timeline) if e.kind == "canary_started")
     promoted = next(i for i, e in enumerate(timeline) if e.kind == "promoted" and e.version != 1)
-    assert first < drift < retrain < canary < promoted, kinds
+    # TrainingCompleted and DeploymentChanged travel on different topics: either may be read first
+    assert first < drift < min(retrain, canary) and max(retrain, canary) < promoted, kinds
     assert result.retrains_before_drift == 0 and result.alarms_before_drift == 0
     assert result.new_champion is not None and len(served) >= switch + 500
 
