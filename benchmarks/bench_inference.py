@@ -40,34 +40,44 @@ ANCHOR = {1: 2316.0, 8: 2808.0, 32: 2318.0}  # bare route, serving-anchors.md
 
 
 def register_forest(store: FileStore) -> tuple[bytes, int]:
+    """The benchmark's forest (100 trees, depth 10, 20 features), registered as ``bench`` v1."""
     X, y = make_classification(5000, 20, n_informative=10, random_state=0)
-    pipeline = build_estimator("RandomForestClassifier", {"n_estimators": 100, "max_depth": 10}, seed=0).fit(X, y)
-    onnx, _ = to_onnx(pipeline, 20)
+    return register_model(store, "RandomForestClassifier", {"n_estimators": 100, "max_depth": 10}, X, y)
+
+
+def register_model(
+    store: FileStore, estimator: str, params: dict[str, object], X: np.ndarray, y: np.ndarray, model: str = "bench"
+) -> tuple[bytes, int]:
+    """Fit an allow-listed estimator on 20-feature rows, export it and register it as the
+    production version of ``model``, with a model card and reference statistics."""
+    features = [f"f{i}" for i in range(X.shape[1])]
+    pipeline = build_estimator(estimator, params, seed=0).fit(X, y)
+    onnx, _ = to_onnx(pipeline, X.shape[1])
     # the registry needs a full card; the trainer's runner builds it, so reuse its pieces minimally
     from services.trainer import core
     from shared.events import GateVerdict
     from shared.registry import CodeVersion, InputSchema, ModelCard
 
     proba = pipeline.predict_proba(X[:500])
-    ref = core.reference(X, [f"f{i}" for i in range(20)], pipeline.predict(X[:500]), proba, [0, 1])
+    ref = core.reference(X, features, pipeline.predict(X[:500]), proba, [0, 1])
 
     def card(version: int, key: str, sha: str) -> ModelCard:
         return ModelCard(
-            model="bench",
+            model=model,
             version=version,
             dataset_version=1,
             dataset_manifest_sha256="0" * 64,
             window={},
             code=CodeVersion(package="bench"),
-            estimator="RandomForestClassifier",
+            estimator=estimator,
             params={},
             seed=0,
-            training_rows=5000,
+            training_rows=len(X),
             holdout_rows=0,
             metrics={},
             gate=GateVerdict(passed=True),
             onnx_opset=17,
-            input_schema=InputSchema(features=[f"f{i}" for i in range(20)], label_values=[0, 1]),
+            input_schema=InputSchema(features=features, label_values=[0, 1]),
             output_names=["label", "probabilities"],
             artifact_key=key,
             artifact_sha256=sha,
@@ -77,8 +87,8 @@ def register_forest(store: FileStore) -> tuple[bytes, int]:
             trigger="bench",
         )
 
-    registered = Registry(store).register("bench", onnx, card)
-    Registry(store).set_alias("bench", "production", registered.version, "bench", "bench")
+    registered = Registry(store).register(model, onnx, card)
+    Registry(store).set_alias(model, "production", registered.version, "bench", "bench")
     return onnx, registered.version
 
 

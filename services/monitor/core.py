@@ -1,6 +1,7 @@
-"""The monitor's pure logic: PSI, drift watching with alarm hygiene, live accuracy, the join of
-predictions with ground truth, and canary verdicts. No I/O -- the faust app feeds it plain values
-and checkpoints every state object through ``to_state()`` / ``from_state()`` (JSON).
+"""The monitor's pure logic: PSI, drift watching with alarm hygiene, live accuracy and canary
+verdicts (the join of predictions with ground truth is in :mod:`services.monitor.join`). No I/O
+-- the faust app feeds it plain values and checkpoints every state object through
+``to_state()`` / ``from_state()`` (JSON).
 
 Alarm hygiene -- why a stable stream does not raise alarms
 ----------------------------------------------------------
@@ -37,11 +38,10 @@ Severity: ``r = max(statistic / threshold of the detector, the confirmation's ow
 
 from __future__ import annotations
 
-import heapq
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -75,8 +75,6 @@ __all__ = [
     "DriftSettings",
     "DriftUpdate",
     "ErrorCounts",
-    "Join",
-    "JoinedPair",
     "LiveAccuracy",
     "MeanRise",
     "ModelDrift",
@@ -1628,189 +1626,3 @@ class ChangeWait:
     def clear(self) -> None:
         """The retrain happened (or a new version was promoted)."""
         self.rows_after_change = None
-
-
-# --- the join --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JoinedPair:
-    """A prediction and its ground truth."""
-
-    inference_id: str
-    version: int
-    variant: str
-    predicted: Label
-    actual: Label
-    predicted_at: datetime
-    labelled_at: datetime
-
-    @property
-    def correct(self) -> bool:
-        """Labels compare as strings (``1`` and ``"1"`` match, as in the spec)."""
-        return str(self.predicted) == str(self.actual)
-
-    @property
-    def lag_seconds(self) -> float:
-        """Label time minus prediction time (event times; negative if the label is dated earlier)."""
-        return (self.labelled_at - self.predicted_at).total_seconds()
-
-
-_PREDICTION, _LABEL, _JOINED = "p", "l", "j"
-
-
-class Join:
-    """Predictions and ground-truth labels joined by inference id, in either arrival order.
-
-    The entries live in ``store`` -- any ``MutableMapping[str, dict]`` (a faust Table in the
-    service, a dict in tests); values are small JSON dicts ``{"k": kind, "at": epoch, ...}``
-    with kind ``p`` (a prediction waiting for its label), ``l`` (a label waiting for its
-    prediction) or ``j`` (joined: a tombstone, so an at-least-once redelivery of either side is
-    recognised as a duplicate until it expires). Keys are ``namespace + inference_id``.
-
-    Retention and memory: :meth:`expire` drops entries older than ``retention`` before the
-    event time given; beyond ``max_entries`` the oldest are dropped early. The order of entries
-    is kept in a heap in this object; after a restart or rebalance call :meth:`rebuild` once to
-    read it back from the store.
-
-    Counts: ``hits`` (labels joined), ``misses`` (labels that expired or were evicted without
-    their prediction -- the join's failures), ``unlabelled`` (predictions that expired without a
-    label: normal, most traffic is never labelled), ``duplicates``.
-    """
-
-    def __init__(
-        self,
-        store: MutableMapping[str, dict[str, Any]],
-        retention: timedelta,
-        max_entries: int = 1_000_000,
-        namespace: str = "",
-    ) -> None:
-        self.store = store
-        self.retention = retention
-        self.max_entries = max_entries
-        self.namespace = namespace
-        self.hits = 0
-        self.misses = 0
-        self.unlabelled = 0
-        self.duplicates = 0
-        self._order: list[tuple[float, str]] = []
-
-    def _k(self, inference_id: str) -> str:
-        return self.namespace + inference_id
-
-    def add_prediction(
-        self, inference_id: str, version: int, variant: str, label: Label, at: datetime
-    ) -> JoinedPair | None:
-        """A logged prediction; returns the pair if its label was waiting."""
-        key = self._k(inference_id)
-        entry = self.store.get(key)
-        if entry is not None and entry["k"] == _LABEL:
-            self.hits += 1
-            self._tombstone(key, entry["at"])
-            return JoinedPair(
-                inference_id, version, variant, label, entry["label"], at, _from_epoch(float(entry["at"]))
-            )
-        if entry is not None:
-            self.duplicates += 1
-            return None
-        self._put(key, {"k": _PREDICTION, "at": _epoch(at), "version": version, "variant": variant, "label": label})
-        return None
-
-    def add_label(self, inference_id: str, label: Label, at: datetime) -> JoinedPair | None:
-        """A ground-truth label; returns the pair if its prediction was waiting."""
-        key = self._k(inference_id)
-        entry = self.store.get(key)
-        if entry is not None and entry["k"] == _PREDICTION:
-            self.hits += 1
-            self._tombstone(key, entry["at"])
-            return JoinedPair(
-                inference_id,
-                int(entry["version"]),
-                str(entry["variant"]),
-                entry["label"],
-                label,
-                _from_epoch(float(entry["at"])),
-                at,
-            )
-        if entry is not None:
-            self.duplicates += 1
-            return None
-        self._put(key, {"k": _LABEL, "at": _epoch(at), "label": label})
-        return None
-
-    def _put(self, key: str, value: dict[str, Any]) -> None:
-        self.store[key] = value
-        heapq.heappush(self._order, (float(value["at"]), key))
-        while len(self._order) > self.max_entries:
-            at, oldest = heapq.heappop(self._order)
-            entry = self.store.get(oldest)
-            if entry is not None and float(entry["at"]) == at:
-                self._drop(oldest)
-
-    def _tombstone(self, key: str, at: float) -> None:
-        # The tombstone keeps the first side's time, so it expires with the pair's heap entry.
-        self.store[key] = {"k": _JOINED, "at": at}
-
-    def _drop(self, key: str) -> None:
-        entry = self.store.pop(key, None)
-        if entry is None:
-            return
-        if entry["k"] == _LABEL:
-            self.misses += 1
-        elif entry["k"] == _PREDICTION:
-            self.unlabelled += 1
-
-    def expire(self, now: datetime) -> int:
-        """Drop entries older than ``retention`` before ``now`` (event time); returns how many."""
-        cutoff = _epoch(now) - self.retention.total_seconds()
-        dropped = 0
-        while self._order and self._order[0][0] < cutoff:
-            at, key = heapq.heappop(self._order)
-            entry = self.store.get(key)
-            if entry is not None and float(entry["at"]) == at:
-                self._drop(key)
-                dropped += 1
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self._order)
-
-    def rebuild(self) -> None:
-        """Re-read the expiry order from the store (after a restart or a rebalance)."""
-        self._order = [(float(v["at"]), k) for k, v in self.store.items() if k.startswith(self.namespace) and "at" in v]
-        heapq.heapify(self._order)
-
-    @property
-    def hit_rate(self) -> float:
-        """Labels joined over labels resolved (joined or missed); 0 before any."""
-        resolved = self.hits + self.misses
-        return self.hits / resolved if resolved else 0.0
-
-    def to_state(self) -> dict[str, Any]:
-        """The counters (the entries themselves are in the store)."""
-        return {
-            "hits": self.hits,
-            "misses": self.misses,
-            "unlabelled": self.unlabelled,
-            "duplicates": self.duplicates,
-        }
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Set the counters back and rebuild the order from the store."""
-        self.hits, self.misses = int(state["hits"]), int(state["misses"])
-        self.unlabelled, self.duplicates = int(state["unlabelled"]), int(state["duplicates"])
-        self.rebuild()
-
-    @classmethod
-    def from_state(
-        cls,
-        state: Mapping[str, Any],
-        store: MutableMapping[str, dict[str, Any]],
-        retention: timedelta,
-        max_entries: int = 1_000_000,
-        namespace: str = "",
-    ) -> Join:
-        """A join over ``store`` with the saved counters."""
-        join = cls(store, retention, max_entries, namespace)
-        join.restore(state)
-        return join

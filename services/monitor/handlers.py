@@ -28,12 +28,11 @@ from services.monitor.core import (
     ChampionWatch,
     ChangeWait,
     DriftUpdate,
-    Join,
-    JoinedPair,
     LiveAccuracy,
     ModelDrift,
     Verdict,
 )
+from services.monitor.join import Join, JoinedPair
 from services.monitor.metrics import MonitorMetrics
 from shared.bus import Publisher
 from shared.errors import KeyNotFound
@@ -254,37 +253,29 @@ class MonitorHandlers:
             return
         self.metrics.predictions.labels(event.model, event.variant).inc(len(event.inference_ids))
         latest = max(event.predicted_at)
+        message = str(event.event_id)
         if event.variant == "shadow":  # only its accuracy is kept: same features as the champion's rows
-            for i, inference_id in enumerate(event.inference_ids):
-                pair = watch.shadow_join.add_prediction(
-                    inference_id, event.version, "shadow", event.labels[i], event.predicted_at[i]
-                )
-                if pair is not None:
-                    self._count_outcome(watch, pair)
+            _, pairs = watch.shadow_join.add_predictions(
+                message, event.version, "shadow", event.inference_ids, event.labels, event.predicted_at
+            )
+            for pair in pairs:
+                self._count_outcome(watch, pair)
         else:
-            fresh: list[int] = []
-            pairs: list[JoinedPair] = []
-            for i, inference_id in enumerate(event.inference_ids):
-                duplicates = watch.join.duplicates
-                pair = watch.join.add_prediction(
-                    inference_id, event.version, event.variant, event.labels[i], event.predicted_at[i]
-                )
-                if watch.join.duplicates > duplicates:
-                    continue  # a redelivered prediction: already counted everywhere
-                fresh.append(i)
-                if pair is not None:
-                    pairs.append(pair)
-            if fresh:
+            fresh, pairs = watch.join.add_predictions(
+                message, event.version, event.variant, event.inference_ids, event.labels, event.predicted_at
+            )
+            if fresh:  # rows not seen before (a redelivered message is counted once)
                 self._remember_values(watch, event, fresh)
+                everything = len(fresh) == len(event.inference_ids)
+                features = event.features if everything else [event.features[i] for i in fresh]
+                matrix = np.array(features, dtype=np.float64)  # None -> nan
                 update = watch.drift.observe_predictions(
                     event.feature_names,
-                    np.array(
-                        [[np.nan if v is None else v for v in event.features[i]] for i in fresh], dtype=np.float64
-                    ),
-                    [event.labels[i] for i in fresh],
-                    [event.probabilities[i] for i in fresh],
+                    matrix,
+                    event.labels if everything else [event.labels[i] for i in fresh],
+                    event.probabilities if everything else [event.probabilities[i] for i in fresh],
                     event.classes,
-                    [event.predicted_at[i] for i in fresh],
+                    event.predicted_at if everything else [event.predicted_at[i] for i in fresh],
                     version=event.version,
                 )
                 await self._after_drift_update(watch, update, latest)
@@ -308,9 +299,10 @@ class MonitorHandlers:
         if watch is None:
             return
         pair = watch.join.add_label(event.inference_id, event.label, event.occurred_at)
-        shadow = watch.shadow_join.add_label(event.inference_id, event.label, event.occurred_at)
-        if shadow is not None:
-            self._count_outcome(watch, shadow)
+        if len(watch.shadow_join):  # a shadow runs (or ran within the retention): its pair too
+            shadow = watch.shadow_join.add_label(event.inference_id, event.label, event.occurred_at)
+            if shadow is not None:
+                self._count_outcome(watch, shadow)
         if pair is not None:
             await self._on_outcome(watch, pair)
         self._expire(watch, event.occurred_at)

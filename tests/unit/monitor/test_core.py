@@ -24,7 +24,6 @@ from services.monitor.core import (
     DriftSettings,
     DriftUpdate,
     ErrorCounts,
-    Join,
     LiveAccuracy,
     ModelDrift,
     PredictionWindow,
@@ -480,42 +479,3 @@ def test_change_wait_counts_rows_after_the_change_point() -> None:
     assert wait.waiting_rows == 0
     wait.clear()
     assert wait.waiting_rows == 0
-
-
-# --- join ---------------------------------------------------------------------------------------
-
-
-def test_join_in_either_order_with_lag_and_duplicates() -> None:
-    store: dict[str, dict[str, Any]] = {}
-    join = Join(store, retention=timedelta(hours=1), namespace="m/")
-    assert join.add_prediction("a", 1, "champion", "good", at(0)) is None
-    pair = join.add_label("a", "bad", at(90))
-    assert pair is not None and pair.version == 1 and pair.variant == "champion"
-    assert not pair.correct and pair.lag_seconds == 90.0
-    assert join.add_label("b", 1, at(100)) is None  # the label first
-    pair = join.add_prediction("b", 2, "canary", "1", at(95))
-    assert pair is not None and pair.correct and pair.lag_seconds == 5.0 and pair.variant == "canary"
-    assert join.add_label("a", "bad", at(120)) is None  # redelivered: recognised
-    assert join.add_prediction("b", 2, "canary", "1", at(95)) is None
-    assert (join.hits, join.duplicates, join.misses) == (2, 2, 0)
-    assert set(store) == {"m/a", "m/b"}
-    json.dumps(store, allow_nan=False)
-
-
-def test_join_expiry_eviction_and_rebuild() -> None:
-    store: dict[str, dict[str, Any]] = {}
-    join = Join(store, retention=timedelta(minutes=10), max_entries=3)
-    join.add_label("lonely", "x", at(0))
-    join.add_prediction("never-labelled", 1, "champion", "x", at(10))
-    join.add_prediction("p1", 1, "champion", "x", at(500))
-    assert join.expire(at(620)) == 2
-    assert (join.misses, join.unlabelled) == (1, 1)
-    for i in range(4):
-        join.add_prediction(f"q{i}", 1, "champion", "x", at(600 + i))
-    assert sorted(store) == ["q1", "q2", "q3"]  # the oldest evicted beyond max_entries
-    restored = Join.from_state(roundtrip(join.to_state()), store, timedelta(minutes=10), max_entries=3)
-    assert len(restored) == 3 and restored.unlabelled == 3
-    pair = restored.add_label("q3", "x", at(700))
-    assert pair is not None and pair.correct
-    assert restored.expire(at(2000)) == 3 and store == {}
-    assert restored.hit_rate == 1 / 2

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
-from services.monitor.core import Join, LiveAccuracy, ModelDrift
+from services.monitor.core import LiveAccuracy, ModelDrift
 from services.monitor.handlers import ModelWatch, MonitorHandlers
+from services.monitor.join import Join
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
 from shared.spec import parse_spec
