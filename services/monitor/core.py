@@ -33,7 +33,8 @@ A drift is published only after three filters (see :class:`AlarmPolicy` and :cla
    :meth:`AlarmPolicy.reset` (a new version promoted) clears everything.
 
 Severity: ``r = max(statistic / threshold of the detector, the confirmation's own ratio)``;
-``r < 1.5`` low, ``< 3`` medium, else high.
+``r < 1.5`` low, ``< 3`` medium, else high. A concept confirmation's ratio is the rise of the
+error rate in units of :data:`ERROR_RISE_UNIT` (5 points): below 7.5 points low, below 15 medium.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ SuppressReason = Literal["unconfirmed", "cooldown", "latched"]
 
 PSI_EPSILON = 1e-4
 """Share given to an empty bin (reference or current), so PSI stays finite."""
+
+ERROR_RISE_UNIT = 0.05
+"""Rise of the error rate that counts as ratio 1 in a concept alarm's severity."""
 
 MIN_PSI_SAMPLES = 200
 """Fewest values a PSI confirmation rests on: below this, sampling noise alone nears 0.1."""
@@ -471,11 +475,14 @@ class MeanRise(Confirmation):
     """Concept: the fresh error rate exceeds the pre-change rate by ``z`` standard errors.
 
     Sequential, because a rejected real change is lost (the detector restarted empty and has
-    no old regime left to contrast with): from ``min_n`` fresh samples on it confirms as soon as
-    ``z`` is reached; at ``max_n`` it rejects only if the evidence is clearly absent
-    (below ``z_reject``), otherwise it keeps looking up to ``extend`` x ``max_n``.
-    ``ratio`` is the effect in units of ``z`` standard errors *of a full ``max_n`` window*, so
-    severity reflects how large the rise is, not how early it was confirmed.
+    no old regime left to contrast with). From ``min_n`` fresh samples on it confirms as soon as
+    ``z`` is reached, up to ``extend`` x ``max_n`` samples; it rejects at ``max_n`` only if the
+    fresh rate is clearly *not* above the reference (``z < z_reject``). Otherwise it turns
+    patient: a small rise (a few points of error) shows as z ~ 2 over ``max_n`` samples, so the
+    test keeps accumulating up to ``patience`` x ``max_n`` samples and confirms at the stricter
+    ``z_patient``, which pays for the extra looks at the data; it rejects at the end.
+    ``ratio`` is the rise in units of :data:`ERROR_RISE_UNIT`, so severity says how much worse
+    the model got, not how early it was confirmed.
     """
 
     kind = "mean_rise"
@@ -487,12 +494,15 @@ class MeanRise(Confirmation):
         min_n: int,
         max_n: int,
         z: float,
-        z_reject: float = 1.0,
+        z_reject: float = 0.0,
         extend: int = 4,
+        z_patient: float = 3.5,
+        patience: int = 10,
     ) -> None:
         self.reference, self.reference_n = reference, max(reference_n, 1)
         self.min_n, self.max_n, self.z = min_n, max_n, z
         self.z_reject, self.extend = z_reject, extend
+        self.z_patient, self.patience = z_patient, max(patience, extend)
         self.seen, self.total, self.ratio = 0, 0.0, 0.0
 
     def observe(self, value: float) -> bool | None:
@@ -507,11 +517,10 @@ class MeanRise(Confirmation):
         p = min(max(pooled, floor), 1.0 - floor)
         effect = self.total / self.seen - self.reference
         z = effect / math.sqrt(p * (1.0 - p) * (1.0 / self.seen + 1.0 / self.reference_n))
-        full = math.sqrt(p * (1.0 - p) * (1.0 / self.max_n + 1.0 / self.reference_n))
-        self.ratio = max(effect / full / self.z, 0.0)
-        if z >= self.z:
+        self.ratio = max(effect, 0.0) / ERROR_RISE_UNIT
+        if z >= self.z_patient or (z >= self.z and self.seen <= self.extend * self.max_n):
             return True
-        if self.seen >= self.extend * self.max_n or (self.seen >= self.max_n and z < self.z_reject):
+        if self.seen >= self.patience * self.max_n or (self.seen == self.max_n and z < self.z_reject):
             return False
         return None
 
@@ -525,6 +534,8 @@ class MeanRise(Confirmation):
             "z": self.z,
             "z_reject": self.z_reject,
             "extend": self.extend,
+            "z_patient": self.z_patient,
+            "patience": self.patience,
             "seen": self.seen,
             "total": self.total,
             "ratio": self.ratio,
@@ -540,6 +551,8 @@ class MeanRise(Confirmation):
             float(state["z"]),
             float(state["z_reject"]),
             int(state["extend"]),
+            float(state.get("z_patient", state["z"])),  # checkpoints from before the patient stage
+            int(state.get("patience", state["extend"])),
         )
         c.seen, c.total, c.ratio = int(state["seen"]), float(state["total"]), float(state["ratio"])
         return c
@@ -825,10 +838,14 @@ class DriftSettings:
     """Share of ``confirmation_samples`` a concept confirmation waits for before it may decide."""
     min_reference_samples: int = 500
     """A concept candidate needs this many pre-change samples (burn-in after a start or reset)."""
-    z_reject: float = 1.0
+    z_reject: float = 0.0
     """Below this z after ``confirmation_samples`` fresh errors, a concept candidate is rejected."""
     confirmation_extend: int = 4
-    """An undecided concept confirmation looks at most this many x ``confirmation_samples``."""
+    """A concept confirmation confirms at ``z_confirm`` within this many x ``confirmation_samples``."""
+    z_patient: float = 3.5
+    """After that, an undecided concept confirmation needs this z (it looked at the data more often)."""
+    confirmation_patience: int = 10
+    """An undecided concept confirmation gives up after this many x ``confirmation_samples``."""
     time_history: int = 16384
     """Sample times kept per stream to date a change point (``change_started_at``)."""
 
@@ -1191,6 +1208,8 @@ class ModelDrift:
                 self.settings.z_confirm,
                 self.settings.z_reject,
                 self.settings.confirmation_extend,
+                self.settings.z_patient,
+                self.settings.confirmation_patience,
             )
             update.add(self.policy.propose(candidate, confirmation, at))
         return update

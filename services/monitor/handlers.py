@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -137,8 +137,12 @@ class MonitorHandlers:
         metrics: MonitorMetrics,
         join_table: MutableMapping[str, Any],
         accuracy_window: timedelta = timedelta(seconds=30),
+        settled: Callable[[], bool] = lambda: True,
     ) -> None:
         self.registry = registry
+        self.settled = settled
+        """False while the join table is being recovered (a start or a rebalance): a watch loaded
+        then would index a partial table, so it is served but not kept."""
         self.catalog = catalog
         self.store = store
         self.publisher = publisher
@@ -159,7 +163,7 @@ class MonitorHandlers:
             if model in self.models:
                 return self.models[model]
             built = await asyncio.to_thread(self._load, model)
-            if built is not None:
+            if built is not None and self.settled():
                 self.models[model] = built
             return built
 

@@ -25,6 +25,7 @@ from services.monitor.core import (
     DriftUpdate,
     ErrorCounts,
     LiveAccuracy,
+    MeanRise,
     ModelDrift,
     PredictionWindow,
     StaysAbove,
@@ -163,7 +164,8 @@ def test_sea_stable_phase_is_silent_and_a_variant_switch_is_caught_within_500_sa
     delay = i - 5000
     assert 0 < delay <= 500
     assert alarm.detector == "ADWIN" and alarm.model_version == 1 and alarm.samples > 5000
-    assert alarm.statistic > alarm.threshold and alarm.severity in ("medium", "high")
+    # severity: the error rise as the confirming samples measured it (11 points, +-3 at ~100 samples)
+    assert alarm.statistic > alarm.threshold and alarm.severity in ("low", "medium", "high")
     # The change point: the estimate of new-regime samples is close to the truth (the delay).
     assert alarm.change_samples is not None and abs(alarm.change_samples - delay) <= 120
     assert alarm.change_started_at is not None
@@ -373,6 +375,30 @@ def test_policy_rejects_a_candidate_the_fresh_window_does_not_confirm() -> None:
         "m", "prediction", "label", "PSI", "unconfirmed"
     )
     assert not policy.cooling("prediction", "label", at(2))
+
+
+def test_mean_rise_confirms_small_rises_patiently_and_rates_them_by_error_points() -> None:
+    def run(before: float, after: float, n: int = 3000) -> tuple[bool | None, MeanRise]:
+        """Errors at exactly the rate ``after``, evenly spread."""
+        rise = MeanRise(before, 5000, min_n=50, max_n=200, z=3.0)
+        for i in range(n):
+            decided = rise.observe(float(math.floor((i + 1) * after) > math.floor(i * after)))
+            if decided is not None:
+                return decided, rise
+        return None, rise
+
+    decided, rise = run(0.11, 0.16)  # 5 points: z ~ 2.2 at 200 samples, 3 at ~400
+    assert decided is True and 200 < rise.seen <= 800 and severity(rise.ratio) == "low"
+    decided, rise = run(0.11, 0.145)  # 3.5 points: z < 3 until 800, then the patient stage at z 3.5
+    assert decided is True and 800 < rise.seen < 2000
+    decided, rise = run(0.10, 0.30)
+    assert decided is True and rise.seen <= 60 and severity(rise.ratio) == "high"
+    decided, rise = run(0.11, 0.11)
+    assert decided is False and rise.seen == 2000  # no rise: never confirmed, given up at the end
+    decided, rise = run(0.11, 0.09)
+    assert decided is False and rise.seen == 200  # clearly lower: rejected early
+    state = json.loads(json.dumps(rise.to_state()))
+    assert MeanRise.from_state(state).to_state() == rise.to_state()
 
 
 def test_severity_bands() -> None:
