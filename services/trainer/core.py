@@ -9,7 +9,8 @@
 * With ``training.window.since_change``, a drift starts a :class:`Recovery`: the drift's run
   waits until ``min_rows_after_change`` labelled rows exist at or after the change point,
   trains on those rows only, and the trainer retrains each time the post-change rows double
-  (recovery steps), until a gate rejects a candidate or the window reaches ``last_rows``.
+  (recovery steps), until the gate rejects two steps in a row or the window reaches
+  ``last_rows``.
   A new drift restarts the schedule.
 * The holdout is the newest ``holdout`` fraction of the window (time order), candidate and
   champion are scored on the same rows, and the gate compares them.
@@ -54,14 +55,20 @@ class Trigger(BaseModel):
     detail: str = ""
 
 
+REJECTED_STEPS_TO_STOP = 2
+"""Recovery steps in a row whose candidates the gate rejects before the schedule ends."""
+
+
 class Recovery(BaseModel):
     """A drift's recovery schedule (``window.since_change``): wait, train on the new regime, repeat as it grows.
 
     Step 1 is the drift's own run: it waits until ``next_rows`` (``min_rows_after_change``)
     labelled rows exist at or after ``change_at``. Each later step runs when the post-change
     rows reach twice the rows the previous step trained on (capped at ``last_rows``). The
-    schedule stops (``stopped`` says why) when a step's gate rejects its candidate or a step
-    trained on a full ``last_rows`` window.
+    schedule stops (``stopped`` says why) when the gate rejects :data:`REJECTED_STEPS_TO_STOP`
+    steps in a row or a step trained on a full ``last_rows`` window. One rejection does not
+    stop it: the holdout of a small window is noisy, and twice the rows often do beat the
+    champion.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +88,8 @@ class Recovery(BaseModel):
     rows_version: int | None = None
     rows_used: int = 0
     """Post-change rows the last step trained on (its whole window, holdout included)."""
+    rejected: int = 0
+    """Steps in a row whose candidate the gate rejected."""
     stopped: str | None = None
     """Why the schedule ended; None while it runs."""
 
@@ -270,8 +279,8 @@ def finish_recovery_step(
 ) -> None:
     """Advance (or stop) the recovery schedule after one of its steps ran; call before :func:`finish_run`.
 
-    A passed step sets the next doubling point; a rejected candidate (the gate found no
-    improvement) or a full ``last_rows`` window ends the schedule. A run that failed
+    A step sets the next doubling point; :data:`REJECTED_STEPS_TO_STOP` rejected candidates
+    in a row (the gate found no improvement) or a full ``last_rows`` window end the schedule. A run that failed
     transiently is retried as the same step; any other failure ends the schedule.
     A run of a recovery that a newer drift has replaced changes nothing.
     """
@@ -285,8 +294,9 @@ def finish_recovery_step(
         return
     recovery.steps = step
     recovery.rows_used = rows_used
-    if not passed:
-        recovery.stopped = f"step {step}: the gate rejected the candidate (no improvement)"
+    recovery.rejected = 0 if passed else recovery.rejected + 1
+    if recovery.rejected >= REJECTED_STEPS_TO_STOP:
+        recovery.stopped = f"step {step}: the gate rejected {recovery.rejected} steps in a row (no improvement)"
     elif rows_used >= last_rows:
         recovery.stopped = f"step {step}: the window reached last_rows ({last_rows})"
     else:

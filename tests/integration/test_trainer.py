@@ -298,16 +298,20 @@ async def test_drift_waits_for_rows_after_the_change_trains_on_them_and_recovers
         await publisher.publish(write_dataset(store, model, rotated_rows(400, 2400, seed=5), 3))
         await wait_for(lambda: registry.latest_version(model) == 3, timeout=30)
         await wait_for(lambda: state().running is None and not state().pending, timeout=10)
+        # one rejection does not end the schedule: twice the rows (1,600) make step 3
         await publisher.publish(write_dataset(store, model, rotated_rows(800, 2800, seed=6), 4))
-        await asyncio.sleep(1.5)  # a step 3 would start now, were the schedule not over
+        await wait_for(lambda: registry.latest_version(model) == 4, timeout=30)
+        await wait_for(lambda: state().running is None and not state().pending, timeout=10)
+        await publisher.publish(write_dataset(store, model, rotated_rows(1600, 3600, seed=7), 5))
+        await asyncio.sleep(1.5)  # a step 4 would start now, were the schedule not over
         completed = [
             TrainingCompleted.model_validate_json(v)
-            for v in await read_keyed(options, topics.TRAINING_COMPLETED, model, 3)
+            for v in await read_keyed(options, topics.TRAINING_COMPLETED, model, 4)
         ]
     finally:
         await stop(service, task)
 
-    first, drift_run, step2 = completed
+    first, drift_run, step2, step3 = completed
     assert first.trigger == "first_data"
     assert drift_run.trigger == "drift (concept, change at 2026-03-01T00:33:20+00:00, 400 rows after it)"
     assert drift_run.gate.passed and drift_run.dataset_version == 3
@@ -323,8 +327,9 @@ async def test_drift_waits_for_rows_after_the_change_trains_on_them_and_recovers
     assert step2.trigger == "recovery step 2 (800 rows after the change)" and step2.dataset_version == 4
     assert registry.card(model, 3).window["rows"] == 800 and registry.card(model, 3).champion_version == 2
     assert not step2.gate.passed, "v2 already fits the new regime: no improvement of 0.05"
-    assert registry.versions(model) == [1, 2, 3] and registry.alias(model, "production") == 2
+    assert step3.trigger == "recovery step 3 (1600 rows after the change)" and not step3.gate.passed
+    assert registry.versions(model) == [1, 2, 3, 4] and registry.alias(model, "production") == 2
 
     recovery = state().recovery
-    assert recovery is not None and recovery.steps == 2 and recovery.rows_used == 800
-    assert recovery.stopped == "step 2: the gate rejected the candidate (no improvement)"
+    assert recovery is not None and recovery.steps == 3 and recovery.rows_used == 1600
+    assert recovery.stopped == "step 3: the gate rejected 2 steps in a row (no improvement)"

@@ -112,16 +112,22 @@ def test_recovery_steps_run_each_time_the_post_change_rows_double() -> None:
     assert core.describe_run([schedule], recovery, 6000) == "schedule; recovery step 3 (6000 rows after the change)"
 
 
-def test_the_schedule_stops_when_the_gate_rejects() -> None:
+def test_the_schedule_stops_when_the_gate_rejects_two_steps_in_a_row() -> None:
     state = drifted()
     core.on_rows_after_change(state, 6, 1000, T0)
-    run_step(state, "run-1", rows_used=1000)
-    core.on_rows_after_change(state, 7, 2000, T0)
-    run_step(state, "run-2", rows_used=2000, passed=False)
+    run_step(state, "run-1", rows_used=1000, passed=False)  # one rejection: go on with twice the rows
     recovery = state.recovery
-    assert recovery is not None and not recovery.active and recovery.steps == 2
-    assert recovery.stopped == "step 2: the gate rejected the candidate (no improvement)"
-    assert core.on_rows_after_change(state, 8, 100_000, T0) is None and state.pending == []
+    assert recovery is not None and recovery.active and recovery.rejected == 1 and recovery.next_rows == 2000
+    assert core.on_rows_after_change(state, 7, 2000, T0) is not None
+    run_step(state, "run-2", rows_used=2000)  # passed: the count starts again
+    assert recovery.active and recovery.rejected == 0
+    assert core.on_rows_after_change(state, 8, 4000, T0) is not None
+    run_step(state, "run-3", rows_used=4000, passed=False)
+    assert core.on_rows_after_change(state, 9, 8000, T0) is not None
+    run_step(state, "run-4", rows_used=8000, passed=False)
+    assert not recovery.active and recovery.steps == 4
+    assert recovery.stopped == "step 4: the gate rejected 2 steps in a row (no improvement)"
+    assert core.on_rows_after_change(state, 10, 100_000, T0) is None and state.pending == []
     state.add(core.Trigger(kind="new_labels", event_id="n", occurred_at=T0))
     core.start_run(state, "run-3")
     assert state.running_since is None, "after the schedule, runs use the plain window again"
