@@ -1429,17 +1429,30 @@ class Verdict:
     reason: str
 
 
+CANARY_Z = 1.645
+"""One-sided 95%: how sure the judge must be that a canary is worse before it rolls it back."""
+
+
 class CanaryJudge:
     """Canary against champion over the same period, by the spec's ``promote_after``.
 
-    Waits until both have ``labelled_samples`` labelled predictions, then promotes when
-    ``canary error - champion error <= max_error_delta`` and rolls back otherwise.
+    Waits until both have ``labelled_samples`` labelled predictions, then rolls the canary back
+    when its error rate exceeds the champion's by more than ``max_error_delta`` *beyond sampling
+    noise* -- ``(delta - max_error_delta) / SE >= 1.645``, SE the standard error of the
+    difference of the two rates -- and promotes it otherwise. On a few hundred labels each, a
+    point comparison is a coin toss between two near-equal models (a candidate that already
+    passed the gate on the holdout); a clearly worse canary is still rolled back, and a
+    promoted one is watched against ``rollback_on`` afterwards.
 
     >>> judge = CanaryJudge(PromoteAfter(labelled_samples=100, max_error_delta=0.0), RollbackOn())
     >>> judge.judge(ErrorCounts(900, 90), ErrorCounts(99, 5), champion_version=1, canary_version=2) is None
     True
     >>> judge.judge(ErrorCounts(900, 90), ErrorCounts(100, 5), champion_version=1, canary_version=2).action
     'promoted'
+    >>> judge.judge(ErrorCounts(900, 90), ErrorCounts(100, 12), champion_version=1, canary_version=2).action
+    'promoted'
+    >>> judge.judge(ErrorCounts(900, 90), ErrorCounts(100, 25), champion_version=1, canary_version=2).action
+    'rolled_back'
     """
 
     def __init__(self, promote_after: PromoteAfter, rollback_on: RollbackOn) -> None:
@@ -1455,13 +1468,23 @@ class CanaryJudge:
             return None
         delta = canary.error_rate - champion.error_rate
         allowed = self.promote_after.max_error_delta
-        ok = delta <= allowed
+        p1, p2 = canary.error_rate, champion.error_rate
+        floor = 1.0 / (canary.labelled + champion.labelled)  # no zero variance when a side made no error
+        se = math.sqrt(max(p1 * (1 - p1), floor) / canary.labelled + max(p2 * (1 - p2), floor) / champion.labelled)
+        z = (delta - allowed) / se
+        worse = z >= CANARY_Z
         champ = f"champion v{champion_version}" if champion_version is not None else "champion"
+        if worse:
+            verdict = f"> allowed {allowed:+.3f} beyond noise (z {z:.2f} >= {CANARY_Z})"
+        elif delta > allowed:
+            verdict = f"within noise of allowed {allowed:+.3f} (z {z:.2f} < {CANARY_Z})"
+        else:
+            verdict = f"<= allowed {allowed:+.3f}"
         reason = (
             f"canary v{canary_version} error {canary.describe()} vs {champ} {champion.describe()} "
-            f"on the same period: delta {delta:+.3f} {'<=' if ok else '>'} allowed {allowed:+.3f}"
+            f"on the same period: delta {delta:+.3f} {verdict}"
         )
-        return Verdict("promoted" if ok else "rolled_back", canary_version, champion_version, reason)
+        return Verdict("rolled_back" if worse else "promoted", canary_version, champion_version, reason)
 
 
 class CanaryTrial:

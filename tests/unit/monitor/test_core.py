@@ -459,6 +459,10 @@ def test_canary_judge_waits_then_promotes_or_rolls_back_with_figures() -> None:
     assert "0.081 (41/506)" in better.reason and "0.094 (430/4570)" in better.reason
     worse = judge.judge(champion, ErrorCounts(500, 60), champion_version=2, canary_version=3)
     assert worse is not None and worse.action == "rolled_back" and "0.120 (60/500)" in worse.reason
+    assert "beyond noise (z 1.7" in worse.reason
+    # half a point worse on 500 labels is noise, not evidence: the gate-passed canary goes on
+    level = judge.judge(champion, ErrorCounts(500, 50), champion_version=2, canary_version=3)
+    assert level is not None and level.action == "promoted" and "within noise of allowed +0.000" in level.reason
 
 
 def test_canary_trial_counts_the_same_period_and_decides_once() -> None:
