@@ -8,7 +8,7 @@ detectors, the checkpoints, the publisher) starts in this process and consumes i
 figure is predictions per second from the first record consumed to the last label joined;
 the target (issue #6) is 20,000 predictions/s per instance with 20 features.
 
-    .venv/bin/python benchmarks/bench_monitor_service.py                  # about a minute
+    .venv/bin/python benchmarks/bench_monitor_service.py                  # about two minutes
     .venv/bin/python benchmarks/bench_monitor_service.py --rows 50000 --profile
 """
 
@@ -164,7 +164,7 @@ async def run(args: argparse.Namespace, labelled: float, workdir: Path) -> tuple
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rows", type=int, default=100_000, help="predictions in the log")
+    parser.add_argument("--rows", type=int, default=300_000, help="predictions in the log")
     parser.add_argument("--batch", type=int, default=1000, help="predictions per PredictionsLogged message")
     parser.add_argument(
         "--labelled",
