@@ -163,7 +163,13 @@ class MonitorHandlers:
             if model in self.models:
                 return self.models[model]
             built = await asyncio.to_thread(self._load, model)
-            if built is not None and self.settled():
+            if built is None:
+                return None
+            # The join's entries are read here, on the loop's thread: a faust table is written by
+            # the agents on this thread, and a fresh watch (no checkpoint yet) may find entries too.
+            built.join.rebuild()
+            built.shadow_join.rebuild()
+            if self.settled():
                 self.models[model] = built
             return built
 
@@ -206,8 +212,10 @@ class MonitorHandlers:
             champion=champion,
             canary=state["canary"],
             drift=ModelDrift.from_state(state["drift"], reference, spec.monitoring),
-            join=Join.from_state(state["join"], self.join_table, retention, namespace=f"{model}/"),
-            shadow_join=Join.from_state(state["shadow_join"], self.join_table, retention, namespace=f"{model}/shadow/"),
+            join=Join.from_state(state["join"], self.join_table, retention, namespace=f"{model}/", rebuild=False),
+            shadow_join=Join.from_state(
+                state["shadow_join"], self.join_table, retention, namespace=f"{model}/shadow/", rebuild=False
+            ),
             live=LiveAccuracy.from_state(state["live"]),
             trial=CanaryTrial.from_state(state["trial"]) if state["trial"] else None,
             watch=ChampionWatch.from_state(state["watch"]) if state["watch"] else None,

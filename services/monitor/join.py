@@ -318,11 +318,12 @@ class Join:
         """The counters (the entries themselves are in the store)."""
         return {"hits": self.hits, "misses": self.misses, "unlabelled": self.unlabelled, "duplicates": self.duplicates}
 
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Set the counters back and rebuild the entries from the store."""
+    def restore(self, state: Mapping[str, Any], rebuild: bool = True) -> None:
+        """Set the counters back and (unless told not to) rebuild the entries from the store."""
         self.hits, self.misses = int(state["hits"]), int(state["misses"])
         self.unlabelled, self.duplicates = int(state["unlabelled"]), int(state["duplicates"])
-        self.rebuild()
+        if rebuild:
+            self.rebuild()
 
     @classmethod
     def from_state(
@@ -332,8 +333,10 @@ class Join:
         retention: timedelta,
         max_entries: int = 1_000_000,
         namespace: str = "",
+        rebuild: bool = True,
     ) -> Join:
-        """A join over ``store`` with the saved counters."""
+        """A join over ``store`` with the saved counters. ``rebuild=False`` leaves reading the
+        store to a later :meth:`rebuild` (a faust table is read on the event loop's thread)."""
         join = cls(store, retention, max_entries, namespace)
-        join.restore(state)
+        join.restore(state, rebuild)
         return join
