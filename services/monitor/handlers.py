@@ -151,6 +151,15 @@ class MonitorHandlers:
         self.accuracy_window = accuracy_window
         self.models: dict[str, ModelWatch] = {}
         self._lock = asyncio.Lock()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the per-label path calls this several times."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # --- loading and checkpointing ---------------------------------------------------------
 
@@ -383,19 +392,19 @@ class MonitorHandlers:
     def _count_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
         model = watch.model
         labels = (model, str(pair.version), pair.variant)
-        self.metrics.labelled.labels(*labels).inc()
-        self.metrics.join_hits.labels(model).inc()
-        self.metrics.label_lag.labels(model).observe(max(0.0, pair.lag_seconds))
+        self._child(self.metrics.labelled, *labels).inc()
+        self._child(self.metrics.join_hits, model).inc()
+        self._child(self.metrics.label_lag, model).observe(max(0.0, pair.lag_seconds))
         point = watch.live.record(model, pair.version, pair.variant, pair.correct, pair.predicted_at)
         if point is not None:
-            self.metrics.live_accuracy.labels(*labels).set(point.accuracy)
-            self.metrics.error_rate.labels(*labels).set(point.error_rate)
+            self._child(self.metrics.live_accuracy, *labels).set(point.accuracy)
+            self._child(self.metrics.error_rate, *labels).set(point.error_rate)
 
     async def _on_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
         self._count_outcome(watch, pair)
         if watch.change_wait is not None:
             watch.change_wait.record_labelled()
-            self.metrics.waiting_rows.labels(watch.model).set(watch.change_wait.waiting_rows)
+            self._child(self.metrics.waiting_rows, watch.model).set(watch.change_wait.waiting_rows)
         if pair.variant == "champion" and pair.version == watch.champion:
             update = watch.drift.observe_outcome(not pair.correct, pair.labelled_at)
             await self._after_drift_update(watch, update, pair.labelled_at)
@@ -413,9 +422,9 @@ class MonitorHandlers:
     async def _after_drift_update(self, watch: ModelWatch, update: DriftUpdate, at: datetime) -> None:
         model = watch.model
         for (kind, feature), value in update.statistics.items():
-            self.metrics.drift_statistic.labels(model, kind, feature or "").set(value)
+            self._child(self.metrics.drift_statistic, model, kind, feature or "").set(value)
         for stream, value in update.psi.items():
-            self.metrics.psi.labels(model, stream).set(value)
+            self._child(self.metrics.psi, model, stream).set(value)
         for suppressed in update.suppressed:
             self.metrics.suppressed_alarms.labels(model, suppressed.kind, suppressed.reason).inc()
         for alarm in update.alarms:
