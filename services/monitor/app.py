@@ -54,6 +54,13 @@ class MonitorSettings(ServiceSettings):
         "features is ~250 KB; faust's 1 MB default left the monitor idle half the time waiting for the next "
         "fetch (~16,000 predictions/s instead of ~27,000).",
     )
+    join_max_rows: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Rows the prediction/label join holds per model (predictions awaiting labels, labels "
+        "awaiting predictions, recent joins; ~250 bytes each, measured), oldest dropped first. Size it to the "
+        "prediction rate x the usual label lag.",
+    )
     changelog_batch: int | None = Field(
         default=None,
         ge=1,
@@ -100,6 +107,7 @@ class MonitorService:
             self.table,
             timedelta(seconds=settings.accuracy_window_s),
             self._settled,
+            settings.join_max_rows,
         )
         self._stopping = asyncio.Event()
         self._started = asyncio.Event()

@@ -138,6 +138,7 @@ class MonitorHandlers:
         join_table: MutableMapping[str, Any],
         accuracy_window: timedelta = timedelta(seconds=30),
         settled: Callable[[], bool] = lambda: True,
+        join_max_rows: int = 1_000_000,
     ) -> None:
         self.registry = registry
         self.settled = settled
@@ -149,6 +150,7 @@ class MonitorHandlers:
         self.metrics = metrics
         self.join_table = join_table
         self.accuracy_window = accuracy_window
+        self.join_max_rows = join_max_rows
         self.models: dict[str, ModelWatch] = {}
         self._lock = asyncio.Lock()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -209,8 +211,8 @@ class MonitorHandlers:
                 champion=champion,
                 canary=aliases.get("canary"),
                 drift=ModelDrift(model, champion, reference, spec.monitoring),
-                join=Join(self.join_table, retention, namespace=f"{model}/"),
-                shadow_join=Join(self.join_table, retention, namespace=f"{model}/shadow/"),
+                join=Join(self.join_table, retention, self.join_max_rows, f"{model}/"),
+                shadow_join=Join(self.join_table, retention, self.join_max_rows, f"{model}/shadow/"),
                 live=LiveAccuracy(self.accuracy_window),
             )
         champion = state["champion"]
@@ -221,9 +223,11 @@ class MonitorHandlers:
             champion=champion,
             canary=state["canary"],
             drift=ModelDrift.from_state(state["drift"], reference, spec.monitoring),
-            join=Join.from_state(state["join"], self.join_table, retention, namespace=f"{model}/", rebuild=False),
+            join=Join.from_state(
+                state["join"], self.join_table, retention, self.join_max_rows, f"{model}/", rebuild=False
+            ),
             shadow_join=Join.from_state(
-                state["shadow_join"], self.join_table, retention, namespace=f"{model}/shadow/", rebuild=False
+                state["shadow_join"], self.join_table, retention, self.join_max_rows, f"{model}/shadow/", rebuild=False
             ),
             live=LiveAccuracy.from_state(state["live"]),
             trial=CanaryTrial.from_state(state["trial"]) if state["trial"] else None,
