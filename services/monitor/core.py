@@ -87,6 +87,8 @@ __all__ = [
     "WindowedPsi",
     "bin_counts",
     "chi_square",
+    "epoch",
+    "from_epoch",
     "label_psi",
     "psi",
     "psi_from_counts",
@@ -107,13 +109,15 @@ MIN_PSI_SAMPLES = 200
 """Fewest values a PSI confirmation rests on: below this, sampling noise alone nears 0.1."""
 
 
-def _epoch(at: datetime) -> float:
+def epoch(at: datetime) -> float:
+    """Seconds since 1970 of a timezone-aware time (naive times are refused)."""
     if at.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     return at.timestamp()
 
 
-def _from_epoch(seconds: float) -> datetime:
+def from_epoch(seconds: float) -> datetime:
+    """The UTC time of :func:`epoch` seconds."""
     return datetime.fromtimestamp(seconds, UTC)
 
 
@@ -697,7 +701,7 @@ class AlarmPolicy:
     def cooling(self, kind: DriftKind, feature: str | None, at: datetime) -> bool:
         """An alarm for this cause was published less than ``cooldown`` ago."""
         last = self._last_alarm.get(_key(kind, feature))
-        return last is not None and _epoch(at) - last < self.cooldown.total_seconds()
+        return last is not None and epoch(at) - last < self.cooldown.total_seconds()
 
     def propose(
         self, candidate: DriftCandidate, confirmation: Confirmation, at: datetime, window_size: int = 1
@@ -734,7 +738,7 @@ class AlarmPolicy:
             return Suppressed(self.model, c.kind, c.feature, c.detector, "unconfirmed")
         if self.cooling(kind, feature, at):  # pragma: no cover - propose() already refused these
             return Suppressed(self.model, c.kind, c.feature, c.detector, "cooldown")
-        self._last_alarm[key] = _epoch(at)
+        self._last_alarm[key] = epoch(at)
         if c.kind in ("data", "prediction"):
             # Confirmed against the training reference: while the stream stays different from it,
             # any later confirmation would only repeat "still different from training".
@@ -877,7 +881,7 @@ class _Times:
         self._times: deque[float] = deque(maxlen=size)
 
     def add(self, at: datetime) -> None:
-        self._times.append(_epoch(at))
+        self._times.append(epoch(at))
 
     def extend(self, epochs: Iterable[float]) -> None:
         """Add many sample times (epoch seconds), oldest first."""
@@ -896,8 +900,8 @@ class _Times:
             return None
         back = min(max(samples, 1), kept)
         if back <= len(newer):
-            return _from_epoch(newer[-back])
-        return _from_epoch(self._times[len(newer) - back])
+            return from_epoch(newer[-back])
+        return from_epoch(self._times[len(newer) - back])
 
     def to_state(self) -> list[float]:
         return list(self._times)
@@ -1040,7 +1044,7 @@ class ModelDrift:
         if counted and classes:
             p = np.asarray(probabilities, dtype=np.float64).reshape(n, len(classes))
             proba = {str(c): p[:, k] for k, c in enumerate(classes)}
-        epochs = [_epoch(t) for t in times]
+        epochs = [epoch(t) for t in times]
         self.predictions += n
         start = 0
         while start < n:
@@ -1356,7 +1360,7 @@ class LiveAccuracy:
         key = (model, version, variant)
         self._totals[key] = self._totals.get(key, ErrorCounts()).plus(correct)
         size = self.window.total_seconds()
-        start = math.floor(_epoch(at) / size) * size
+        start = math.floor(epoch(at) / size) * size
         series = self._series.setdefault(key, {})
         if start not in series and len(series) >= self.max_points and start < min(series):
             return None
@@ -1364,12 +1368,12 @@ class LiveAccuracy:
         series[start] = counts
         while len(series) > self.max_points:
             del series[min(series)]
-        return AccuracyPoint(_from_epoch(start), counts)
+        return AccuracyPoint(from_epoch(start), counts)
 
     def series(self, model: str, version: int, variant: str) -> list[AccuracyPoint]:
         """The kept windows, oldest first."""
         points = self._series.get((model, version, variant), {})
-        return [AccuracyPoint(_from_epoch(s), points[s]) for s in sorted(points)]
+        return [AccuracyPoint(from_epoch(s), points[s]) for s in sorted(points)]
 
     def latest(self, model: str, version: int, variant: str) -> AccuracyPoint | None:
         """The newest window."""
@@ -1377,7 +1381,7 @@ class LiveAccuracy:
         if not points:
             return None
         start = max(points)
-        return AccuracyPoint(_from_epoch(start), points[start])
+        return AccuracyPoint(from_epoch(start), points[start])
 
     def totals(self, model: str, version: int, variant: str) -> ErrorCounts:
         """Every outcome counted for the series."""
@@ -1526,7 +1530,7 @@ class CanaryTrial:
         return {
             "champion_version": self.champion_version,
             "canary_version": self.canary_version,
-            "started_at": _epoch(self.started_at),
+            "started_at": epoch(self.started_at),
             "champion": [self.champion.labelled, self.champion.errors],
             "canary": [self.canary.labelled, self.canary.errors],
             "decided": None
@@ -1542,7 +1546,7 @@ class CanaryTrial:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> CanaryTrial:
         """Restore a trial."""
-        trial = cls(state["champion_version"], int(state["canary_version"]), _from_epoch(float(state["started_at"])))
+        trial = cls(state["champion_version"], int(state["canary_version"]), from_epoch(float(state["started_at"])))
         trial.champion = ErrorCounts(*(int(v) for v in state["champion"]))
         trial.canary = ErrorCounts(*(int(v) for v in state["canary"]))
         decided = state["decided"]

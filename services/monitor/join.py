@@ -24,9 +24,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from services.monitor.core import epoch, from_epoch
 from shared.events import Label
 
 _BATCH, _ID = "b:", "i:"
@@ -93,16 +94,6 @@ class _Batch:
         )
 
 
-def _epoch(at: datetime) -> float:
-    if at.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    return at.timestamp()
-
-
-def _time(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
 class Join:
     """Predictions (in messages) and labels (one by one) joined by inference id.
 
@@ -156,7 +147,7 @@ class Join:
         """The rows of one prediction message (``message_id`` names it). Returns the rows seen for
         the first time, and the pairs of those whose labels were waiting. A redelivered message
         is all duplicates; so is a row whose inference id is already held."""
-        epochs = [_epoch(t) for t in times]
+        epochs = [epoch(t) for t in times]
         fresh: list[int] = []
         pairs: list[JoinedPair] = []
         for start in range(0, len(ids), CHUNK_ROWS):
@@ -185,7 +176,7 @@ class Join:
             labelled_at, actual = label
             self.hits += 1
             self._tombstone(inference_id, max(labelled_at, batch.at))
-            predicted_at = _time(batch.times[i])
+            predicted_at = from_epoch(batch.times[i])
             pairs.append(
                 JoinedPair(
                     inference_id,
@@ -194,7 +185,7 @@ class Join:
                     batch.labels[i],
                     actual,
                     predicted_at,
-                    _time(labelled_at),
+                    from_epoch(labelled_at),
                 )
             )
         if kept:
@@ -217,16 +208,16 @@ class Join:
             self.hits += 1
             self._tombstone(inference_id, batch.at)
             return JoinedPair(
-                inference_id, batch.version, batch.variant, batch.labels[i], label, _time(batch.times[i]), at
+                inference_id, batch.version, batch.variant, batch.labels[i], label, from_epoch(batch.times[i]), at
             )
         if inference_id in self._joined or inference_id in self._labels:
             self.duplicates += 1
             return None
-        epoch = _epoch(at)
-        self._labels[inference_id] = (epoch, label)
+        seconds = epoch(at)
+        self._labels[inference_id] = (seconds, label)
         key = self.namespace + _ID + inference_id
-        self.store[key] = {"k": _LABEL, "at": epoch, "label": label}
-        self._push(epoch, key)
+        self.store[key] = {"k": _LABEL, "at": seconds, "label": label}
+        self._push(seconds, key)
         return None
 
     def _tombstone(self, inference_id: str, at: float) -> None:
@@ -272,7 +263,7 @@ class Join:
 
     def expire(self, now: datetime) -> int:
         """Drop entries older than ``retention`` before ``now`` (event time); returns how many."""
-        cutoff = _epoch(now) - self.retention.total_seconds()
+        cutoff = epoch(now) - self.retention.total_seconds()
         dropped = 0
         while self._order and self._order[0][0] < cutoff:
             dropped += self._drop(*heapq.heappop(self._order))
