@@ -190,6 +190,31 @@ async def start_canary(model: str, service: MonitorService, publisher: Publisher
     return candidate
 
 
+async def canary_trial(
+    model: str,
+    version: int,
+    errors: tuple[float, float],
+    seeds: tuple[int, int],
+    publisher: Publisher,
+    options: KafkaOptions,
+) -> DeploymentChanged:
+    """300 labelled predictions each of champion v1 and canary ``version``, wrong ``errors`` of the
+    time (champion, canary); returns the monitor's verdict."""
+    now = datetime.now(UTC)  # the trial counts predictions made since the canary started
+    champion, champion_labels = traffic(
+        model, 1, "champion", 0, 300, flip=False, error=errors[0], seed=seeds[0], t0=now
+    )
+    canary, canary_labels = traffic(
+        model, version, "canary", 0, 300, flip=False, error=errors[1], seed=seeds[1], t0=now
+    )
+    await send(publisher, champion, champion_labels)
+    await send(publisher, canary, canary_labels)
+    changes = [
+        decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
+    ]
+    return changes[-1]
+
+
 async def test_canary_verdict_moves_the_registry(
     monitor: tuple[str, MonitorService, httpx.AsyncClient],
     publisher: Publisher,
@@ -201,15 +226,7 @@ async def test_canary_verdict_moves_the_registry(
     spec = parse_spec(SPEC.format(name=model))
     assert spec.deployment.promote_after.labelled_samples == 150
     candidate = await start_canary(model, service, publisher, store)
-    now = datetime.now(UTC)  # the trial counts predictions made since the canary started
-    champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.2, seed=3, t0=now)
-    canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.05, seed=4, t0=now)
-    await send(publisher, champion, champion_labels)
-    await send(publisher, canary, canary_labels)
-    changes = [
-        decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
-    ]
-    verdict = changes[-1]
+    verdict = await canary_trial(model, candidate, (0.2, 0.05), (3, 4), publisher, options)
     assert verdict.action == "promoted" and verdict.version == candidate and verdict.actor == "monitor"
     assert "delta" in verdict.reason and f"canary v{candidate}" in verdict.reason
     assert registry.alias(model, "production") == candidate
@@ -224,15 +241,7 @@ async def test_a_worse_canary_is_rolled_back(
     model, service, _ = monitor
     registry = Registry(store)
     candidate = await start_canary(model, service, publisher, store)
-    now = datetime.now(UTC)
-    champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.05, seed=6, t0=now)
-    canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.3, seed=7, t0=now)
-    await send(publisher, champion, champion_labels)
-    await send(publisher, canary, canary_labels)
-    changes = [
-        decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
-    ]
-    verdict = changes[-1]
+    verdict = await canary_trial(model, candidate, (0.05, 0.3), (6, 7), publisher, options)
     assert verdict.action == "rolled_back" and verdict.version == candidate and verdict.traffic == 0.0
     assert "> allowed" in verdict.reason
     assert registry.alias(model, "canary") is None and registry.alias(model, "production") == 1
