@@ -10,7 +10,9 @@ status; Kafka adapters send the message that caused them to ``<topic>.dlq``.
     ├── ConfigError (500)            a setting is missing or malformed
     ├── InvalidEvent (422)           bytes on a topic are not a valid event
     ├── InvalidInput (422)           a request or file a user gave is not valid
-    │   └── InvalidSpec (422)        a model spec breaks its schema
+    │   ├── InvalidSpec (422)        a model spec breaks its schema
+    │   ├── MalformedRequest (400)   a request body cannot be parsed at all (not JSON, bad framing)
+    │   └── UnsupportedEncoding (415) a request body in a Content-Encoding the service does not read
     ├── PayloadTooLarge (413)
     ├── NotFound (404)
     │   ├── KeyNotFound (404)        an object-store key does not exist
@@ -51,6 +53,19 @@ class InvalidInput(DriftloopError):
 
 class InvalidSpec(InvalidInput):
     """A model spec breaks its schema; the message gives the path of each bad field."""
+
+
+class MalformedRequest(InvalidInput):
+    """A request body cannot be parsed at all: not JSON, or binary framing that does not add up
+    (400, where a well-formed but invalid request is 422)."""
+
+    status_code = 400
+
+
+class UnsupportedEncoding(InvalidInput):
+    """A request body's ``Content-Encoding`` is not one the service reads."""
+
+    status_code = 415
 
 
 class PayloadTooLarge(DriftloopError):

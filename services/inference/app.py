@@ -177,7 +177,7 @@ def add_routes(service: InferenceService) -> None:
 
     @app.get("/v2")
     async def server_metadata() -> Response:
-        return _json({"name": "driftloop", "version": __version__, "extensions": []})
+        return _json({"name": "driftloop", "version": __version__, "extensions": ["binary_tensor_data"]})
 
     def metadata(model: str, version: int | None) -> dict[str, Any]:
         slots = handlers.model_slots(model)

@@ -4,8 +4,10 @@
 path: every microsecond of routing and dependency resolution shows in the serving throughput
 (issue #5 asks for at least 80% of a bare FastAPI route). So these three routes skip FastAPI's
 router and parameter machinery: the path is matched once, the body is read straight from the
-ASGI channel (capped at the configured size), and the JSON answer is sent with two ASGI
-messages. Every other route — health, metadata, metrics, the OpenAPI docs — is FastAPI's.
+ASGI channel (capped at the configured size, inflated when gzip or deflate), and the answer
+is sent with two ASGI messages — JSON, or a JSON header and binary outputs when the request
+uses the binary tensor data extension (:mod:`.binary`). Every other route — health, metadata,
+metrics, the OpenAPI docs — is FastAPI's.
 
 Errors follow the service-wide mapping: a :class:`DriftloopError` is its status with
 ``{"error": "..."}``, anything else a logged 500 with no detail leaked.
@@ -15,16 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from services.inference.binary import split_body
 from services.inference.handlers import Answer, InferenceHandlers
 from services.inference.metrics import InferenceMetrics
 from services.inference.protocol import InferenceRequest, decode_v1, decode_v2, encode_v2_outputs
-from shared.errors import DriftloopError, InvalidInput, PayloadTooLarge
+from shared.errors import DriftloopError, InvalidInput, MalformedRequest, PayloadTooLarge, UnsupportedEncoding
 
 log = logging.getLogger("driftloop.inference")
 
@@ -35,12 +39,17 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
+OCTETS = (b"content-type", b"application/octet-stream")
 
 
-class MalformedJson(InvalidInput):
-    """The body is not JSON at all (400, where a well-formed but invalid request is 422)."""
+@dataclass
+class Body:
+    """A prediction request's body and the headers that say how to read it."""
 
-    status_code = 400
+    raw: bytes
+    inference_id: str | None = None
+    header_length: bytes | None = None  # Inference-Header-Content-Length: the binary extension
+    encoding: str = ""  # Content-Encoding
 
 
 class MethodNotAllowed(DriftloopError):
@@ -110,8 +119,8 @@ class PredictRoutes:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"{scope['path']} takes POST, not {scope['method']}")
-            body, inference_id = await self._read(scope, receive)
-            status, payload, answer, shadow = await self._answer(route, body, inference_id)
+            body = await self._read(scope, receive)
+            status, payload, binary, answer, shadow = await self._answer(route, body)
         except DriftloopError as err:
             await self._error(send, route.model, err)
             return
@@ -124,19 +133,24 @@ class PredictRoutes:
             status,
             payload,
             [(b"x-inference-id", answer.inference_id.encode()), (b"x-model-version", str(answer.version).encode())],
+            binary,
         )
         if shadow is not None:  # off the request path: the response is already out
             asyncio.get_running_loop().call_soon(shadow)
 
-    async def _read(self, scope: Scope, receive: Receive) -> tuple[Any, str | None]:
-        """The parsed JSON body (capped at the limit) and the caller's ``X-Inference-Id``."""
+    async def _read(self, scope: Scope, receive: Receive) -> Body:
+        """The body (capped at the limit, decompressed) and the headers the routes read."""
         declared: bytes | None = None
-        inference_id: str | None = None
+        body = Body(b"")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = value
             elif name == b"x-inference-id":
-                inference_id = value.decode("latin-1")
+                body.inference_id = value.decode("latin-1")
+            elif name == b"inference-header-content-length":
+                body.header_length = value
+            elif name == b"content-encoding":
+                body.encoding = value.decode("latin-1").strip().lower()
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             raise PayloadTooLarge(f"request body of {int(declared)} bytes is over the {self.limit}-byte limit")
         chunks: list[bytes] = []
@@ -153,23 +167,21 @@ class PredictRoutes:
             chunks.append(chunk)
             more = message.get("more_body", False)
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        if not raw:
-            raise InvalidInput("the request body is empty; send JSON")
-        try:
-            return orjson.loads(raw), inference_id
-        except orjson.JSONDecodeError as err:
-            raise MalformedJson(f"the request body is not valid JSON: {err}") from None
+        body.raw = decompress(raw, body.encoding, self.limit) if body.encoding else raw
+        return body
 
     async def _answer(
-        self, route: PredictRoute, body: Any, inference_id: str | None
-    ) -> tuple[int, dict[str, Any], Answer, Callable[[], None] | None]:
+        self, route: PredictRoute, body: Body
+    ) -> tuple[int, dict[str, Any], bytes, Answer, Callable[[], None] | None]:
         handlers = self.handlers
         model = route.model
         if route.protocol == "v1":
+            if body.header_length is not None:
+                raise MalformedRequest("the binary tensor data extension is for the V2 infer route; send V1 as JSON")
             slots = handlers.model_slots(model)
             assert slots.champion is not None
-            decoded = decode_v1(body, slots.champion.schema)
-            answer = handlers.predict(model, decoded, inference_id)
+            decoded = decode_v1(split_body(body.raw, None)[0], slots.champion.schema)
+            answer = handlers.predict(model, decoded, body.inference_id)
             classes = [str(c) for c in slots.champion.classes]
             predictions = [
                 {
@@ -183,20 +195,30 @@ class PredictRoutes:
                 "model_version": str(answer.version),
                 "id": answer.inference_id,
             }
-            return 200, payload, self._count(answer), self._shadow(model, decoded, answer, pinned=False)
+            return 200, payload, b"", self._count(answer), self._shadow(model, decoded, answer, pinned=False)
+        header, tail = split_body(body.raw, body.header_length)
         pinned = await handlers.pinned(model, route.version) if route.version is not None else None
         loaded = pinned or handlers.model_slots(model).champion
         assert loaded is not None
-        decoded = decode_v2(body, loaded.schema)
-        answer = handlers.predict(model, decoded, inference_id, route.version, pinned)
+        decoded = decode_v2(header, loaded.schema, tail)
+        answer = handlers.predict(model, decoded, body.inference_id, route.version, pinned)
+        outputs, binary = encode_v2_outputs(
+            answer.labels, answer.probabilities, decoded.outputs, decoded.binary_outputs
+        )
         payload = {
             "model_name": model,
             "model_version": str(answer.version),
             "id": answer.inference_id,
             "parameters": {"variant": answer.variant},
-            "outputs": encode_v2_outputs(answer.labels, answer.probabilities, decoded.outputs),
+            "outputs": outputs,
         }
-        return 200, payload, self._count(answer), self._shadow(model, decoded, answer, pinned=pinned is not None)
+        return (
+            200,
+            payload,
+            binary,
+            self._count(answer),
+            self._shadow(model, decoded, answer, pinned=pinned is not None),
+        )
 
     def _count(self, answer: Answer) -> Answer:
         key = (answer.model, answer.version, answer.variant)
@@ -228,13 +250,40 @@ class PredictRoutes:
         await _send(send, err.status_code, {"error": err.message}, headers)
 
 
-async def _send(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send(
+    send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None, binary: bytes = b""
+) -> None:
+    """One JSON response; with ``binary``, the JSON header then those bytes (the binary extension)."""
     body = orjson.dumps(payload)
+    if binary:
+        framing = [OCTETS, (b"inference-header-content-length", str(len(body)).encode())]
+        body += binary
+    else:
+        framing = [JSON]
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [JSON, (b"content-length", str(len(body)).encode()), *(headers or ())],
+            "headers": [*framing, (b"content-length", str(len(body)).encode()), *(headers or ())],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def decompress(raw: bytes, encoding: str, limit: int) -> bytes:
+    """A ``gzip`` or ``deflate`` request body (as tritonclient's compression sends), inflated to
+    at most ``limit`` bytes: the cap holds for what the body expands to, not only what it weighs."""
+    if encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r} is not supported; send identity, gzip or deflate")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        inflated = inflater.decompress(raw, limit + 1)
+    except zlib.error as err:
+        raise MalformedRequest(f"the body is not valid {encoding} data: {err}") from None
+    if len(inflated) > limit:
+        raise PayloadTooLarge(f"the request body inflates to over the {limit}-byte limit")
+    if not inflater.eof:
+        raise MalformedRequest(f"the {encoding} body is cut short")
+    return inflated

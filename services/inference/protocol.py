@@ -2,8 +2,10 @@
 
 Every request becomes one float32 matrix ``[N, F]`` in the model's feature order, whatever
 form the caller chose: one ``[N, F]`` tensor, or one ``[N]`` (or ``[N, 1]``) tensor per
-feature named after it; flat or nested ``data``; FP32, FP64, INT32 or INT64. Anything else is
-an :class:`InvalidInput` whose message says what was wrong and what was expected.
+feature named after it; flat or nested JSON ``data`` or binary data (:mod:`.binary`), freely
+mixed; any of the protocol's datatypes — BOOL, INT8-64, UINT8-64, FP16, BF16, FP32, FP64, or
+BYTES holding numbers as text (an empty element is a missing value). Anything else is an
+:class:`InvalidInput` whose message says what was wrong and what was expected.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.errors import InvalidInput
+from services.inference.binary import FIXED_SIZE, BinaryCursor, read_tensor, write_bytes
+from shared.errors import InvalidInput, MalformedRequest
 
-NUMERIC_DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64}
+DATATYPES = (*FIXED_SIZE, "BYTES")
+"""Every tensor datatype a request may use; all become the model's float32 features."""
 OUTPUT_NAMES = ("label", "probabilities")
 
 
@@ -33,11 +37,13 @@ class InputSchema:
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """A decoded request: the feature matrix, the caller's id, and the outputs asked for."""
+    """A decoded request: the feature matrix, the caller's id, and the outputs asked for
+    (``binary_outputs``: those to return with the binary tensor data extension)."""
 
     X: NDArray[np.float32]
     request_id: str | None
     outputs: tuple[str, ...]
+    binary_outputs: frozenset[str] = frozenset()
 
 
 def _flatten(data: Any, where: str) -> list[Any]:
@@ -51,7 +57,46 @@ def _flatten(data: Any, where: str) -> list[Any]:
     return data
 
 
-def _tensor(item: Any, index: int) -> tuple[str, list[int], NDArray[np.float64]]:
+def _json_values(flat: list[Any], datatype: str, where: str) -> NDArray[Any]:
+    """JSON ``data`` of one tensor as an array, each value checked against the datatype."""
+    if datatype == "BYTES":
+        for value in flat:
+            if not isinstance(value, str):
+                raise InvalidInput(f"{where}: BYTES data must be strings, got {value!r}")
+        return _numbers(flat, where)
+    if datatype == "BOOL":
+        for value in flat:
+            if not isinstance(value, bool):
+                raise InvalidInput(f"{where}: BOOL data must be true or false, got {value!r}")
+        return np.asarray(flat, dtype=np.bool_)
+    if datatype[0] in "IU":  # INT*, UINT*
+        info = np.iinfo(FIXED_SIZE[datatype])
+        for value in flat:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInput(f"{where}: {datatype} data must be integers, got {value!r}")
+            if not info.min <= value <= info.max:
+                raise InvalidInput(f"{where}: {value} is out of range for {datatype} ({info.min} to {info.max})")
+        return np.asarray(flat, dtype=np.float64)
+    for value in flat:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{where}: {datatype} data must be numbers, got {value!r}")
+    return np.asarray(flat, dtype=np.float64)
+
+
+def _numbers(texts: list[str], where: str) -> NDArray[np.float64]:
+    """``BYTES`` elements of a numeric feature: each a number written as text, or empty for missing."""
+    values = np.empty(len(texts), dtype=np.float64)
+    for i, text in enumerate(texts):
+        try:
+            values[i] = float(text) if text.strip() else math.nan
+        except ValueError:
+            raise InvalidInput(
+                f"{where}: BYTES element {text[:40]!r} is not a number (this model's features are numeric)"
+            ) from None
+    return values
+
+
+def _tensor(item: Any, index: int, cursor: BinaryCursor) -> tuple[str, list[int], NDArray[Any]]:
     where = f"inputs[{index}]"
     if not isinstance(item, Mapping):
         raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
@@ -61,25 +106,45 @@ def _tensor(item: Any, index: int) -> tuple[str, list[int], NDArray[np.float64]]
     where = f"input {name!r}"
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise InvalidInput(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
-    if datatype not in NUMERIC_DATATYPES:
-        raise InvalidInput(
-            f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(NUMERIC_DATATYPES)}"
-        )
-    flat = _flatten(data, where)
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}")
     expected = math.prod(shape)
-    if len(flat) != expected:
-        raise InvalidInput(f"{where}: shape {shape} needs {expected} values, data has {len(flat)}")
-    integer = datatype.startswith("INT")
-    for value in flat:
-        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and isinstance(value, float)):
-            kind = "integers" if integer else "numbers"
-            raise InvalidInput(f"{where}: {datatype} data must be {kind}, got {value!r}")
-    values = np.asarray(flat, dtype=np.float64)
+    size = _binary_size(item.get("parameters"), where)
+    if size is not None:
+        if data is not None:
+            raise MalformedRequest(f"{where} has both data and parameters.binary_data_size; send one of them")
+        raw = read_tensor(cursor.take(name, size), datatype, expected, where)
+        values = _numbers(raw, where) if isinstance(raw, list) else raw
+    else:
+        if data is None:
+            raise InvalidInput(f"{where} has no data (give data, or binary data with parameters.binary_data_size)")
+        flat = _flatten(data, where)
+        if len(flat) != expected:
+            raise InvalidInput(f"{where}: shape {shape} needs {expected} values, data has {len(flat)}")
+        values = _json_values(flat, datatype, where)
     return name, shape, values
 
 
-def decode_v2(body: Any, schema: InputSchema) -> InferenceRequest:
-    """An Open Inference Protocol V2 request body → the feature matrix."""
+def _binary_size(parameters: Any, where: str) -> int | None:
+    """An input's ``binary_data_size``, or None when its data is JSON."""
+    if parameters is None:
+        return None
+    if not isinstance(parameters, Mapping):
+        raise InvalidInput(f"{where}: parameters must be an object")
+    if "shared_memory_region" in parameters:
+        raise InvalidInput(f"{where}: shared memory is not supported here; send the tensor as data or binary data")
+    size = parameters.get("binary_data_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise MalformedRequest(f"{where}: binary_data_size must be a non-negative integer, got {size!r}")
+    return size
+
+
+def decode_v2(body: Any, schema: InputSchema, binary: memoryview | None = None) -> InferenceRequest:
+    """An Open Inference Protocol V2 request → the feature matrix.
+
+    ``body`` is the parsed JSON (the part before ``binary`` when the request uses the binary
+    tensor data extension; :func:`services.inference.binary.split_body` splits them).
+    """
     if not isinstance(body, Mapping):
         raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
     inputs = body.get("inputs")
@@ -88,7 +153,9 @@ def decode_v2(body: Any, schema: InputSchema) -> InferenceRequest:
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    tensors = [_tensor(item, i) for i, item in enumerate(inputs)]
+    cursor = BinaryCursor(binary if binary is not None else memoryview(b""))
+    tensors = [_tensor(item, i, cursor) for i, item in enumerate(inputs)]
+    cursor.finish()
     n_features = len(schema.features)
     if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][0] not in schema.features:
         name, shape, values = tensors[0]
@@ -99,7 +166,7 @@ def decode_v2(body: Any, schema: InputSchema) -> InferenceRequest:
             )
         X = values.reshape(shape[0], n_features)
     else:
-        by_name: dict[str, NDArray[np.float64]] = {}
+        by_name: dict[str, NDArray[Any]] = {}
         rows: int | None = None
         for name, shape, values in tensors:
             if name not in schema.features:
@@ -114,24 +181,56 @@ def decode_v2(body: Any, schema: InputSchema) -> InferenceRequest:
             if rows is not None and shape[0] != rows:
                 raise InvalidInput(f"input {name!r} has {shape[0]} rows, other inputs have {rows}")
             rows = shape[0]
-            by_name[name] = values
+            by_name[name] = values.reshape(-1)
         missing = [f for f in schema.features if f not in by_name]
         if missing:
             raise InvalidInput(f"missing feature(s): {', '.join(missing)}")
-        X = np.column_stack([by_name[f] for f in schema.features]) if rows else np.empty((0, n_features))
-    return InferenceRequest(X=_checked(X, schema), request_id=request_id, outputs=_outputs(body.get("outputs")))
+        X = (
+            np.column_stack([by_name[f].astype(np.float64) for f in schema.features])
+            if rows
+            else np.empty((0, n_features))
+        )
+    outputs, binary_outputs = _outputs(body.get("outputs"), _binary_output_default(body.get("parameters")))
+    return InferenceRequest(
+        X=_checked(X, schema), request_id=request_id, outputs=outputs, binary_outputs=binary_outputs
+    )
 
 
-def _outputs(requested: Any) -> tuple[str, ...]:
+def _binary_output_default(parameters: Any) -> bool:
+    """The request's ``parameters.binary_data_output``: outputs are binary unless they say otherwise."""
+    if parameters is None:
+        return False
+    if not isinstance(parameters, Mapping):
+        raise InvalidInput("'parameters' must be an object")
+    value = parameters.get("binary_data_output", False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"parameters.binary_data_output must be true or false, got {value!r}")
+    return value
+
+
+def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs asked for, in order, and which of them go back as binary data."""
     if requested is None:
-        return OUTPUT_NAMES
+        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES) if binary_default else frozenset()
     if not isinstance(requested, list) or not all(isinstance(o, Mapping) and "name" in o for o in requested):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
     names = tuple(str(o["name"]) for o in requested)
     unknown = [n for n in names if n not in OUTPUT_NAMES]
     if unknown:
         raise InvalidInput(f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(OUTPUT_NAMES)}")
-    return names
+    binary: set[str] = set()
+    for name, output in zip(names, requested, strict=True):
+        parameters = output.get("parameters") or {}
+        if not isinstance(parameters, Mapping):
+            raise InvalidInput(f"output {name!r}: parameters must be an object")
+        if "classification" in parameters:
+            raise InvalidInput(f"output {name!r}: classification is not supported; ask for 'probabilities'")
+        wanted = parameters.get("binary_data", binary_default)
+        if not isinstance(wanted, bool):
+            raise InvalidInput(f"output {name!r}: parameters.binary_data must be true or false, got {wanted!r}")
+        if wanted:
+            binary.add(name)
+    return names, frozenset(binary)
 
 
 def decode_v1(body: Any, schema: InputSchema) -> InferenceRequest:
@@ -176,10 +275,12 @@ def decode_v1(body: Any, schema: InputSchema) -> InferenceRequest:
     return InferenceRequest(X=_checked(np.asarray(rows), schema), request_id=None, outputs=OUTPUT_NAMES)
 
 
-def _checked(X: NDArray[np.float64], schema: InputSchema) -> NDArray[np.float32]:
+def _checked(X: NDArray[Any], schema: InputSchema) -> NDArray[np.float32]:
     """Refuse NaN/inf (NaN only where the feature may be missing) and values float32 cannot hold."""
     if X.shape[0] == 0:
         raise InvalidInput("the request has no rows")
+    if X.dtype.kind != "f":  # integers and booleans: always finite, always within float32's range
+        return X.astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
         optional = np.array([f in schema.optional for f in schema.features])
@@ -188,37 +289,47 @@ def _checked(X: NDArray[np.float64], schema: InputSchema) -> NDArray[np.float32]
         if refused.any():
             row, col = (int(v) for v in np.argwhere(refused)[0])
             raise InvalidInput(f"row {row}, feature {schema.features[col]!r}: {X[row, col]} is not a finite number")
-    if (np.abs(X[np.isfinite(X)]) > np.finfo(np.float32).max).any():
+    if X.dtype.itemsize > 4 and (np.abs(X[np.isfinite(X)]) > np.finfo(np.float32).max).any():
         raise InvalidInput("a value is too large for a 32-bit float")
     return X.astype(np.float32)
 
 
 def encode_v2_outputs(
-    labels: NDArray[Any], probabilities: NDArray[np.float32], outputs: Sequence[str]
-) -> list[dict[str, Any]]:
-    """The ``outputs`` list of a V2 response, in the order asked for."""
+    labels: NDArray[Any],
+    probabilities: NDArray[np.float32],
+    outputs: Sequence[str],
+    binary: frozenset[str] = frozenset(),
+) -> tuple[list[dict[str, Any]], bytes]:
+    """The ``outputs`` list of a V2 response, in the order asked for, and the bytes of those in
+    ``binary`` (sent after the JSON, each output saying its ``binary_data_size``)."""
     encoded: list[dict[str, Any]] = []
+    tail: list[bytes] = []
     for name in outputs:
         if name == "label":
             is_text = labels.dtype.kind in "OUS"
-            encoded.append(
-                {
-                    "name": "label",
-                    "shape": [int(labels.shape[0])],
-                    "datatype": "BYTES" if is_text else "INT64",
-                    "data": [str(v) for v in labels] if is_text else [int(v) for v in labels],
-                }
-            )
+            output: dict[str, Any] = {
+                "name": "label",
+                "shape": [int(labels.shape[0])],
+                "datatype": "BYTES" if is_text else "INT64",
+            }
+            if name in binary:
+                tail.append(write_bytes([str(v) for v in labels]) if is_text else labels.astype("<i8").tobytes())
+            else:
+                output["data"] = [str(v) for v in labels] if is_text else [int(v) for v in labels]
         else:
-            encoded.append(
-                {
-                    "name": "probabilities",
-                    "shape": [int(probabilities.shape[0]), int(probabilities.shape[1])],
-                    "datatype": "FP32",
-                    "data": [float(v) for v in probabilities.ravel()],
-                }
-            )
-    return encoded
+            output = {
+                "name": "probabilities",
+                "shape": [int(probabilities.shape[0]), int(probabilities.shape[1])],
+                "datatype": "FP32",
+            }
+            if name in binary:
+                tail.append(probabilities.astype("<f4").tobytes())
+            else:
+                output["data"] = [float(v) for v in probabilities.ravel()]
+        if name in binary:
+            output["parameters"] = {"binary_data_size": len(tail[-1])}
+        encoded.append(output)
+    return encoded, b"".join(tail)
 
 
 def canary_bucket(inference_id: str) -> float:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import numpy as np
 import pytest
+from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput, InferResult
+from tritonclient.http.aio import InferenceServerClient as AsyncInferenceServerClient
 
 from services.inference.app import InferenceService, InferenceSettings
 from services.trainer.runner import train
@@ -24,6 +27,7 @@ from shared.store import FileStore
 from tests.integration.topic_reading import read_predictions, wait_for
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 SPEC = """
 name: {name}
@@ -132,7 +136,7 @@ async def test_protocols_and_metadata(served: tuple[str, InferenceService, httpx
     ("path", "content", "status", "message"),
     [
         ("/v2/models/{m}/infer", b"{not json", 400, "not valid JSON"),
-        ("/v2/models/{m}/infer", b"", 422, "empty"),
+        ("/v2/models/{m}/infer", b"", 400, "empty"),
         ("/v2/models/{m}/infer", json.dumps(v2([[1, 2]])).replace("[1, 3]", "[1, 2]").encode(), 422, "has 2 columns"),
         (
             "/v2/models/{m}/infer",
@@ -146,7 +150,7 @@ async def test_protocols_and_metadata(served: tuple[str, InferenceService, httpx
             422,
             "too large for a 32-bit float",
         ),
-        ("/v2/models/{m}/infer", json.dumps(v2([[1, 2, 3]])).replace("FP32", "BYTES").encode(), 422, "BYTES"),
+        ("/v2/models/{m}/infer", json.dumps(v2([[1, 2, 3]])).replace("FP32", "BYTES").encode(), 422, "BYTES data"),
         ("/v2/models/nope/infer", json.dumps(v2([[1, 2, 3]])).encode(), 404, "'nope' is not served"),
         ("/v2/models/{m}/versions/99/infer", json.dumps(v2([[1, 2, 3]])).encode(), 404, "no version 99"),
         ("/v2/models/{m}/infer", json.dumps(v2([[1.0, 2.0, 3.0]] * 5000)).encode(), 413, "limit"),
@@ -294,3 +298,142 @@ async def test_canary_gets_its_share_and_the_shadow_changes_nothing(
     for r in answers:  # each variant answers with its own version
         expected = str(flipped) if r.json()["parameters"]["variant"] == "canary" else "1"
         assert r.json()["model_version"] == expected
+
+
+# --- a stock tritonclient (the Open Inference Protocol's binary tensor data extension) -------------------
+
+
+def stock_url(client: httpx.AsyncClient) -> str:
+    return str(client.base_url).removeprefix("http://").rstrip("/")
+
+
+async def with_stock_client(client: httpx.AsyncClient, calls: Callable[[InferenceServerClient], T]) -> T:
+    """Run ``calls`` with tritonclient's HTTP client in its default settings, in a worker thread
+    (it blocks, and gevent wants the client made and used on one thread)."""
+
+    def run() -> T:
+        with InferenceServerClient(stock_url(client)) as stock:
+            return calls(stock)
+
+    return await asyncio.to_thread(run)
+
+
+async def json_answer(client: httpx.AsyncClient, path: str, X: np.ndarray) -> tuple[list[int], np.ndarray]:
+    r = await client.post(path, json=v2(X.tolist()))
+    assert r.status_code == 200, r.text
+    label, proba = r.json()["outputs"]
+    return label["data"], np.array(proba["data"], dtype=np.float32).reshape(proba["shape"])
+
+
+async def test_tritonclient_defaults_get_the_json_answer(
+    served: tuple[str, InferenceService, httpx.AsyncClient],
+) -> None:
+    model, _, client = served
+    for n in (1, 64):
+        for version in ("", "1"):
+            await stock_matches_json(client, model, n, version)
+
+
+async def stock_matches_json(client: httpx.AsyncClient, model: str, n: int, version: str) -> None:
+    """tritonclient with its defaults, one request of ``n`` rows: the same answer as JSON gets."""
+    X = np.random.default_rng(n).uniform(0, 10, size=(n, 3)).astype(np.float32)
+    tensor = InferInput("input", list(X.shape), "FP32")
+    tensor.set_data_from_numpy(X)  # binary_data=True by default; no outputs given: binary outputs asked for
+
+    def calls(stock: InferenceServerClient) -> InferResult:
+        assert stock.is_model_ready(model) and stock.get_model_metadata(model)["name"] == model
+        return stock.infer(model, [tensor], model_version=version, request_id=f"t{n}")
+
+    result = await with_stock_client(client, calls)
+    response = result.get_response()
+    assert response["id"] == f"t{n}" and response["model_version"] == "1"
+    assert all("binary_data_size" in o["parameters"] for o in response["outputs"]), "outputs came back binary"
+    path = f"/v2/models/{model}/versions/{version}/infer" if version else f"/v2/models/{model}/infer"
+    labels, proba = await json_answer(client, path, X)
+    assert result.as_numpy("label").tolist() == labels
+    assert np.array_equal(result.as_numpy("probabilities"), proba)
+
+
+async def test_tritonclient_json_mixed_and_compressed_requests(
+    served: tuple[str, InferenceService, httpx.AsyncClient],
+) -> None:
+    model, _, client = served
+    X = np.random.default_rng(5).uniform(0, 10, size=(16, 3))
+    labels, proba = await json_answer(client, f"/v2/models/{model}/infer", X.astype(np.float32))
+
+    as_json = InferInput("input", [16, 3], "FP64").set_data_from_numpy(X, binary_data=False)
+    mixed = [  # one tensor per feature: binary FP64, JSON FP32, binary BYTES holding numbers as text
+        InferInput("x2", [16], "FP64").set_data_from_numpy(X[:, 1]),
+        InferInput("x1", [16, 1], "FP32").set_data_from_numpy(X[:, :1].astype(np.float32), binary_data=False),
+        InferInput("x3", [16], "BYTES").set_data_from_numpy(np.array([repr(float(v)) for v in X[:, 2]], dtype=object)),
+    ]
+
+    def calls(stock: InferenceServerClient) -> list[InferResult]:
+        return [
+            stock.infer(model, [as_json], outputs=[InferRequestedOutput("label", binary_data=False)]),
+            stock.infer(
+                model,
+                mixed,
+                outputs=[InferRequestedOutput("probabilities"), InferRequestedOutput("label", binary_data=False)],
+            ),
+            *(stock.infer(model, [as_json], request_compression_algorithm=a) for a in ("gzip", "deflate")),
+        ]
+
+    plain, some, *squeezed = await with_stock_client(client, calls)
+    assert plain.get_response()["outputs"][0]["data"] == labels, "JSON in, JSON out"
+    assert "data" in some.get_response()["outputs"][1] and "data" not in some.get_response()["outputs"][0]
+    assert some.as_numpy("label").tolist() == labels
+    assert np.allclose(some.as_numpy("probabilities"), proba, atol=1e-6)
+    assert all(each.as_numpy("label").tolist() == labels for each in squeezed), "gzip and deflate bodies"
+
+    async with AsyncInferenceServerClient(stock_url(client)) as aio:
+        tensor = InferInput("input", [16, 3], "FP32").set_data_from_numpy(X.astype(np.float32))
+        result = await aio.infer(model, [tensor])
+        assert result.as_numpy("label").tolist() == labels
+
+
+def binary_request(X: np.ndarray, name: str = "input") -> tuple[bytes, int]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": name, "shape": list(X.shape), "datatype": "FP32", "parameters": {"binary_data_size": X.nbytes}}
+            ]
+        }
+    ).encode()
+    return header + X.astype(np.float32).tobytes(), len(header)
+
+
+ONE, ONE_LENGTH = binary_request(np.array([[9, 9, 1]], dtype=np.float32))
+NARROW, NARROW_LENGTH = binary_request(np.ones((1, 2), np.float32))
+TALL, TALL_LENGTH = binary_request(np.ones((1500, 3), np.float32))  # 18 kB: under the 64 kB cap
+HUGE, HUGE_LENGTH = binary_request(np.ones((6000, 3), np.float32))  # 72 kB: over it
+
+
+MALFORMED_BINARY = [  # (body, Inference-Header-Content-Length, status, message)
+    (ONE[:-4], ONE_LENGTH, 400, "input 'input' declares binary_data_size 12 but only 8"),
+    (ONE + b"\0\0\0\0", ONE_LENGTH, 400, "4 bytes of binary data after"),
+    (ONE, ONE_LENGTH - 3, 400, "not valid JSON"),
+    (ONE, ONE_LENGTH + 1, 400, "not valid JSON"),
+    (ONE, 10**6, 400, "the body has"),
+    (b"\x89PNG\r\n\x1a\n" + ONE[-12:], 8, 400, "not valid JSON"),
+    (ONE, None, 400, "Inference-Header-Content-Length"),
+    (NARROW, NARROW_LENGTH, 422, "has 2 columns"),
+    (TALL, TALL_LENGTH, 200, ""),
+    (HUGE, HUGE_LENGTH, 413, "limit"),
+]
+
+
+async def test_malformed_binary_bodies_are_a_clear_4xx(served: tuple[str, InferenceService, httpx.AsyncClient]) -> None:
+    model, _, client = served
+    for content, header_length, status, message in MALFORMED_BINARY:
+        headers = {"content-type": "application/octet-stream"}
+        if header_length is not None:
+            headers["inference-header-content-length"] = str(header_length)
+        r = await client.post(f"/v2/models/{model}/infer", content=content, headers=headers)
+        assert r.status_code == status, (message, r.text)
+        if status != 200:
+            assert message in r.json()["error"], r.text
+    binary_v1 = {"inference-header-content-length": "1"}
+    r = await client.post(f"/v1/models/{model}:predict", content=b'{"instances": [[1, 1, 1]]}', headers=binary_v1)
+    assert r.status_code == 400 and "V2 infer route" in r.json()["error"], "V1 is JSON only"
+    assert (await client.post(f"/v2/models/{model}/infer", json=v2([[1, 1, 1]]))).status_code == 200

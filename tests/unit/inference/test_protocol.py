@@ -53,7 +53,16 @@ def test_v2_id_and_output_selection() -> None:
         ({"inputs": []}, "non-empty list"),
         ({"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}, "has 2 columns"),
         ({"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 6 values"),
-        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}]}, "BYTES"),
+        (
+            {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}]},
+            "not a number",
+        ),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BYTES", "data": [1, 2, 3]}]}, "must be strings"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BF32", "data": [1, 2, 3]}]}, "not supported"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "INT8", "data": [1, 300, 3]}]}, "out of range"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "UINT8", "data": [1, -1, 3]}]}, "out of range"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "BOOL", "data": [1, 0, 1]}]}, "true or false"),
+        ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32"}]}, "has no data"),
         ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, "x", 3]}]}, "got 'x'"),
         ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "INT64", "data": [1, 2.5, 3]}]}, "integers"),
         ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, None, 3]}]}, "got None"),
@@ -113,10 +122,11 @@ def test_v1_instances() -> None:
 
 def test_encode_outputs() -> None:
     proba = np.array([[0.25, 0.75]], dtype=np.float32)
-    out = encode_v2_outputs(np.array(["good"]), proba, ("label", "probabilities"))
+    out, binary = encode_v2_outputs(np.array(["good"]), proba, ("label", "probabilities"))
     assert out[0] == {"name": "label", "shape": [1], "datatype": "BYTES", "data": ["good"]}
     assert out[1] == {"name": "probabilities", "shape": [1, 2], "datatype": "FP32", "data": [0.25, 0.75]}
-    assert encode_v2_outputs(np.array([3]), proba, ("label",))[0]["datatype"] == "INT64"
+    assert binary == b"", "JSON unless binary outputs are asked for"
+    assert encode_v2_outputs(np.array([3]), proba, ("label",))[0][0]["datatype"] == "INT64"
 
 
 def test_canary_bucket_is_stable_and_spread() -> None:
