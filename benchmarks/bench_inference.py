@@ -6,8 +6,10 @@ runs as its own process (``driftloop serve inference``, uvloop + httptools) agai
 embedded broker, with validation, canary routing, the prediction log and metrics all on; a
 bare FastAPI + onnxruntime route serves the same ONNX file beside it, and a second inference
 process with the prediction log off. ``wrk`` (Debian package) sends 1-row and 32-row Open
-Inference Protocol V2 requests at 1, 8 and 32 connections to each
-(median of three 4 s runs); in-process
+Inference Protocol V2 requests at 1, 8 and 32 connections to each (median of three 4 s runs),
+as JSON, and to the inference service also as a stock tritonclient sends them by default
+(binary tensor data in, binary outputs back: issue #13 asks for a one-row binary request to
+cost no more than a JSON one, and 32-row binary requests less); in-process
 onnxruntime on the same model is the floor. Targets (issue #5): single-row p99 <= 5 ms at 8
 connections, at least 80% of the bare route's throughput, logging on within 10% of off.
 
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +107,22 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def wrk(url: str, body: str, connections: int, seconds: int, script_dir: Path) -> tuple[float, str, str]:
+@dataclass(frozen=True)
+class Request:
+    """One request body wrk sends over and over, with its headers."""
+
+    body: bytes
+    headers: dict[str, str]
+
+
+def wrk(url: str, request: Request, connections: int, seconds: int, script_dir: Path) -> tuple[float, str, str]:
+    # the body is read from a file: a Lua string literal would mangle the binary tensors' bytes
+    (script_dir / "body.bin").write_bytes(request.body)
+    headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in request.headers.items())
     script = script_dir / "post.lua"
     script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body}]==]\n'
+        f'wrk.method = "POST"\n{headers}'
+        f'local f = assert(io.open("{script_dir / "body.bin"}", "rb"))\nwrk.body = f:read("*a")\nf:close()\n'
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -124,16 +139,30 @@ def wrk(url: str, body: str, connections: int, seconds: int, script_dir: Path) -
     return rate, p50, p99
 
 
-def v2_body(rows: int, rng: np.random.Generator) -> str:
-    data = [[round(float(v), 4) for v in row] for row in rng.normal(size=(rows, 20))]
-    return json.dumps({"inputs": [{"name": "input", "shape": [rows, 20], "datatype": "FP32", "data": data}]})
+def v2_json(X: np.ndarray) -> Request:
+    """A JSON V2 request of the rows ``X``: JSON in, JSON out."""
+    data = [[round(float(v), 4) for v in row] for row in X]
+    body = {"inputs": [{"name": "input", "shape": list(X.shape), "datatype": "FP32", "data": data}]}
+    return Request(json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+def v2_binary(X: np.ndarray) -> Request:
+    """The same rows as a stock tritonclient sends them by default: binary tensors in, binary
+    outputs asked for (``binary_data_output``)."""
+    raw = np.round(X, 4).astype(np.float32).tobytes()
+    tensor = {"name": "input", "shape": list(X.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+    header = json.dumps({"inputs": [tensor], "parameters": {"binary_data_output": True}}).encode()
+    return Request(
+        header + raw,
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
+    )
 
 
 ROUNDS = 3
 """Runs per figure; the median is shown (two cores shared by wrk, three servers and a broker are noisy)."""
 
 
-def median_run(url: str, body: str, connections: int, seconds: int, root: Path) -> tuple[float, str, str]:
+def median_run(url: str, body: Request, connections: int, seconds: int, root: Path) -> tuple[float, str, str]:
     runs = sorted((wrk(url, body, connections, seconds, root) for _ in range(ROUNDS)), key=lambda run: run[0])
     return runs[len(runs) // 2]
 
@@ -173,7 +202,9 @@ def main(seconds: int) -> None:
         print("bench_inference: wrk is not installed (Debian: apt-get install -y wrk); skipped")
         return
     rng = np.random.default_rng(1)
-    bodies = {rows: v2_body(rows, rng) for rows in (1, 32)}
+    rows_of = {rows: rng.normal(size=(rows, 20)) for rows in (1, 32)}
+    bodies = {rows: v2_json(X) for rows, X in rows_of.items()}
+    binary = {rows: v2_binary(X) for rows, X in rows_of.items()}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         root = Path(tmp)
         store = FileStore(root / "store")
@@ -239,8 +270,16 @@ def main(seconds: int) -> None:
                             f"{name:<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
                             f"{vs_bare:>8} {vs_raw:>7}"
                         )
+                    url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+                    rate, p50, p99 = median_run(url, binary[rows], connections, seconds, root)
+                    vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
+                    print(
+                        f"{'driftloop, binary':<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
+                        f"{rate / rates['bare route (ceiling)']:>8.0%} {vs_raw:>7}"
+                    )
                     on, off = rates["driftloop inference"], rates["driftloop, logging off"]
                     print(f"{'  logging on vs off':<24} {rows:>4} {connections:>5} {on / off - 1:>+8.1%}")
+                    print(f"{'  binary vs JSON':<24} {rows:>4} {connections:>5} {rate / on - 1:>+8.1%}")
                     if rows == 1 and connections in ANCHOR:
                         print(f"{'  (anchor: bare route)':<24} {rows:>4} {connections:>5} {ANCHOR[connections]:>8.0f}")
             metrics = f"http://127.0.0.1:{port}/metrics"
