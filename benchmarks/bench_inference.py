@@ -57,12 +57,12 @@ def register_model(
     pipeline = build_estimator(estimator, params, seed=0).fit(X, y)
     onnx, _ = to_onnx(pipeline, X.shape[1])
     # the registry needs a full card; the trainer's runner builds it, so reuse its pieces minimally
-    from services.trainer import core
     from shared.events import GateVerdict
+    from shared.reference import build_reference
     from shared.registry import CodeVersion, InputSchema, ModelCard
 
     proba = pipeline.predict_proba(X[:500])
-    ref = core.reference(X, features, pipeline.predict(X[:500]), proba, [0, 1])
+    ref = build_reference(X, features, pipeline.predict(X[:500]), proba, [0, 1])
 
     def card(version: int, key: str, sha: str) -> ModelCard:
         return ModelCard(

@@ -1,9 +1,9 @@
 """Drift detection quality and speed of the monitor's core, on River's drift generators.
 
-Each generator is streamed through :class:`~services.monitor.core.ModelDrift` as the monitor
+Each generator is streamed through :class:`~services.monitor.drift.ModelDrift` as the monitor
 service runs it: a scikit-learn model is fitted on the first regime, its reference is built by
 the trainer's own ``reference(...)`` (training-window features, holdout predictions), and every
-event's features, predicted label and probabilities go to ``observe_prediction`` while the
+event's features, predicted label and probabilities go to ``observe_predictions`` while the
 joined 0/1 error goes to ``observe_outcome`` (default monitoring spec: ADWIN on features and on
 errors, PSI windows of 1,000, 200 confirmation samples).
 
@@ -17,8 +17,8 @@ errors, PSI windows of 1,000, 200 confirmation samples).
   (``math.exp`` overflows in its sigmoid). Target < 1,000; a change not confirmed within
   ``--after`` samples counts as missed (FAIL).
 * **Throughput**: predictions/s of one ``ModelDrift`` on 20-feature rows (River's Hyperplane),
-  row by row (``observe_prediction``, what ``handlers.py`` calls) and per message
-  (``observe_predictions`` on batches of ``--batch`` rows), without and with the outcome stream
+  per message (``observe_predictions`` on batches of ``--batch`` rows, as ``handlers.py`` calls
+  it for each ``PredictionsLogged``), without and with the outcome stream
   (one ``observe_outcome`` per prediction). Best of ``--repeats``. Target >= 20,000/s.
 
     .venv/bin/python benchmarks/bench_monitor.py              # about 1-2 minutes
@@ -43,9 +43,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-from services.monitor.core import ModelDrift
-from services.trainer.core import reference
-from shared.registry import Reference
+from services.monitor.drift import ModelDrift
+from shared.reference import Reference
+from shared.reference import build_reference as reference
 from shared.spec import MonitoringSpec
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -166,8 +166,7 @@ def stream(trained: Trained, X: NDArray[np.float64], y: NDArray[np.int64], chang
         zip(X.tolist(), predicted.tolist(), proba.tolist(), y.tolist(), strict=True)
     ):
         at = T0 + i * STEP
-        features = dict(zip(trained.names, row, strict=True))
-        alarms = drift.observe_prediction(features, label, dict(zip(classes, p, strict=True)), at).alarms
+        alarms = drift.observe_predictions(trained.names, [row], [label], [p], classes, [at]).alarms
         alarms += drift.observe_outcome(label != truth, at).alarms
         for alarm in alarms:
             after_change = change_at is not None and i >= change_at
@@ -217,7 +216,7 @@ def quality(case: Case, stable: int, seeds: int, before: int, after: int) -> Qua
 
 
 def throughput(rows: int, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Predictions/s on 20-feature rows: row by row and per message, without and with outcomes
+    """Predictions/s on 20-feature rows per message, without and with outcomes
     (wall clock, and per CPU second of this process -- steadier on a shared machine)."""
     case = Case(
         "Hyperplane-20",
@@ -232,18 +231,7 @@ def throughput(rows: int, batch: int, repeats: int) -> dict[str, tuple[float, fl
     errors = [p != t for p, t in zip(predicted, y.tolist(), strict=True)]
     classes = [str(c) for c in trained.model.classes_]
     times = [T0 + i * STEP for i in range(rows)]
-    dicts = [dict(zip(trained.names, r, strict=True)) for r in X.tolist()]
-    probas = [dict(zip(classes, p, strict=True)) for p in proba.tolist()]
     matrix, proba_rows = X.tolist(), proba.tolist()
-
-    def rowwise(outcomes: bool) -> tuple[float, float]:
-        drift = ModelDrift("bench", 1, trained.reference, MonitoringSpec())
-        wall, cpu = time.perf_counter(), time.process_time()
-        for i in range(rows):
-            drift.observe_prediction(dicts[i], predicted[i], probas[i], times[i])
-            if outcomes:
-                drift.observe_outcome(errors[i], times[i])
-        return rows / (time.perf_counter() - wall), rows / (time.process_time() - cpu)
 
     def batched(outcomes: bool) -> tuple[float, float]:
         drift = ModelDrift("bench", 1, trained.reference, MonitoringSpec())
@@ -258,8 +246,6 @@ def throughput(rows: int, batch: int, repeats: int) -> dict[str, tuple[float, fl
 
     results: dict[str, tuple[float, float]] = {}
     for label, run, outcomes in [
-        ("observe_prediction (row by row)", rowwise, False),
-        ("observe_prediction + observe_outcome", rowwise, True),
         (f"observe_predictions (batches of {batch})", batched, False),
         (f"observe_predictions + observe_outcome (batches of {batch})", batched, True),
     ]:

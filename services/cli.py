@@ -22,7 +22,7 @@ from rich.table import Table
 
 from services.console import emit_json, settings_from
 from services.models_cli import add_models_parser
-from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig, service_available
+from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig
 from shared import __version__
 from shared.bus import KafkaOptions
 from shared.config import build_store
@@ -32,9 +32,6 @@ from shared.lifecycle import configure_logging
 from shared.spec import SpecCatalog, apply_spec
 
 log = logging.getLogger("driftloop")
-
-ISSUE_OF_SERVICE = {"ingest": 3, "trainer": 4, "inference": 5, "monitor": 6}
-EXIT_USAGE = 2
 
 
 def _data_dir_default() -> Path:
@@ -87,8 +84,6 @@ def _print_endpoints(console: Console, stack: LocalStack, endpoints: dict[str, o
     table.add_row("object store (FileStore)", str(stack.store_root))
     for child in stack.children:
         table.add_row(f"{child.name} service", child.url)
-    for name in stack.missing:
-        table.add_row(f"{name} service", f"[yellow]not built yet (issue #{ISSUE_OF_SERVICE[name]})[/yellow]")
     table.add_row("endpoints file", str(stack.endpoints_path))
     table.add_row("logs", str(stack.log_dir))
     console.print(table)
@@ -130,22 +125,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run one service in the foreground against the configured Kafka and store."""
-    name: str = args.service
-    if not service_available(name):
-        log.error(
-            "the %s service is not built yet (issue #%d); services available: %s",
-            name,
-            ISSUE_OF_SERVICE[name],
-            ", ".join(n for n in SERVICE_NAMES if service_available(n)) or "none",
-        )
-        return EXIT_USAGE
-    app = importlib.import_module(f"services.{name}.app")
+    app = importlib.import_module(f"services.{args.service}.app")
     code: int = app.main()
     return code
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the local stack, run the demo scenario with what is built, stop."""
+    """Start the local stack, run the demo scenario, stop."""
     from services.demo import DemoPlan, run_demo
 
     console = Console(stderr=True)
@@ -281,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "up",
         help="run the whole system on this machine",
-        description="Start the embedded Kafka-protocol broker, a FileStore under --data-dir and every built "
+        description="Start the embedded Kafka-protocol broker, a FileStore under --data-dir and every "
         "service; write <data-dir>/endpoints.json; stop everything on Ctrl-C or SIGTERM.",
     )
     _add_stack_flags(up, _data_dir_default())

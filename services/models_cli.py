@@ -19,18 +19,10 @@ from services.console import emit_json, settings_from
 from shared.bus import KafkaOptions, Publisher
 from shared.config import DriftloopSettings, build_store
 from shared.datasets import DatasetRepository
-from shared.errors import DriftloopError, InvalidInput, ModelNotFound
+from shared.errors import Forbidden, InvalidInput, ModelNotFound
 from shared.events import DeploymentChanged
-from shared.registry import ALIASES, Alias, AliasChange, Registry
+from shared.registry import ALIASES, PRODUCTION, AliasChange, Registry
 from shared.spec import SpecCatalog
-
-PRODUCTION: Alias = "production"
-
-
-class Forbidden(DriftloopError):
-    """The admin token is missing or wrong."""
-
-    status_code = 403
 
 
 def _check_token(settings: DriftloopSettings, given: str | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -37,14 +36,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = ("ingest", "trainer", "inference", "monitor")
 DEFAULT_PORTS = {"kafka": 9092, "inference": 8000, "ingest": 8001, "monitor": 8002, "trainer": 8003}
-
-
-def service_available(name: str) -> bool:
-    """True once ``services/<name>/app.py`` exists (the service has been built)."""
-    try:
-        return importlib.util.find_spec(f"services.{name}.app") is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def pid_alive(pid: int) -> bool:
@@ -85,6 +76,10 @@ class ChildService:
 class LocalStack:
     """Starts and stops the embedded stack; usable as a context manager."""
 
+    missing: tuple[str, ...] = ()
+    """Always empty: every service is built. Stays only while services/demo.py and
+    benchmarks/bench_loop.py still test it; it goes with their checks."""
+
     def __init__(self, config: StackConfig) -> None:
         config.ports = {name: port or free_port() for name, port in config.ports.items()}  # 0: any free port
         self.config = config
@@ -93,7 +88,6 @@ class LocalStack:
         self.log_dir = self.data_dir / "logs"
         self.broker = EmbeddedBroker(port=config.ports["kafka"], log_path=self.log_dir / "kafka.log")
         self.children: list[ChildService] = []
-        self.missing: list[str] = [n for n in SERVICE_NAMES if not service_available(n)]
 
     @property
     def endpoints_path(self) -> Path:
@@ -128,8 +122,7 @@ class LocalStack:
         options = KafkaOptions(bootstrap=self.broker.bootstrap, client_id="driftloop-up", idempotence=False)
         asyncio.run(ensure_topics(options, all_topics_with_dlq(), partitions=self.config.partitions))
         for name in SERVICE_NAMES:
-            if name not in self.missing:
-                self.children.append(self._spawn(name))
+            self.children.append(self._spawn(name))
         endpoints = self.endpoints()
         tmp = self.endpoints_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(endpoints, indent=2))
@@ -146,7 +139,6 @@ class LocalStack:
             "topics": list(topics.ALL),
             "store": {"kind": "file", "root": str(self.store_root)},
             "services": {c.name: c.url for c in self.children},
-            "not_yet_built": list(self.missing),
             "logs": str(self.log_dir),
         }
 

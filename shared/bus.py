@@ -32,7 +32,7 @@ from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from shared import topics as topic_names
 from shared.config import DriftloopSettings
-from shared.errors import BrokerUnavailable, DriftloopError, InvalidEvent, StoreError
+from shared.errors import BrokerUnavailable, CorruptArtifact, DriftloopError, InvalidEvent, StoreError
 from shared.events import (
     Contract,
     DeadLetter,
@@ -309,9 +309,80 @@ Handler = Callable[[T, Delivery], Awaitable[None]]
 Decoder = Callable[[str, bytes], T]
 
 
-class _Outcome(Enum):
+class Outcome(Enum):
+    """What became of one message: handled (or dead-lettered), or to be tried again later."""
+
     DONE = "done"
     RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A message that can never be handled, and why (it goes to ``<topic>.dlq``)."""
+
+    reason: str
+
+
+class MessagePolicy(Generic[T]):
+    """Decode a message and run its handler; say whether it is done, to retry, or a dead letter.
+
+    One policy for every consumer, the bus's :class:`Subscriber` and the monitor's faust agents
+    alike: what does not decode is a dead letter at once; a transient failure (broker, store,
+    OS: :data:`TRANSIENT_ERRORS`) is retried for as long as it lasts, so an outage loses
+    nothing; a :class:`DriftloopError` with a 4xx status says the message itself is bad and is
+    a dead letter, and so is a :class:`CorruptArtifact` (what it needs is broken for good); any
+    other exception (a bug, perhaps one a retry gets past) is retried
+    ``max_attempts`` times, then dead-lettered.
+    """
+
+    def __init__(self, handler: Handler[T], decode: Decoder[T] | None = None, max_attempts: int = 5) -> None:
+        self._handler = handler
+        self._decode: Decoder[Any] = decode or decode_event
+        self.max_attempts = max_attempts
+        self._failures: dict[tuple[str, int, int], int] = {}
+
+    async def __call__(self, delivery: Delivery) -> Outcome | Refused:
+        """Handle one delivery."""
+        where = f"{delivery.topic}[{delivery.partition}]@{delivery.offset}"
+        try:
+            if delivery.value is None:
+                raise InvalidEvent("message has no value (tombstone)")
+            message = self._decode(delivery.topic, delivery.value)
+        except InvalidEvent as err:
+            return Refused(err.message)
+        except Exception as err:  # a decoder bug must not stop the partition forever
+            return Refused(f"cannot decode: {type(err).__name__}: {err}")
+        key = (delivery.topic, delivery.partition, delivery.offset)
+        try:
+            await self._handler(message, delivery)
+        except CorruptArtifact as err:  # a StoreError, but bad bytes do not mend by waiting
+            self._failures.pop(key, None)
+            return Refused(f"{type(err).__name__}: {err.message}")
+        except TRANSIENT_ERRORS as err:
+            log.warning("%s: transient failure, will retry: %s", where, err)
+            return Outcome.RETRY
+        except DriftloopError as err:
+            if 400 <= err.status_code < 500:
+                self._failures.pop(key, None)
+                return Refused(f"{type(err).__name__}: {err.message}")
+            failure: Exception = err
+        except Exception as err:
+            failure = err
+        else:
+            if self._failures:
+                self._failures.pop(key, None)
+            return Outcome.DONE
+        attempts = self._failures.get(key, 0) + 1
+        self._failures[key] = attempts
+        log.error("%s: handler failed (attempt %d of %d)", where, attempts, self.max_attempts, exc_info=failure)
+        if attempts < self.max_attempts:
+            return Outcome.RETRY
+        self._failures.pop(key, None)
+        return Refused(f"handler failed {attempts} times: {type(failure).__name__}: {failure}")
+
+    def forget(self, lost: Callable[[str, int], bool]) -> None:
+        """Drop the failure counts of partitions this replica no longer owns."""
+        self._failures = {k: v for k, v in self._failures.items() if not lost(k[0], k[1])}
 
 
 @dataclass
@@ -392,10 +463,8 @@ class Subscriber(Generic[T]):
         self.options = options
         self.group_id = group_id
         self.topics = list(topics)
-        self._handler = handler
+        self._policy = MessagePolicy(handler, decode, max_attempts)
         self._publisher = publisher
-        self._decode: Decoder[Any] = decode or decode_event
-        self.max_attempts = max_attempts
         self.max_records = max_records
         self.auto_offset_reset = auto_offset_reset
         self.poll_timeout_ms = poll_timeout_ms
@@ -409,7 +478,6 @@ class Subscriber(Generic[T]):
         self._assignors: tuple[type, ...] = (
             (RangePartitionAssignor,) if co_partitioned else (RoundRobinPartitionAssignor,)
         )
-        self._failures: dict[tuple[TopicPartition, int], int] = {}
         self._backoff = Backoff()
         self.started = asyncio.Event()
 
@@ -488,7 +556,7 @@ class Subscriber(Generic[T]):
                             consumer.seek(tp, record.offset)
                             break
                         outcome = await self._handle(tp, record)
-                        if outcome is _Outcome.RETRY:
+                        if outcome is Outcome.RETRY:
                             consumer.seek(tp, record.offset)
                             retry_delay = max(retry_delay, self._backoff.next_delay())
                             break
@@ -520,7 +588,7 @@ class Subscriber(Generic[T]):
             await consumer.stop()
             log.info("consumer %s closed", self.group_id)
 
-    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> _Outcome:
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Outcome:
         delivery = Delivery(
             topic=record.topic,
             partition=record.partition,
@@ -530,58 +598,23 @@ class Subscriber(Generic[T]):
             timestamp_ms=record.timestamp,
             headers=tuple(record.headers or ()),
         )
-        try:
-            if record.value is None:
-                raise InvalidEvent("message has no value (tombstone)")
-            message = self._decode(record.topic, record.value)
-        except InvalidEvent as err:
-            return await self._dead_letter(delivery, err.message)
-        except Exception as err:  # a decoder bug must not stop the partition forever
-            return await self._dead_letter(delivery, f"cannot decode: {type(err).__name__}: {err}")
-        try:
-            await self._handler(message, delivery)
-        except TRANSIENT_ERRORS as err:
-            log.warning("%s[%d]@%d: transient failure, will retry: %s", tp.topic, tp.partition, record.offset, err)
-            return _Outcome.RETRY
-        except DriftloopError as err:
-            if 400 <= err.status_code < 500:
-                return await self._dead_letter(delivery, f"{type(err).__name__}: {err.message}")
-            failure: Exception = err
-        except Exception as err:
-            failure = err
-        else:
-            if self._failures:
-                self._failures.pop((tp, record.offset), None)
+        verdict = await self._policy(delivery)
+        if isinstance(verdict, Refused):
+            return await self._dead_letter(delivery, verdict.reason)
+        if verdict is Outcome.DONE:
             self.stats.handled += 1
-            return _Outcome.DONE
-        attempts = self._failures.get((tp, record.offset), 0) + 1
-        self._failures[(tp, record.offset)] = attempts
-        log.error(
-            "%s[%d]@%d: handler failed (attempt %d of %d)",
-            tp.topic,
-            tp.partition,
-            record.offset,
-            attempts,
-            self.max_attempts,
-            exc_info=failure,
-        )
-        if attempts < self.max_attempts:
-            return _Outcome.RETRY
-        self._failures.pop((tp, record.offset), None)
-        return await self._dead_letter(
-            delivery, f"handler failed {attempts} times: {type(failure).__name__}: {failure}"
-        )
+        return verdict
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> _Outcome:
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> Outcome:
         try:
             await self._publisher.dead_letter(delivery.position, delivery.key, delivery.value, reason)
         except TRANSIENT_ERRORS as err:
             log.warning("cannot write dead letter to %s yet (%s); will retry", topic_names.dlq(delivery.topic), err)
-            return _Outcome.RETRY
+            return Outcome.RETRY
         self.stats.dead_lettered += 1
         short = reason.split(":", 1)[0]
         self.stats.dead_letter_reasons[short] = self.stats.dead_letter_reasons.get(short, 0) + 1
-        return _Outcome.DONE
+        return Outcome.DONE
 
     def release(self) -> None:
         """Mark every message handled so far as durable, hence committable (deferred mode)."""
@@ -615,4 +648,4 @@ class Subscriber(Generic[T]):
         for tp in revoked:
             self._pending.pop(tp, None)
             self._handled.pop(tp, None)
-        self._failures = {k: v for k, v in self._failures.items() if k[0] not in revoked}
+        self._policy.forget(lambda topic, partition: TopicPartition(topic, partition) in revoked)

@@ -34,8 +34,8 @@ import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.errors import AlreadyExists, KeyNotFound, NotFound
-from shared.events import Label, UtcDatetime, utc_now
+from shared.errors import AlreadyExists, CorruptArtifact, KeyNotFound, NotFound
+from shared.events import DatasetVersionCreated, Label, UtcDatetime, utc_now
 from shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,18 @@ class DatasetManifest(BaseModel):
         total = sum(self.label_counts.values())
         return {k: v / total for k, v in self.label_counts.items()} if total else {}
 
+    def announcement(self) -> DatasetVersionCreated:
+        """The ``datasets`` event that says this version exists."""
+        return DatasetVersionCreated(
+            model=self.model,
+            version=self.version,
+            manifest_key=manifest_key(self.model, self.version),
+            rows_total=self.rows_total,
+            rows_added=self.rows_added,
+            label_counts=self.label_counts,
+            schema_hash=self.schema_hash,
+        )
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -303,10 +315,10 @@ class DatasetRepository:
         return DatasetManifest.model_validate_json(data)
 
     def shard_table(self, shard: ShardInfo, columns: Sequence[str] | None = None) -> pa.Table:
-        """A shard's rows; verifies its sha256."""
+        """A shard's rows; verifies its sha256 (:class:`CorruptArtifact` when it does not match)."""
         data = self.store.get(shard.key)
         if hashlib.sha256(data).hexdigest() != shard.sha256:
-            raise NotFound(f"shard {shard.key} is corrupt: its sha256 does not match the manifest")
+            raise CorruptArtifact(f"shard {shard.key} is corrupt: its sha256 does not match the manifest")
         table = decode_shard(data)
         return table.select(list(columns)) if columns is not None else table
 

@@ -1,8 +1,9 @@
-"""HTTP plumbing every service shares: health and metrics routes, and a uvicorn runner.
+"""HTTP plumbing every service shares: health and metrics routes, error responses, a uvicorn runner.
 
 Each service mounts ``/health/live``, ``/health/ready`` and ``/metrics`` (Prometheus) on its
 FastAPI app and runs it with :class:`HttpServer`, which leaves signal handling to the
-service's lifecycle (uvicorn would otherwise take SIGTERM for itself).
+service's lifecycle (uvicorn would otherwise take SIGTERM for itself). Every error a route
+answers with goes through :func:`encode_error`, the one mapping from an error to HTTP.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.errors import DriftloopError
+from shared.errors import DriftloopError, http_status
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,48 @@ def add_health_routes(app: FastAPI, registry: CollectorRegistry, ready: Callable
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def add_error_handler(app: FastAPI) -> None:
-    """Map every :class:`DriftloopError` to ``{"error": message}`` with its status code."""
+INTERNAL_ERROR = "internal error; see the service log"
+"""What a client is told of an error that is not a :class:`DriftloopError` (the log has the rest)."""
+_INTERNAL_ERROR_BODY = orjson.dumps({"error": INTERNAL_ERROR})
+
+
+def encode_error(err: Exception) -> tuple[int, bytes]:
+    """The status and JSON body of the response to ``err``: the one mapping from errors to HTTP.
+
+    A :class:`DriftloopError` answers ``{"error": message}`` with its status from
+    :data:`shared.errors.HTTP_STATUS`; any other exception is a 500 that leaks no detail (the
+    caller logs it). Raw ASGI routes send these bytes as they are; FastAPI routes wrap them
+    with :func:`error_response`.
+
+    >>> from shared.errors import ModelNotFound
+    >>> encode_error(ModelNotFound("no model credit"))
+    (404, b'{"error":"no model credit"}')
+    >>> encode_error(KeyError("secret detail"))
+    (500, b'{"error":"internal error; see the service log"}')
+    """
+    if isinstance(err, DriftloopError):
+        return http_status(err), orjson.dumps({"error": err.message})
+    return 500, _INTERNAL_ERROR_BODY
+
+
+def error_response(err: Exception) -> Response:
+    """:func:`encode_error` as a FastAPI response."""
+    status, body = encode_error(err)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+def add_error_handler(app: FastAPI, observe: Callable[[Request, int], None] | None = None) -> None:
+    """Answer every :class:`DriftloopError` a route raises with :func:`error_response`.
+
+    ``observe(request, status)``, when given, sees each one first (a service's request metrics).
+    """
 
     @app.exception_handler(DriftloopError)
-    async def driftloop_error(request: Request, exc: DriftloopError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+    async def driftloop_error(request: Request, exc: DriftloopError) -> Response:
+        response = error_response(exc)
+        if observe is not None:
+            observe(request, response.status_code)
+        return response
 
 
 class _QuietServer(uvicorn.Server):

@@ -40,24 +40,22 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.datasets import FeatureStats
-from shared.errors import AlreadyExists, InvalidInput, KeyNotFound, ModelNotFound, StoreError
+from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, KeyNotFound, ModelNotFound, StoreError
 from shared.events import GateVerdict, Label, UtcDatetime, utc_now
+from shared.reference import Reference
 from shared.store import ObjectStore
 
 __all__ = [
     "ALIASES",
+    "CANARY",
+    "PRODUCTION",
+    "SHADOW",
     "MAX_ATTEMPTS",
     "Alias",
     "AliasChange",
     "CodeVersion",
-    "CorruptArtifact",
-    "FeatureReference",
     "InputSchema",
     "ModelCard",
-    "PredictionReference",
-    "Reference",
-    "ReferenceHistogram",
     "Registry",
     "alias_key",
     "card_key",
@@ -71,6 +69,9 @@ log = logging.getLogger(__name__)
 Alias = Literal["production", "canary", "shadow"]
 ALIASES: tuple[Alias, ...] = get_args(Alias)
 """Every alias, production first."""
+PRODUCTION: Alias = "production"
+CANARY: Alias = "canary"
+SHADOW: Alias = "shadow"
 
 MAX_ATTEMPTS = 100
 """How many numbers a registration (or sequence numbers an alias change) tries before giving up."""
@@ -79,43 +80,8 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 """The same rule as :data:`shared.events.ModelName`: a model name is one key segment."""
 
 
-class CorruptArtifact(StoreError):
-    """A registry object fails its integrity check: the artifact's bytes do not match the card's
-    sha256, the artifact is missing behind a card, or a card or alias record cannot be parsed."""
-
-
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReferenceHistogram(_Frozen):
-    """Bin edges and the share of values in each bin (``len(edges) == len(proportions) + 1``)."""
-
-    edges: list[float]
-    proportions: list[float]
-
-
-class FeatureReference(_Frozen):
-    """A feature as the model saw it in training."""
-
-    stats: FeatureStats
-    histogram: ReferenceHistogram
-
-
-class PredictionReference(_Frozen):
-    """The model's predictions on its holdout."""
-
-    label_distribution: dict[str, float]
-    """Share of each predicted class."""
-    probability_histograms: dict[str, ReferenceHistogram]
-    """Per class, the histogram of its predicted probability."""
-
-
-class Reference(_Frozen):
-    """What normal looks like, for the monitor's drift detectors."""
-
-    features: dict[str, FeatureReference]
-    predictions: PredictionReference
 
 
 class CodeVersion(_Frozen):

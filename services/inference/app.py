@@ -2,7 +2,8 @@
 
 Routes translate HTTP to :class:`InferenceHandlers` calls and back: the Open Inference Protocol
 V2 (KServe, Triton, MLServer) and KServe V1 ``:predict``. Every client error is a 4xx with
-``{"error": "..."}``; the body size is capped before it is parsed.
+``{"error": "..."}`` (the one mapping, :func:`shared.http.encode_error`); the body size is
+capped before it is parsed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from services.inference.protocol import OUTPUT_NAMES
 from shared import __version__, topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
-from shared.errors import DriftloopError
+from shared.errors import InvalidInput, VersionNotLoaded
+from shared.http import add_error_handler, error_response
 from shared.lifecycle import configure_logging, run_forever
 from shared.registry import Registry
 from shared.service import BusService
@@ -146,23 +148,22 @@ def add_routes(service: InferenceService) -> None:
     handlers = service.handlers
     metrics = service.metrics
 
-    @app.exception_handler(DriftloopError)
-    async def driftloop_error(request: Request, exc: DriftloopError) -> Response:
-        model = request.path_params.get("model", "")
-        metrics.requests.labels(model, "", "", str(exc.status_code)).inc()
-        return _json({"error": exc.message}, exc.status_code)
+    def count_error(request: Request, status: int) -> None:
+        metrics.requests.labels(request.path_params.get("model", ""), "", "", str(status)).inc()
+
+    add_error_handler(app, count_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = [
             f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'path')}: {e.get('msg')}" for e in exc.errors()
         ]
-        return _json({"error": "; ".join(problems)}, 422)
+        return error_response(InvalidInput("; ".join(problems)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error on %s", request.url.path)
-        return _json({"error": "internal error; see the service log"}, 500)
+        return error_response(exc)
 
     @app.get("/v2/health/live")
     async def v2_live() -> Response:
@@ -183,7 +184,7 @@ def add_routes(service: InferenceService) -> None:
         slots = handlers.model_slots(model)
         loaded = slots.find(version) if version is not None else slots.champion
         if loaded is None:
-            raise ModelNotServed(f"model {model!r} version {version} is not loaded; call its infer route to load it")
+            raise VersionNotLoaded(f"model {model!r} version {version} is not loaded; call its infer route to load it")
         n_classes = len(loaded.classes)
         label_type = "BYTES" if any(isinstance(c, str) for c in loaded.classes) else "INT64"
         return {
@@ -225,12 +226,6 @@ def add_routes(service: InferenceService) -> None:
         slots = handlers.slots.get(model)
         ready = slots is not None and slots.find(version) is not None
         return _json({"name": model, "version": str(version), "ready": ready}, 200 if ready else 404)
-
-
-class ModelNotServed(DriftloopError):
-    """A version exists but is not loaded on this replica."""
-
-    status_code = 404
 
 
 def main() -> int:

@@ -13,11 +13,9 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
 from services.inference.metrics import InferenceMetrics
@@ -26,8 +24,8 @@ from services.inference.protocol import InferenceRequest
 from services.inference.runtime import LoadedModel, ModelSlots, Variant, load_version
 from shared.bus import Delivery
 from shared.errors import ModelNotFound
-from shared.events import DeploymentChanged, TrainingCompleted
-from shared.registry import Registry
+from shared.events import DeploymentChanged, PredictionsLogged, TrainingCompleted, rfc3339
+from shared.registry import ALIASES, PRODUCTION, Registry
 from shared.spec import SpecCatalog
 
 log = logging.getLogger(__name__)
@@ -84,11 +82,11 @@ class InferenceHandlers:
             spec = await asyncio.to_thread(self.catalog.get, model)
             optional = frozenset(f.name for f in spec.features if f.allow_missing) if spec else frozenset()
             slots = self.slots.get(model) or ModelSlots()
-            for alias in ("production", "canary", "shadow"):
+            for alias in ALIASES:
                 wanted = aliases.get(alias)
-                current = slots.champion if alias == "production" else getattr(slots, alias)
+                current = slots.champion if alias == PRODUCTION else getattr(slots, alias)
                 if wanted is None:
-                    if alias != "production":
+                    if alias != PRODUCTION:
                         setattr(slots, alias, None)
                     continue
                 if current is not None and current.version == wanted:
@@ -96,7 +94,7 @@ class InferenceHandlers:
                 loaded = slots.find(wanted) or await self._load(model, wanted, optional)
                 if loaded is None:
                     continue  # the current version keeps serving
-                if alias == "production":
+                if alias == PRODUCTION:
                     slots.champion = loaded
                 else:
                     setattr(slots, alias, loaded)
@@ -246,33 +244,23 @@ def encode_predictions(served: list[Served]) -> list[tuple[bytes, bytes, int]]:
     return messages
 
 
-def _rfc3339(epoch: float) -> str:
-    """UTC text of a time, once per request (the same for each of its rows)."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
-
-
 def _message(group: list[Served]) -> tuple[bytes, bytes, int]:
+    """One ``PredictionsLogged`` of a run of served requests (the event writes its own JSON from
+    these columns: :meth:`~shared.events.PredictionsLogged.encode_columns`)."""
     first = group[0]
     loaded = first.loaded
     labels = np.concatenate([g.labels for g in group])
-    rows = labels.shape[0]
-    value = orjson.dumps(
-        {
-            "schema_version": 1,
-            "event_id": str(uuid.uuid4()),
-            "occurred_at": datetime.now(UTC),
-            "model": loaded.model,
-            "version": loaded.version,
-            "variant": first.variant,
-            "feature_names": list(loaded.schema.features),
-            "classes": [str(c) for c in loaded.classes],
-            "inference_ids": [row_id for g in group for row_id in g.row_ids()],
-            "features": np.concatenate([g.X for g in group]),  # NaN (a missing value) is written as null
-            "labels": labels if labels.dtype.kind in "iu" else labels.tolist(),
-            "probabilities": np.concatenate([g.probabilities for g in group]),
-            "latency_ms": [v for g in group for v in [g.latency_ms] * g.X.shape[0]],
-            "predicted_at": [v for g in group for v in [_rfc3339(g.at)] * g.X.shape[0]],
-        },
-        option=orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY,
+    value = PredictionsLogged.encode_columns(
+        model=loaded.model,
+        version=loaded.version,
+        variant=first.variant,
+        feature_names=list(loaded.schema.features),
+        classes=[str(c) for c in loaded.classes],
+        inference_ids=[row_id for g in group for row_id in g.row_ids()],
+        features=np.concatenate([g.X for g in group]),
+        labels=labels if labels.dtype.kind in "iu" else labels.tolist(),
+        probabilities=np.concatenate([g.probabilities for g in group]),
+        latency_ms=[v for g in group for v in [g.latency_ms] * g.X.shape[0]],
+        predicted_at=[v for g in group for v in [rfc3339(g.at)] * g.X.shape[0]],
     )
-    return loaded.model.encode(), value, rows
+    return loaded.model.encode(), value, labels.shape[0]

@@ -9,8 +9,9 @@ is sent with two ASGI messages — JSON, or a JSON header and binary outputs whe
 uses the binary tensor data extension (:mod:`.binary`). Every other route — health, metadata,
 metrics, the OpenAPI docs — is FastAPI's.
 
-Errors follow the service-wide mapping: a :class:`DriftloopError` is its status with
-``{"error": "..."}``, anything else a logged 500 with no detail leaked.
+Errors take their status and body from the one mapping, :func:`shared.http.encode_error`: a
+:class:`DriftloopError` is its status with ``{"error": "..."}``, anything else a logged 500 with
+no detail leaked.
 """
 
 from __future__ import annotations
@@ -28,7 +29,15 @@ from services.inference.binary import split_body
 from services.inference.handlers import Answer, InferenceHandlers
 from services.inference.metrics import InferenceMetrics
 from services.inference.protocol import InferenceRequest, decode_v1, decode_v2, encode_v2_outputs
-from shared.errors import DriftloopError, InvalidInput, MalformedRequest, PayloadTooLarge, UnsupportedEncoding
+from shared.errors import (
+    DriftloopError,
+    InvalidInput,
+    MalformedRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnsupportedEncoding,
+)
+from shared.http import encode_error
 
 log = logging.getLogger("driftloop.inference")
 
@@ -40,6 +49,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = (b"content-type", b"application/json")
 OCTETS = (b"content-type", b"application/octet-stream")
+ALLOW_POST = [(b"allow", b"POST")]
 
 
 @dataclass
@@ -50,12 +60,6 @@ class Body:
     inference_id: str | None = None
     header_length: bytes | None = None  # Inference-Header-Content-Length: the binary extension
     encoding: str = ""  # Content-Encoding
-
-
-class MethodNotAllowed(DriftloopError):
-    """A prediction route called with another method than POST."""
-
-    status_code = 405
 
 
 @dataclass(frozen=True)
@@ -124,14 +128,14 @@ class PredictRoutes:
         except DriftloopError as err:
             await self._error(send, route.model, err)
             return
-        except Exception:
+        except Exception as err:
             log.exception("unexpected error on %s", scope["path"])
-            await _send(send, 500, {"error": "internal error; see the service log"})
+            await _send(send, *encode_error(err))
             return
         await _send(
             send,
             status,
-            payload,
+            orjson.dumps(payload),
             [(b"x-inference-id", answer.inference_id.encode()), (b"x-model-version", str(answer.version).encode())],
             binary,
         )
@@ -244,17 +248,16 @@ class PredictRoutes:
         return lambda: handlers.shadow(model, request, answer.inference_id)
 
     async def _error(self, send: Send, model: str, err: DriftloopError) -> None:
+        status, body = encode_error(err)
         served = model if model in self.handlers.slots else ""  # callers cannot grow the label set
-        self.metrics.requests.labels(served, "", "", str(err.status_code)).inc()
-        headers = [(b"allow", b"POST")] if isinstance(err, MethodNotAllowed) else []
-        await _send(send, err.status_code, {"error": err.message}, headers)
+        self.metrics.requests.labels(served, "", "", str(status)).inc()
+        await _send(send, status, body, ALLOW_POST if isinstance(err, MethodNotAllowed) else None)
 
 
 async def _send(
-    send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None, binary: bytes = b""
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None, binary: bytes = b""
 ) -> None:
-    """One JSON response; with ``binary``, the JSON header then those bytes (the binary extension)."""
-    body = orjson.dumps(payload)
+    """One JSON response (``body``); with ``binary``, that JSON header then those bytes (the binary extension)."""
     if binary:
         framing = [OCTETS, (b"inference-header-content-length", str(len(body)).encode())]
         body += binary

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.datasets import AcceptedRecord, label_shift
+from shared.spec import ModelSpec
 
 MIN_ROWS_FOR_LABEL_SHIFT = 100
 MIN_RECORDS_FOR_REJECTION_ALARM = 20
@@ -24,6 +25,8 @@ class ModelWindow:
 
     records: list[AcceptedRecord] = field(default_factory=list)
     ids: set[str] = field(default_factory=set)
+    spec: ModelSpec | None = None
+    """The spec the records were validated against: they are stored under its schema."""
     rejected_by_rule: Counter[str] = field(default_factory=Counter)
     rejected: int = 0
     duplicates: int = 0

@@ -25,7 +25,7 @@ from shared import topics
 from shared.bus import Delivery, Publisher, confirm
 from shared.datasets import DatasetManifest, DatasetRepository
 from shared.errors import NotFound
-from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, RejectionReason, encode_event
+from shared.events import AnnotationRejected, AnnotationSubmitted, RejectionReason, encode_event
 from shared.spec import ModelSpec, SpecCatalog
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ class IngestHandlers:
             window.duplicates += 1
             self.metrics.duplicates.labels(model).inc()
             return
+        assert spec is not None  # the record was validated against it
+        if window.records and window.spec is not spec and _schema_changed(window.spec, spec):
+            await self.flush()  # the waiting records are stored under the schema they were checked against
+            window = self._window(model)
+        window.spec = spec
         window.accept(result)
 
     def _validator(self, spec: ModelSpec) -> RecordValidator:
@@ -178,8 +183,10 @@ class IngestHandlers:
             self.release()
 
     async def _flush_model(self, model: str, window: ModelWindow) -> None:
-        spec = self.catalog.cached(model)
-        if spec is None:  # the spec was deleted while records waited: keep them, on the last known schema
+        # Records are stored under the spec they were validated against, even if it changed or
+        # was deleted since; a window of rejections alone is checked against the current one.
+        spec = window.spec or self.catalog.cached(model)
+        if spec is None:
             spec = await asyncio.to_thread(self.catalog.get, model)
         cursor = self.cursors.setdefault(model, DatasetCursor())
         if spec is not None and window.records:
@@ -222,17 +229,7 @@ class IngestHandlers:
             self._record_rejections(model, checks["rejections"])
 
     async def _announce(self, manifest: DatasetManifest) -> None:
-        await self.publisher.publish(
-            DatasetVersionCreated(
-                model=manifest.model,
-                version=manifest.version,
-                manifest_key=f"datasets/{manifest.model}/versions/{manifest.version}.json",
-                rows_total=manifest.rows_total,
-                rows_added=manifest.rows_added,
-                label_counts=manifest.label_counts,
-                schema_hash=manifest.schema_hash,
-            )
-        )
+        await self.publisher.publish(manifest.announcement())
 
     def _record_checks(self, model: str, manifest: DatasetManifest) -> None:
         self.metrics.versions.labels(model).inc()
@@ -272,3 +269,8 @@ class IngestHandlers:
                 100 * float(rejections.get("limit", 0.0)),  # type: ignore[arg-type]
                 rejections.get("by_rule"),
             )
+
+
+def _schema_changed(before: ModelSpec | None, now: ModelSpec) -> bool:
+    """The stored layout differs: feature names or order, or the label values."""
+    return before is None or before.schema_hash() != now.schema_hash()

@@ -4,8 +4,10 @@ faust consumes ``predictions``, ``annotations``, ``deployments`` and ``training.
 in one consumer group (its assignor keeps the co-partitioned topics together, so a model's
 predictions, labels and deployments land on the same replica) and keeps the prediction/label
 join in a Table whose changelog follows the partition on a rebalance. Records are decoded
-with the shared event models at the agent boundary; what does not decode, or fails its
-handler, goes to ``<topic>.dlq`` with the reason. Everything else is in :mod:`handlers`.
+with the shared event models at the agent boundary, by the same policy as the bus's
+subscribers (:class:`shared.bus.MessagePolicy`): a transient failure is retried in place, only
+what can never be handled goes to ``<topic>.dlq`` with the reason. Everything else is in
+:mod:`handlers`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,20 @@ from services.monitor.handlers import MonitorHandlers
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
 from shared import topics
-from shared.bus import KafkaOptions, Publisher, ensure_topics
+from shared.bus import (
+    TRANSIENT_ERRORS,
+    Backoff,
+    Delivery,
+    KafkaOptions,
+    MessagePolicy,
+    Outcome,
+    Publisher,
+    Refused,
+    ensure_topics,
+)
 from shared.config import ServiceSettings, build_store, load_settings
-from shared.errors import BrokerUnavailable, InvalidEvent, ModelNotFound
-from shared.events import SourcePosition, decode_event, utc_now
+from shared.errors import BrokerUnavailable, ModelNotFound
+from shared.events import utc_now
 from shared.http import HttpServer, add_error_handler, add_health_routes
 from shared.lifecycle import configure_logging, run_forever, run_until_signalled
 from shared.registry import Registry
@@ -129,26 +141,48 @@ class MonitorService:
             self.faust.agent(topic, name=f"monitor-{name}")(self._consumer(name, handle))
 
     def _consumer(self, name: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        async def run(event: Any, delivery: Delivery) -> None:
+            await handle(event)
+
+        policy: MessagePolicy[Any] = MessagePolicy(run)
+
         async def agent(stream: Any) -> None:
             async for record in stream.events():
                 message = record.message
-                try:
-                    event = decode_event(name, message.value)
-                except InvalidEvent as err:
-                    await self._dead_letter(message, str(err))
-                    continue
-                try:
-                    await handle(event)
-                except Exception as err:  # a bug or a store outage must not stop the stream
-                    log.exception("%s[%d]@%d: handler failed", name, message.partition, message.offset)
-                    await self._dead_letter(message, f"handler failed: {type(err).__name__}: {err}")
+                delivery = Delivery(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    timestamp_ms=int((message.timestamp or 0) * 1000),
+                )
+                await self._handle(policy, delivery)
 
         agent.__name__ = f"monitor_{name.replace('.', '_')}"
         return agent
 
-    async def _dead_letter(self, message: Any, reason: str) -> None:
-        position = SourcePosition(topic=message.topic, partition=message.partition, offset=message.offset)
-        await self.publisher.dead_letter(position, message.key, message.value, reason)
+    async def _handle(self, policy: MessagePolicy[Any], delivery: Delivery) -> None:
+        """One message, as the bus handles one: a transient failure (the store or the broker away)
+        is retried in place with backoff -- the partition waits, nothing is skipped; only what can
+        never be handled goes to ``<topic>.dlq``. A stop in the middle leaves the message unacked,
+        so the next owner of the partition handles it again (the handlers are idempotent)."""
+        backoff = Backoff()
+        while True:
+            verdict = await policy(delivery)
+            if isinstance(verdict, Refused):
+                try:
+                    await self.publisher.dead_letter(delivery.position, delivery.key, delivery.value, verdict.reason)
+                    return
+                except TRANSIENT_ERRORS as err:
+                    log.warning("cannot write dead letter yet (%s); will retry", err)
+            elif verdict is Outcome.DONE:
+                return
+            self.metrics.handler_retries.labels(delivery.topic).inc()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=backoff.next_delay())
+            if self._stopping.is_set():
+                raise asyncio.CancelledError  # not handled: not acknowledged
 
     async def _revoked(self, sender: Any, revoked: Any, **_: Any) -> None:
         await self.handlers.release()

@@ -1,8 +1,8 @@
 """Monitor use-cases: a prediction was logged, a label arrived, a deployment changed.
 
-One :class:`ModelWatch` per model holds everything the monitor knows about it — the drift
-streams (:class:`~services.monitor.core.ModelDrift`), the prediction/label join, live accuracy,
-the running canary trial and the post-promotion watch — and is checkpointed to the object store
+One :class:`~services.monitor.watch.ModelWatch` per model holds everything the monitor knows
+about it — the drift streams, the prediction/label join, live accuracy, the running canary
+trial and the post-promotion watch — and is checkpointed to the object store
 (``monitor/<model>/state.json``) so a restarted or rebalanced monitor carries on where it
 stopped. The join's entries live in the mapping passed in (a faust Table in the service, whose
 changelog follows the partition). Decisions leave as events: ``DriftDetected`` on ``drift``,
@@ -12,28 +12,19 @@ changelog follows the partition). Decisions leave as events: ``DriftDetected`` o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import deque
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from services.monitor.core import (
-    CanaryJudge,
-    CanaryTrial,
-    ChampionWatch,
-    ChangeWait,
-    DriftUpdate,
-    LiveAccuracy,
-    ModelDrift,
-    Verdict,
-)
-from services.monitor.join import Join, JoinedPair
+from services.monitor.canary import CanaryJudge, CanaryTrial, ChampionWatch, ChangeWait, Verdict
+from services.monitor.drift import DriftUpdate
+from services.monitor.join import JoinedPair
 from services.monitor.metrics import MonitorMetrics
+from services.monitor.watch import RECENT_VALUES, Decision, ModelWatch, load_checkpoint, state_key
 from shared.bus import Publisher
 from shared.errors import KeyNotFound
 from shared.events import (
@@ -43,86 +34,14 @@ from shared.events import (
     PredictionsLogged,
     TrainingCompleted,
 )
-from shared.registry import Alias, Reference, Registry
-from shared.spec import ModelSpec, SpecCatalog
+from shared.reference import Reference
+from shared.registry import CANARY, PRODUCTION, Alias, Registry
+from shared.spec import SpecCatalog
 from shared.store import ObjectStore
 
 log = logging.getLogger("driftloop.monitor")
 
 ACTOR = "monitor"
-PRODUCTION: Alias = "production"
-RECENT_VALUES = 2000
-"""Recent values kept per feature for the report's current-vs-reference histograms."""
-MarkerKind = Literal["drift", "retrain", "promoted", "rolled_back", "canary_started", "shadow_started"]
-
-
-def state_key(model: str) -> str:
-    """Where a model's monitor state is checkpointed."""
-    return f"monitor/{model}/state.json"
-
-
-@dataclass
-class Marker:
-    """Something that happened to a model, for the report's timeline."""
-
-    at: datetime
-    kind: MarkerKind
-    text: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at.isoformat(), "kind": self.kind, "text": self.text}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Marker:
-        return cls(datetime.fromisoformat(data["at"]), data["kind"], data["text"])
-
-
-@dataclass
-class ModelWatch:
-    """Everything the monitor keeps about one model."""
-
-    model: str
-    spec: ModelSpec
-    champion: int | None
-    canary: int | None
-    drift: ModelDrift
-    join: Join
-    shadow_join: Join
-    live: LiveAccuracy
-    trial: CanaryTrial | None = None
-    watch: ChampionWatch | None = None
-    markers: list[Marker] = field(default_factory=list)
-    recent: dict[str, deque[float]] = field(default_factory=dict)
-    last_drift: DriftDetected | None = None
-    change_wait: ChangeWait | None = None
-    """Set while a since-change retrain waits for labelled rows after a detected change."""
-    handled: deque[str] = field(default_factory=lambda: deque(maxlen=256))
-    """Ids of the deployment events already applied (the monitor also sees its own)."""
-    dirty: bool = False
-
-    def mark(self, at: datetime, kind: MarkerKind, text: str) -> None:
-        self.markers.append(Marker(at, kind, text))
-        del self.markers[:-500]
-        self.dirty = True
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "champion": self.champion,
-            "canary": self.canary,
-            "drift": self.drift.to_state(),
-            "join": self.join.to_state(),
-            "shadow_join": self.shadow_join.to_state(),
-            "live": self.live.to_state(),
-            "trial": self.trial.to_state() if self.trial else None,
-            "watch": self.watch.to_state() if self.watch else None,
-            "markers": [m.to_json() for m in self.markers],
-            "recent": {name: list(values) for name, values in self.recent.items()},
-            "last_drift": self.last_drift.model_dump(mode="json") if self.last_drift else None,
-            "handled": list(self.handled),
-            "change_wait": None
-            if self.change_wait is None or self.change_wait.rows_after_change is None
-            else [self.change_wait.min_rows, self.change_wait.rows_after_change],
-        }
 
 
 class MonitorHandlers:
@@ -196,51 +115,24 @@ class MonitorHandlers:
         spec = self.catalog.get(model)
         if spec is None:
             return None
-        retention = spec.monitoring.join_retention
         try:
-            state = json.loads(self.store.get(state_key(model)))
+            data = self.store.get(state_key(model))
         except KeyNotFound:
-            state = None
-        if state is None:
             aliases = self.registry.aliases(model)
             champion = aliases.get(PRODUCTION)
-            reference = self._reference(model, champion)
-            return ModelWatch(
-                model=model,
-                spec=spec,
-                champion=champion,
-                canary=aliases.get("canary"),
-                drift=ModelDrift(model, champion, reference, spec.monitoring),
-                join=Join(self.join_table, retention, self.join_max_rows, f"{model}/"),
-                shadow_join=Join(self.join_table, retention, self.join_max_rows, f"{model}/shadow/"),
-                live=LiveAccuracy(self.accuracy_window),
+            return ModelWatch.fresh(
+                spec,
+                champion,
+                aliases.get(CANARY),
+                self._reference(model, champion),
+                self.join_table,
+                self.join_max_rows,
+                self.accuracy_window,
             )
-        champion = state["champion"]
-        reference = self._reference(model, champion)
-        watch = ModelWatch(
-            model=model,
-            spec=spec,
-            champion=champion,
-            canary=state["canary"],
-            drift=ModelDrift.from_state(state["drift"], reference, spec.monitoring),
-            join=Join.from_state(
-                state["join"], self.join_table, retention, self.join_max_rows, f"{model}/", rebuild=False
-            ),
-            shadow_join=Join.from_state(
-                state["shadow_join"], self.join_table, retention, self.join_max_rows, f"{model}/shadow/", rebuild=False
-            ),
-            live=LiveAccuracy.from_state(state["live"]),
-            trial=CanaryTrial.from_state(state["trial"]) if state["trial"] else None,
-            watch=ChampionWatch.from_state(state["watch"]) if state["watch"] else None,
-            markers=[Marker.from_json(m) for m in state["markers"]],
-            recent={name: deque(values, maxlen=RECENT_VALUES) for name, values in state["recent"].items()},
-            last_drift=DriftDetected.model_validate(state["last_drift"]) if state["last_drift"] else None,
-            handled=deque(state.get("handled", []), maxlen=256),
-        )
-        if state.get("change_wait"):
-            watch.change_wait = ChangeWait(int(state["change_wait"][0]))
-            watch.change_wait.rows_after_change = int(state["change_wait"][1])
-        log.info("%s: monitor state restored (champion v%s)", model, champion)
+        state = load_checkpoint(data)
+        reference = self._reference(model, state.champion)
+        watch = ModelWatch.restore(state, spec, reference, self.join_table, self.join_max_rows)
+        log.info("%s: monitor state restored (champion v%s)", model, state.champion)
         return watch
 
     async def checkpoint(self, only_dirty: bool = True) -> int:
@@ -249,7 +141,7 @@ class MonitorHandlers:
         for watch in list(self.models.values()):
             if only_dirty and not watch.dirty:
                 continue
-            data = json.dumps(watch.to_state()).encode()
+            data = watch.state().model_dump_json().encode()
             await asyncio.to_thread(self.store.put, state_key(watch.model), data)
             watch.dirty = False
             written += 1
@@ -276,6 +168,7 @@ class MonitorHandlers:
         watch = await self.watch_of(event.model)
         if watch is None:
             return
+        await self._settle(watch)
         self.metrics.predictions.labels(event.model, event.variant).inc(len(event.inference_ids))
         latest = max(event.predicted_at)
         message = str(event.event_id)
@@ -323,6 +216,7 @@ class MonitorHandlers:
         watch = await self.watch_of(event.model)
         if watch is None:
             return
+        await self._settle(watch)
         pair = watch.join.add_label(event.inference_id, event.label, event.occurred_at)
         if len(watch.shadow_join):  # a shadow runs (or ran within the retention): its pair too
             shadow = watch.shadow_join.add_label(event.inference_id, event.label, event.occurred_at)
@@ -336,14 +230,24 @@ class MonitorHandlers:
     async def on_deployment(self, event: DeploymentChanged) -> None:
         """Promotions reset the alarms and start a watch; a canary start opens a trial."""
         watch = await self.watch_of(event.model)
-        if watch is None or str(event.event_id) in watch.handled:
+        if watch is None:
             return
-        watch.handled.append(str(event.event_id))
+        await self._settle(watch)
+        await self._apply_deployment(watch, event)
+
+    async def _apply_deployment(self, watch: ModelWatch, event: DeploymentChanged) -> None:
+        """Bring the watch in line with a deployment change, once per event. What may fail (reading
+        the new champion's reference) happens before anything changes, so a retry starts clean."""
+        if str(event.event_id) in watch.handled:
+            return
         at = event.occurred_at
-        watch.mark(at, event.action, f"v{event.version}: {event.reason}"[:300])
+        changes_champion = event.action == "promoted" or (
+            event.action == "rolled_back" and watch.canary != event.version
+        )
+        reference = await asyncio.to_thread(self._reference, watch.model, event.version) if changes_champion else None
         if event.action == "canary_started":
             watch.canary = event.version
-            watch.trial = CanaryTrial(watch.champion, event.version, at)
+            watch.trial = CanaryTrial(champion_version=watch.champion, canary_version=event.version, started_at=at)
         elif event.action == "promoted":
             previous = watch.champion
             previous_error = self._recent_error(watch, previous)
@@ -353,24 +257,24 @@ class MonitorHandlers:
             watch.trial = None
             watch.change_wait = None
             self.metrics.waiting_rows.labels(watch.model).set(0)
-            reference = await asyncio.to_thread(self._reference, watch.model, event.version)
             watch.drift.reset(event.version, reference)
             if previous is not None and previous != event.version and previous_error is not None:
                 spec = watch.spec.deployment
-                watch.watch = ChampionWatch(
+                watch.watch = ChampionWatch.start(
                     event.version, previous, previous_error, spec.promote_after, spec.rollback_on
                 )
             else:
                 watch.watch = None
         elif event.action == "rolled_back":
-            if watch.canary == event.version:  # a canary removed
+            if not changes_champion:  # a canary removed
                 watch.canary = None
                 watch.trial = None
             else:  # production went back to event.version
                 watch.champion = event.version
                 watch.watch = None
-                reference = await asyncio.to_thread(self._reference, watch.model, event.version)
                 watch.drift.reset(event.version, reference)
+        watch.mark(at, event.action, f"v{event.version}: {event.reason}"[:300])
+        watch.handled.append(str(event.event_id))
 
     async def on_training(self, event: TrainingCompleted) -> None:
         """A retrain finished: a marker on the timeline."""
@@ -417,11 +321,11 @@ class MonitorHandlers:
             spec = watch.spec.deployment
             verdict = watch.trial.decide(CanaryJudge(spec.promote_after, spec.rollback_on))
             if verdict is not None:
-                await self._canary_verdict(watch, verdict)
+                await self._decide(watch, self._canary_decision(watch, verdict))
         if watch.watch is not None and pair.variant == "champion":
             verdict = watch.watch.record(pair.version, pair.correct)
-            if verdict is not None:
-                await self._champion_rollback(watch, verdict)
+            if verdict is not None and verdict.previous_version is not None:
+                await self._decide(watch, self._rollback_decision(watch, verdict, verdict.previous_version))
 
     async def _after_drift_update(self, watch: ModelWatch, update: DriftUpdate, at: datetime) -> None:
         model = watch.model
@@ -433,12 +337,12 @@ class MonitorHandlers:
             self.metrics.suppressed_alarms.labels(model, suppressed.kind, suppressed.reason).inc()
         for alarm in update.alarms:
             event = alarm.to_event()
-            await self.publisher.publish(event)
+            watch.decisions.append(Decision(event=event))  # published by _settle, below
             self.metrics.drift_detections.labels(model, event.kind, event.severity).inc()
             watch.last_drift = event
             window = watch.spec.training.window
             if event.kind == "concept" and window.since_change:
-                watch.change_wait = ChangeWait(window.min_rows_after_change)
+                watch.change_wait = ChangeWait(min_rows=window.min_rows_after_change)
                 watch.change_wait.start(event.change_samples)
                 self.metrics.waiting_rows.labels(model).set(watch.change_wait.waiting_rows)
             where = f" on {event.feature}" if event.feature else ""
@@ -456,40 +360,59 @@ class MonitorHandlers:
                 event.severity,
                 event.change_samples,
             )
+        if update.alarms:
+            await self._settle(watch)
 
-    async def _canary_verdict(self, watch: ModelWatch, verdict: Verdict) -> None:
+    async def _decide(self, watch: ModelWatch, decision: Decision) -> None:
+        """Queue a verdict on the watch, then carry it out (see :meth:`_settle`)."""
+        watch.decisions.append(decision)
+        watch.dirty = True
+        await self._settle(watch)
+
+    async def _settle(self, watch: ModelWatch) -> None:
+        """Carry out the watch's queued decisions: move the registry's aliases, publish the event
+        (``DeploymentChanged``, applied here too, or ``DriftDetected``). A decision leaves the
+        queue only once moved and published, so a store or broker outage on the way (retried by
+        the consumer, whose redelivered message is a duplicate by then) delays it, never loses it."""
         model = watch.model
-        if verdict.action == "promoted":
-            await asyncio.to_thread(self.registry.set_alias, model, PRODUCTION, verdict.version, ACTOR, verdict.reason)
-            await asyncio.to_thread(self.registry.set_alias, model, "canary", None, ACTOR, "promoted to production")
-            traffic = 1.0
-        else:
-            await asyncio.to_thread(self.registry.set_alias, model, "canary", None, ACTOR, verdict.reason)
-            traffic = 0.0
-        self.metrics.canary_verdicts.labels(model, verdict.action).inc()
-        log.info("%s: canary v%d %s: %s", model, verdict.version, verdict.action, verdict.reason)
+        while watch.decisions:
+            decision = watch.decisions[0]
+            for alias, version, reason in decision.moves:
+                await asyncio.to_thread(self.registry.set_alias, model, alias, version, ACTOR, reason)
+            event = decision.event
+            await self.publisher.publish(event)
+            watch.decisions.pop(0)
+            watch.dirty = True
+            if isinstance(event, DriftDetected):
+                continue
+            self.metrics.canary_verdicts.labels(model, event.action).inc()
+            log.info("%s: v%d %s: %s", model, event.previous_version or 0, event.action, event.reason)
+            await self._apply_deployment(watch, event)  # our own consumer will see it again: once
+
+    @staticmethod
+    def _canary_decision(watch: ModelWatch, verdict: Verdict) -> Decision:
+        promoted = verdict.action == "promoted"
+        moves: list[tuple[Alias, int | None, str]] = (
+            [(PRODUCTION, verdict.version, verdict.reason), (CANARY, None, "promoted to production")]
+            if promoted
+            else [(CANARY, None, verdict.reason)]
+        )
         event = DeploymentChanged(
-            model=model,
+            model=watch.model,
             action=verdict.action,
             version=verdict.version,
             previous_version=verdict.previous_version,
-            traffic=traffic,
+            traffic=1.0 if promoted else 0.0,
             reason=verdict.reason,
             actor=ACTOR,
         )
-        await self.publisher.publish(event)
-        await self.on_deployment(event)  # our own consumer will see it again: handled idempotently
+        return Decision(moves=moves, event=event)
 
-    async def _champion_rollback(self, watch: ModelWatch, verdict: Verdict) -> None:
-        model = watch.model
-        target = verdict.previous_version
-        if target is None:
-            return
-        await asyncio.to_thread(self.registry.set_alias, model, PRODUCTION, target, ACTOR, verdict.reason)
-        self.metrics.canary_verdicts.labels(model, "rolled_back").inc()
-        log.warning("%s: champion v%d rolled back to v%d: %s", model, verdict.version, target, verdict.reason)
+    @staticmethod
+    def _rollback_decision(watch: ModelWatch, verdict: Verdict, target: int) -> Decision:
+        log.warning("%s: champion v%d rolled back to v%d: %s", watch.model, verdict.version, target, verdict.reason)
         event = DeploymentChanged(
-            model=model,
+            model=watch.model,
             action="rolled_back",
             version=target,
             previous_version=verdict.version,
@@ -497,8 +420,7 @@ class MonitorHandlers:
             reason=verdict.reason,
             actor=ACTOR,
         )
-        await self.publisher.publish(event)
-        await self.on_deployment(event)
+        return Decision(moves=[(PRODUCTION, target, verdict.reason)], event=event)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -550,5 +472,5 @@ class MonitorHandlers:
                 "retrain_waiting_rows": watch.change_wait.waiting_rows if watch.change_wait else 0,
                 "rows_after_change": watch.change_wait.rows_after_change if watch.change_wait else None,
             },
-            "events": [m.to_json() for m in watch.markers[-50:]],
+            "events": [m.model_dump(mode="json") for m in watch.markers[-50:]],
         }

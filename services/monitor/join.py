@@ -27,13 +27,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.monitor.core import epoch, from_epoch
-from shared.events import Label
+from services.monitor.state import State
+from shared.events import Label, epoch, from_epoch
 
 _BATCH, _ID = "b:", "i:"
 CHUNK_ROWS = 2000
 """Rows per stored entry of a prediction message (a changelog record stays well under 1 MB)."""
 _LABEL, _JOINED = "l", "j"
+
+
+class JoinCounts(State):
+    """What a :class:`Join` counted, as checkpointed (its entries are in the store)."""
+
+    hits: int = 0
+    misses: int = 0
+    unlabelled: int = 0
+    duplicates: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,13 +202,6 @@ class Join:
             self.store[batch.key] = batch.to_entry()
             self._push(batch.at, batch.key)
 
-    def add_prediction(
-        self, inference_id: str, version: int, variant: str, label: Label, at: datetime
-    ) -> JoinedPair | None:
-        """One prediction (a message of one row, identified by the inference id)."""
-        _, pairs = self.add_predictions(inference_id, version, variant, [inference_id], [label], [at])
-        return pairs[0] if pairs else None
-
     def add_label(self, inference_id: str, label: Label, at: datetime) -> JoinedPair | None:
         """A ground-truth label; returns the pair if its prediction was waiting."""
         found = self._waiting.pop(inference_id, None)
@@ -305,21 +307,14 @@ class Join:
         self._order += [(at, self.namespace + _ID + i) for i, at in self._joined.items()]
         heapq.heapify(self._order)
 
-    def to_state(self) -> dict[str, Any]:
+    def state(self) -> JoinCounts:
         """The counters (the entries themselves are in the store)."""
-        return {"hits": self.hits, "misses": self.misses, "unlabelled": self.unlabelled, "duplicates": self.duplicates}
-
-    def restore(self, state: Mapping[str, Any], rebuild: bool = True) -> None:
-        """Set the counters back and (unless told not to) rebuild the entries from the store."""
-        self.hits, self.misses = int(state["hits"]), int(state["misses"])
-        self.unlabelled, self.duplicates = int(state["unlabelled"]), int(state["duplicates"])
-        if rebuild:
-            self.rebuild()
+        return JoinCounts(hits=self.hits, misses=self.misses, unlabelled=self.unlabelled, duplicates=self.duplicates)
 
     @classmethod
     def from_state(
         cls,
-        state: Mapping[str, Any],
+        counts: JoinCounts,
         store: MutableMapping[str, dict[str, Any]],
         retention: timedelta,
         max_entries: int = 1_000_000,
@@ -329,5 +324,12 @@ class Join:
         """A join over ``store`` with the saved counters. ``rebuild=False`` leaves reading the
         store to a later :meth:`rebuild` (a faust table is read on the event loop's thread)."""
         join = cls(store, retention, max_entries, namespace)
-        join.restore(state, rebuild)
+        join.hits, join.misses, join.unlabelled, join.duplicates = (
+            counts.hits,
+            counts.misses,
+            counts.unlabelled,
+            counts.duplicates,
+        )
+        if rebuild:
+            join.rebuild()
         return join

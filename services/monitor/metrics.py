@@ -30,6 +30,7 @@ class MonitorMetrics:
     join_misses: Counter
     canary_verdicts: Counter
     waiting_rows: Gauge
+    handler_retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
@@ -112,6 +113,12 @@ class MonitorMetrics:
                 "driftloop_monitor_waiting_rows",
                 "Labelled rows still needed after a change point before a since-change retrain.",
                 ["model"],
+                registry=registry,
+            ),
+            handler_retries=Counter(
+                "driftloop_monitor_handler_retries_total",
+                "Messages tried again after a transient failure (the store or the broker away).",
+                ["topic"],
                 registry=registry,
             ),
         )

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from services.monitor.core import psi
-from services.monitor.handlers import ModelWatch
+from services.monitor.psi import psi
+from services.monitor.watch import ModelWatch
 
 WIDTH, HEIGHT, PAD = 760, 260, 40
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]

@@ -28,15 +28,12 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss
 
-from shared.datasets import FeatureStats
 from shared.errors import InvalidInput
 from shared.events import GateVerdict, UtcDatetime
-from shared.registry import FeatureReference, PredictionReference, Reference, ReferenceHistogram
 from shared.spec import GateSpec, TriggerSpec
 
 MIN_TRAIN_ROWS = 20
 MIN_HOLDOUT_ROWS = 10
-HISTOGRAM_BINS = 10
 
 TriggerKind = Literal["first_data", "new_labels", "schedule", "drift", "recovery", "manual"]
 
@@ -407,57 +404,3 @@ def gate(spec: GateSpec, candidate: dict[str, float], champion: dict[str, float]
                 f"is below min delta {spec.min_delta_vs_champion:+}"
             )
     return GateVerdict(passed=passed, reasons=reasons)
-
-
-# --- reference statistics for the monitor --------------------------------------------------
-
-
-def histogram(values: NDArray[np.float64], bins: int = HISTOGRAM_BINS) -> ReferenceHistogram:
-    """Quantile bins of ``values`` and the share of values in each (the monitor's PSI baseline).
-
-    Edges are unique, so a feature with few distinct values gets fewer bins.
-    """
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return ReferenceHistogram(edges=[0.0, 1.0], proportions=[0.0])
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
-    if edges.size < 2:
-        edges = np.array([edges[0], edges[0] + 1.0])
-    inner = edges[1:-1]
-    counts = np.bincount(np.searchsorted(inner, finite, side="right"), minlength=edges.size - 1)
-    return ReferenceHistogram(edges=[float(e) for e in edges], proportions=[float(c) / finite.size for c in counts])
-
-
-def reference(
-    X: NDArray[np.float64],
-    feature_names: Sequence[str],
-    y_pred: NDArray[Any],
-    proba: NDArray[Any],
-    classes: Sequence[Any],
-) -> Reference:
-    """What normal looks like: every feature of the training window, and predictions on the holdout."""
-    features = {
-        name: FeatureReference(
-            stats=FeatureStats.of(X[:, i][np.isfinite(X[:, i])]),
-            histogram=histogram(X[:, i]),
-        )
-        for i, name in enumerate(feature_names)
-    }
-    predicted = np.asarray([str(v) for v in y_pred])
-    distribution = {str(c): float(np.mean(predicted == str(c))) if predicted.size else 0.0 for c in classes}
-    probabilities = {
-        str(c): _probability_histogram(np.asarray(proba, dtype=np.float64)[:, k]) for k, c in enumerate(classes)
-    }
-    return Reference(
-        features=features,
-        predictions=PredictionReference(label_distribution=distribution, probability_histograms=probabilities),
-    )
-
-
-def _probability_histogram(values: NDArray[np.float64]) -> ReferenceHistogram:
-    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
-    counts = np.bincount(
-        np.clip((values * HISTOGRAM_BINS).astype(int), 0, HISTOGRAM_BINS - 1), minlength=HISTOGRAM_BINS
-    )
-    total = max(1, values.size)
-    return ReferenceHistogram(edges=[float(e) for e in edges], proportions=[float(c) / total for c in counts])

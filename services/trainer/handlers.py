@@ -26,12 +26,12 @@ import numpy as np
 
 from services.trainer import core
 from services.trainer.metrics import TrainerMetrics
-from services.trainer.runner import PRODUCTION, RunResult, train
+from services.trainer.runner import RunResult, train
 from shared.bus import Delivery, Publisher
 from shared.datasets import DatasetRepository
 from shared.errors import KeyNotFound, StoreError
 from shared.events import DatasetVersionCreated, DeploymentChanged, DriftDetected, TrainingCompleted, utc_now
-from shared.registry import Alias, Registry
+from shared.registry import CANARY, PRODUCTION, SHADOW, Alias, Registry
 from shared.spec import ModelSpec, SpecCatalog
 from shared.store import ObjectStore
 
@@ -96,7 +96,7 @@ class TrainerHandlers:
         self.tick_s = tick_s
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._deferred: dict[str, str] = {}
+        self._deferred: dict[str, tuple[str, int]] = {}
         self.results: list[RunResult] = []
 
     async def _spec(self, model: str) -> ModelSpec | None:
@@ -270,18 +270,23 @@ class TrainerHandlers:
                 covers = core.start_run(state, run_id)
                 await asyncio.to_thread(self.states.save, model, state)
                 await self._run(spec, state, run_id, covers, resumed=False)
-            elif decision.retry_at is not None and self._deferred.get(model) != decision.reason:
-                self._deferred[model] = decision.reason
-                self.metrics.suppressed.labels(model).inc(len(state.pending))
-                state.suppressed += len(state.pending)
-                await asyncio.to_thread(self.states.save, model, state)
-                log.info(
-                    "%s: %d trigger(s) deferred: %s; next run at %s",
-                    model,
-                    len(state.pending),
-                    decision.reason,
-                    decision.retry_at.isoformat(timespec="seconds"),
-                )
+            elif decision.retry_at is not None:
+                # Each trigger is counted once when first deferred: those held back already by
+                # the same reason are not counted again, one arriving meanwhile is.
+                reason, counted = self._deferred.get(model, ("", 0))
+                fresh = len(state.pending) - (counted if reason == decision.reason else 0)
+                if fresh > 0:
+                    self._deferred[model] = (decision.reason, len(state.pending))
+                    self.metrics.suppressed.labels(model).inc(fresh)
+                    state.suppressed += fresh
+                    await asyncio.to_thread(self.states.save, model, state)
+                    log.info(
+                        "%s: %d trigger(s) deferred: %s; next run at %s",
+                        model,
+                        fresh,
+                        decision.reason,
+                        decision.retry_at.isoformat(timespec="seconds"),
+                    )
 
     async def _run(
         self, spec: ModelSpec, state: core.TrainerState, run_id: str, covers: list[core.Trigger], resumed: bool
@@ -416,7 +421,7 @@ class TrainerHandlers:
         aliases = await asyncio.to_thread(self.registry.aliases, model)
         champion = aliases.get(PRODUCTION)
         strategy = "direct" if champion is None else spec.deployment.strategy
-        target: Alias = {"direct": PRODUCTION, "canary": "canary", "shadow": "shadow"}[strategy]
+        target: Alias = {"direct": PRODUCTION, "canary": CANARY, "shadow": SHADOW}[strategy]
         if aliases.get(target) == version or champion == version:
             return  # already offered (a run resumed after a crash)
         reason = "; ".join(result.gate.reasons)

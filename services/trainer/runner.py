@@ -26,12 +26,11 @@ from shared import __version__
 from shared.datasets import DatasetRepository, manifest_key
 from shared.errors import BrokerUnavailable, DriftloopError, InvalidInput, StoreError
 from shared.events import GateVerdict
-from shared.registry import Alias, CodeVersion, InputSchema, ModelCard, Registry
+from shared.reference import build_reference
+from shared.registry import PRODUCTION, CodeVersion, InputSchema, ModelCard, Registry
 from shared.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-PRODUCTION: Alias = "production"
 
 
 @dataclass
@@ -190,7 +189,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
         else:
             log.warning("%s: champion v%d has other features; the gate judges the candidate alone", model, champion)
     result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
-    ref = core.reference(X_train, spec.feature_names, y_pred, proba, classes)
+    ref = build_reference(X_train, spec.feature_names, y_pred, proba, classes)
     result.timings["total_s"] = time.perf_counter() - started
 
     def build_card(version: int, artifact_key: str, sha256: str) -> ModelCard:

@@ -239,7 +239,7 @@ async def test_canary_shadow_and_the_prediction_log(
     shadow = [p for p in logged if p.variant == "shadow"]
     assert shadow[0].version == candidate and shadow[0].inference_id.startswith("id-")
     first = next(p for p in logged if p.inference_id == "id-0" and p.variant != "shadow")
-    assert first.features == {"x1": 5.0, "x2": 5.0, "x3": 5.0} and set(first.outputs.probabilities) == {"0", "1"}
+    assert first.features == {"x1": 5.0, "x2": 5.0, "x3": 5.0} and set(first.probabilities) == {"0", "1"}
 
 
 async def test_wrong_method_and_chunked_bodies_over_the_limit(

@@ -16,6 +16,7 @@ from services.inference.runtime import LoadedModel, load_version
 from services.monitor.app import MonitorService, MonitorSettings
 from shared import topics
 from shared.bus import KafkaOptions, Publisher
+from shared.errors import StoreError
 from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected, PredictionsLogged, decode_as
 from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
@@ -171,21 +172,25 @@ async def test_join_accuracy_drift_and_report(
     await wait_for(lambda: service.handlers.store.exists(f"monitor/{model}/state.json"), timeout=10)
 
 
+def canary_started(model: str, version: int, at: datetime | None = None) -> DeploymentChanged:
+    """The trainer's announcement of a canary (``at``: when it started; default now)."""
+    return DeploymentChanged(
+        model=model,
+        action="canary_started",
+        version=version,
+        previous_version=1,
+        traffic=0.5,
+        reason="gate passed",
+        actor="test",
+        **({"occurred_at": at} if at else {}),
+    )
+
+
 async def start_canary(model: str, service: MonitorService, publisher: Publisher, store: FileStore) -> int:
     """Register a candidate, make it the canary and announce it; returns once the monitor opened its trial."""
     candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
     Registry(store).set_alias(model, "canary", candidate, "test", "canary")
-    await publisher.publish(
-        DeploymentChanged(
-            model=model,
-            action="canary_started",
-            version=candidate,
-            previous_version=1,
-            traffic=0.5,
-            reason="gate passed",
-            actor="test",
-        )
-    )
+    await publisher.publish(canary_started(model, candidate))
     await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
     return candidate
 
@@ -255,7 +260,7 @@ async def test_a_restart_keeps_detector_state(
     event, labels = traffic(model, 1, "champion", 0, 800, flip=False, error=0.0, seed=8, served=served)
     await send(publisher, event, labels)
     await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.join.hits >= 800, timeout=60)
-    before = service.handlers.models[model].to_state()
+    before = service.handlers.models[model].state().model_dump(mode="json")
     service.stop()  # checkpoints everything on the way out
     await asyncio.sleep(3)
 
@@ -265,7 +270,7 @@ async def test_a_restart_keeps_detector_state(
         await wait_for(lambda: again.not_ready() is None, timeout=60)
         restored = await again.handlers.watch_of(model)
         assert restored is not None
-        after = restored.to_state()
+        after = restored.state().model_dump(mode="json")
         assert after["drift"] == before["drift"], "detectors, windows and alarm policy come back as they were"
         assert after["live"] == before["live"] and after["join"] == before["join"]
     finally:
@@ -341,3 +346,82 @@ async def test_replicas_split_models_and_state_follows_the_partition(
             if not task.done():
                 replica.stop()
                 await asyncio.wait_for(task, 60)
+
+
+class StoreOutage:
+    """Takes the service's object store away while active: every call raises StoreError, as a
+    MinIO that cannot be reached does (a fault at the store's seam; the rest is real)."""
+
+    METHODS = ("get", "put", "put_if_absent", "exists", "list", "delete")
+
+    def __init__(self, store: object, only: tuple[str, ...] = METHODS) -> None:
+        self.store = store
+        self.only = only
+        self.refused = 0
+        self._saved: dict[str, object] = {}
+
+    def __enter__(self) -> StoreOutage:
+        for name in self.only:
+            original = getattr(self.store, name, None)
+            if original is None:
+                continue
+            self._saved[name] = original
+
+            def refuse(*args: object, _name: str = name, **kwargs: object) -> object:
+                self.refused += 1
+                raise StoreError(f"store unreachable (test outage, {_name})")
+
+            setattr(self.store, name, refuse)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._saved:
+            delattr(self.store, name)  # the instance attribute goes; the class's method is back
+
+
+async def test_a_store_outage_delays_a_canary_but_never_loses_it(
+    monitor: tuple[str, MonitorService, httpx.AsyncClient],
+    publisher: Publisher,
+    options: KafkaOptions,
+    store: FileStore,
+) -> None:
+    """The canary start arrives while the store is away (the monitor must read the model's state
+    and spec to handle it), and the verdict is reached while the store refuses writes: both are
+    retried until the store is back; the canary is judged and promoted; nothing is dead-lettered."""
+    model, service, _ = monitor
+    assert model not in service.handlers.models, "the canary start is the first event: it needs the store"
+    candidate = register(store, model, rows(600, 700, flip=False), 1, SPEC)
+    Registry(store).set_alias(model, "canary", candidate, "test", "canary")
+    with StoreOutage(service.handlers.store) as outage:
+        await publisher.publish(canary_started(model, candidate))
+        await wait_for(lambda: outage.refused >= 3, timeout=30)  # tried, and trying again
+        assert model not in service.handlers.models
+    await wait_for(lambda: (w := service.handlers.models.get(model)) is not None and w.trial is not None, timeout=30)
+
+    now = datetime.now(UTC)
+    champion, champion_labels = traffic(model, 1, "champion", 0, 300, flip=False, error=0.2, seed=3, t0=now)
+    canary, canary_labels = traffic(model, candidate, "canary", 0, 300, flip=False, error=0.05, seed=4, t0=now)
+    with StoreOutage(service.handlers.store, only=("put", "put_if_absent")) as writes:
+        await send(publisher, champion, champion_labels)
+        await send(publisher, canary, canary_labels)
+        watch = service.handlers.models[model]
+        await wait_for(lambda: watch.decisions and writes.refused >= 3, timeout=60)
+        assert Registry(store).alias(model, "production") == 1, "the verdict waits for the store"
+    await wait_for(lambda: Registry(store).alias(model, "production") == candidate, timeout=60)
+    [change] = [
+        c
+        for c in (decode_as(DeploymentChanged, v) for v in await read_settled(options, topics.DEPLOYMENTS, model))
+        if c.actor == "monitor"
+    ]
+    assert change.action == "promoted" and change.version == candidate, "judged once"
+    assert Registry(store).alias(model, "canary") is None and not watch.decisions
+    for topic in (topics.DEPLOYMENTS, topics.ANNOTATIONS, topics.PREDICTIONS):
+        assert await read_settled(options, topics.dlq(topic), model, settle_s=1.0) == [], topic
+    metrics = (await service_metrics(service)).splitlines()
+    assert any(line.startswith("driftloop_monitor_handler_retries_total") for line in metrics)
+
+
+async def service_metrics(service: MonitorService) -> str:
+    from prometheus_client import generate_latest
+
+    return generate_latest(service.registry).decode()

@@ -52,15 +52,7 @@ def write_dataset(store: FileStore, model: str, rows: list[AcceptedRecord], know
     repo = DatasetRepository(store)
     manifest = repo.write_version(model, "h" * 64, ["x1", "x2", "x3"], [0, 1], rows, known)
     assert manifest is not None
-    return DatasetVersionCreated(
-        model=model,
-        version=manifest.version,
-        manifest_key=f"datasets/{model}/versions/{manifest.version}.json",
-        rows_total=manifest.rows_total,
-        rows_added=manifest.rows_added,
-        label_counts=manifest.label_counts,
-        schema_hash=manifest.schema_hash,
-    )
+    return manifest.announcement()
 
 
 def settings_for(options: KafkaOptions, store: FileStore, group: str) -> TrainerSettings:

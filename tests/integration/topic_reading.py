@@ -4,12 +4,47 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer
 
 from shared import topics
 from shared.bus import KafkaOptions
-from shared.events import PredictionLogged, PredictionsLogged, decode_as
+from shared.events import Label, PredictionsLogged, decode_as
+
+
+@dataclass(frozen=True)
+class LoggedRow:
+    """One row of a ``PredictionsLogged`` message, for assertions."""
+
+    model: str
+    version: int
+    variant: str
+    inference_id: str
+    features: dict[str, float | None]
+    label: Label
+    probabilities: dict[str, float]
+    latency_ms: float
+    predicted_at: datetime
+
+
+def rows_of(event: PredictionsLogged) -> list[LoggedRow]:
+    """The rows of a columnar prediction message."""
+    return [
+        LoggedRow(
+            event.model,
+            event.version,
+            event.variant,
+            event.inference_ids[i],
+            dict(zip(event.feature_names, event.features[i], strict=True)),
+            event.labels[i],
+            dict(zip(event.classes, event.probabilities[i], strict=True)),
+            event.latency_ms[i],
+            event.predicted_at[i],
+        )
+        for i in range(len(event.inference_ids))
+    ]
 
 
 async def read_keyed(
@@ -36,13 +71,13 @@ async def read_keyed(
     return found
 
 
-async def read_predictions(options: KafkaOptions, model: str, rows: int, timeout: float = 30) -> list[PredictionLogged]:
+async def read_predictions(options: KafkaOptions, model: str, rows: int, timeout: float = 30) -> list[LoggedRow]:
     """At least ``rows`` predictions of ``model`` from the start of ``predictions``, as rows."""
     consumer = AIOKafkaConsumer(
         topics.PREDICTIONS, bootstrap_servers=options.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
-    found: list[PredictionLogged] = []
+    found: list[LoggedRow] = []
     try:
         async with asyncio.timeout(timeout):
             while len(found) < rows:
@@ -50,7 +85,7 @@ async def read_predictions(options: KafkaOptions, model: str, rows: int, timeout
                 for records in batch.values():
                     for r in records:
                         if r.key == model.encode() and r.value is not None:
-                            found += decode_as(PredictionsLogged, r.value).rows()
+                            found += rows_of(decode_as(PredictionsLogged, r.value))
     finally:
         await consumer.stop()
     return found

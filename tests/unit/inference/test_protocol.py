@@ -162,12 +162,10 @@ def test_prediction_messages_follow_the_event_contract() -> None:
     assert [(key, rows) for key, _, rows in messages] == [(b"credit", 3), (b"credit", 1)]
     first = decode_event(topics.PREDICTIONS, messages[0][1])
     assert isinstance(first, PredictionsLogged) and (first.version, first.variant) == (3, "canary")
-    rows = first.rows()
-    assert [r.inference_id for r in rows] == ["id-1", "id-2:0", "id-2:1"]
-    assert rows[0].features == {"a": 1.5, "b": None}, "NaN (missing) travels as null"
-    assert rows[0].outputs.label == "good" and rows[0].outputs.probabilities == {"bad": 0.25, "good": 0.75}
-    assert rows[2].latency_ms == 0.6 and rows[2].occurred_at == at_time
-    assert len({r.event_id for r in rows}) == 3 and rows[0].event_id == first.rows()[0].event_id
+    assert first.inference_ids == ["id-1", "id-2:0", "id-2:1"]
+    assert first.features[0] == [1.5, None], "NaN (missing) travels as null"
+    assert first.labels[0] == "good" and first.probabilities[0] == [0.25, 0.75] and first.classes == ["bad", "good"]
+    assert first.latency_ms[2] == 0.6 and first.predicted_at[2] == at_time
 
     wide = [Served(v3, "champion", f"w{i}", two, np.array([0, 1]), proba, 0.1, at) for i in range(20_000)]
     parts = encode_predictions(wide)

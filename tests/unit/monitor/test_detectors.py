@@ -8,20 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
+from services.monitor.adwin import AdwinDetector
 from services.monitor.detectors import (
     CONCEPT_DETECTORS,
-    AdwinDetector,
-    BatchSignals,
     ConceptDetectorName,
-    Detector,
-    DriftSignal,
-    IncompatibleState,
     KswinDetector,
     concept_detector,
     data_detector,
     detector_from_state,
-    update_many,
 )
+from services.monitor.signals import BatchSignals, Detector, DriftSignal, IncompatibleState, update_many
 
 
 def _errors(seed: int, n: int, before: float, after: float, switch: int) -> list[float]:

@@ -7,31 +7,41 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.monitor import join as join_module
-from services.monitor.join import Join
+from services.monitor.join import Join, JoinCounts, JoinedPair
+from shared.events import Label
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def predict(
+    join: Join, inference_id: str, version: int, variant: str, label: Label, when: datetime
+) -> JoinedPair | None:
+    """One prediction, as a message of one row named after its inference id."""
+    _, pairs = join.add_predictions(inference_id, version, variant, [inference_id], [label], [when])
+    return pairs[0] if pairs else None
 
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def roundtrip(state: dict[str, Any]) -> Any:
-    return json.loads(json.dumps(state, allow_nan=False))
+def saved(join: Join) -> JoinCounts:
+    """The join's counters through their checkpoint's JSON."""
+    return JoinCounts.model_validate_json(join.state().model_dump_json())
 
 
 def test_join_in_either_order_with_lag_and_duplicates() -> None:
     store: dict[str, dict[str, Any]] = {}
     join = Join(store, retention=timedelta(hours=1), namespace="m/")
-    assert join.add_prediction("a", 1, "champion", "good", at(0)) is None
+    assert predict(join, "a", 1, "champion", "good", at(0)) is None
     pair = join.add_label("a", "bad", at(90))
     assert pair is not None and pair.version == 1 and pair.variant == "champion"
     assert not pair.correct and pair.lag_seconds == 90.0
     assert join.add_label("b", 1, at(100)) is None  # the label first
-    pair = join.add_prediction("b", 2, "canary", "1", at(95))
+    pair = predict(join, "b", 2, "canary", "1", at(95))
     assert pair is not None and pair.correct and pair.lag_seconds == 5.0 and pair.variant == "canary"
     assert join.add_label("a", "bad", at(120)) is None  # redelivered: recognised
-    assert join.add_prediction("b", 2, "canary", "1", at(95)) is None
+    assert predict(join, "b", 2, "canary", "1", at(95)) is None
     assert (join.hits, join.duplicates, join.misses) == (2, 2, 0)
     json.dumps(store, allow_nan=False)
 
@@ -70,14 +80,14 @@ def test_expiry_eviction_and_rebuild() -> None:
     store: dict[str, dict[str, Any]] = {}
     join = Join(store, retention=timedelta(minutes=10), max_entries=3)
     join.add_label("lonely", "x", at(0))
-    join.add_prediction("never-labelled", 1, "champion", "x", at(10))
-    join.add_prediction("p1", 1, "champion", "x", at(500))
+    predict(join, "never-labelled", 1, "champion", "x", at(10))
+    predict(join, "p1", 1, "champion", "x", at(500))
     assert join.expire(at(620)) == 2
     assert (join.misses, join.unlabelled) == (1, 1)
     for i in range(4):
-        join.add_prediction(f"q{i}", 1, "champion", "x", at(600 + i))
+        predict(join, f"q{i}", 1, "champion", "x", at(600 + i))
     assert len(join) == 3 and join.unlabelled == 3  # p1 and q0 evicted beyond max_entries
-    restored = Join.from_state(roundtrip(join.to_state()), store, timedelta(minutes=10), max_entries=3)
+    restored = Join.from_state(saved(join), store, timedelta(minutes=10), max_entries=3)
     assert len(restored) == 3 and restored.unlabelled == 3
     pair = restored.add_label("q3", "x", at(700))
     assert pair is not None and pair.correct
@@ -94,12 +104,17 @@ def test_rebuild_keeps_joined_rows_joined_and_namespaces_apart() -> None:
     shadow.add_predictions("2", 9, "shadow", ["a", "b"], [0, 0], [at(0), at(1)])
     main.add_label("b", 1, at(5))
     main.add_label("z", 0, at(6))  # waits for a prediction
-    again = Join.from_state(roundtrip(main.to_state()), store, timedelta(hours=1), namespace="m/")
+    again = Join.from_state(saved(main), store, timedelta(hours=1), namespace="m/")
     assert len(again) == len(main) == 4  # a and c wait, b joined, z waits
     assert again.add_label("b", 1, at(7)) is None  # still joined after the rebuild
     pair = again.add_label("c", 0, at(8))
     assert pair is not None and pair.version == 1 and not pair.correct
-    assert again.add_prediction("z", 1, "champion", 0, at(6)) is not None
-    shadow_again = Join.from_state(roundtrip(shadow.to_state()), store, timedelta(hours=1), namespace="m/shadow/")
+    assert predict(again, "z", 1, "champion", 0, at(6)) is not None
+    shadow_again = Join.from_state(
+        saved(shadow),
+        store,
+        timedelta(hours=1),
+        namespace="m/shadow/",
+    )
     pair = shadow_again.add_label("a", 0, at(9))
     assert pair is not None and pair.version == 9 and pair.correct

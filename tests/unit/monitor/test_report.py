@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import CollectorRegistry
 
-from services.monitor.core import LiveAccuracy, ModelDrift
-from services.monitor.handlers import ModelWatch, MonitorHandlers
+from services.monitor.canary import LiveAccuracy
+from services.monitor.drift import ModelDrift
+from services.monitor.handlers import MonitorHandlers
 from services.monitor.join import Join
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
+from services.monitor.watch import ModelWatch
 from shared.spec import parse_spec
 
 SPEC = """

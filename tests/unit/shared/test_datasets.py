@@ -17,7 +17,7 @@ from shared.datasets import (
     label_shift,
     manifest_key,
 )
-from shared.errors import NotFound
+from shared.errors import CorruptArtifact, NotFound, StoreError
 from shared.store import FileStore
 
 FEATURES = ["a", "b"]
@@ -121,12 +121,17 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
     assert sorted(repo.load("m").record_ids.tolist()) == sorted(f"r-{i}" for i in range(400))
 
 
-def test_corrupt_shard_is_detected(repo: DatasetRepository) -> None:
+def test_corrupt_shard_is_a_corrupt_artifact_not_a_missing_one(repo: DatasetRepository) -> None:
     write(repo, rows(0, 3), None)
     shard = repo.manifest("m").shards[0]
     repo.store.put(shard.key, b"tampered")
-    with pytest.raises(NotFound, match="corrupt"):
+    with pytest.raises(CorruptArtifact, match="corrupt") as caught:
         repo.load("m")
+    assert shard.key in caught.value.message
+    assert isinstance(caught.value, StoreError) and not isinstance(caught.value, NotFound)
+    assert caught.value.status_code == 503, "the store holds bad bytes: a server-side failure, not a 404"
+    with pytest.raises(CorruptArtifact):
+        repo.record_ids([shard])  # ingest's duplicate check reads shards the same way
 
 
 def test_missing_versions_are_clear_errors(repo: DatasetRepository) -> None:

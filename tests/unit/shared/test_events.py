@@ -21,7 +21,6 @@ from shared.events import (
     DriftDetected,
     Event,
     GateVerdict,
-    PredictionLogged,
     PredictionsLogged,
     RejectionReason,
     SourcePosition,
@@ -234,7 +233,30 @@ def test_prediction_columns_must_line_up() -> None:
         PredictionsLogged.model_validate({**good, "labels": ["good"]})
     with pytest.raises(ValidationError, match="every features row must have 2 values"):
         PredictionsLogged.model_validate({**good, "features": [[1.0], [2.0, 3.0]]})
-    rows = PredictionsLogged.model_validate(good).rows()
-    assert all(isinstance(r, PredictionLogged) and r.model == "credit" for r in rows)
-    assert rows[1].features == {"income": 31000.0, "age": None} and rows[1].outputs.label == "bad"
-    assert rows[1].outputs.probabilities == {"bad": 0.9, "good": 0.1} and rows[1].latency_ms == 0.6
+    event = PredictionsLogged.model_validate(good)
+    assert event.features[1] == [31000.0, None] and event.labels[1] == "bad"
+    assert event.probabilities[1] == [0.9, 0.1] and event.latency_ms[1] == 0.6
+
+
+def test_prediction_columns_encode_with_exactly_the_events_fields() -> None:
+    import numpy as np
+
+    columns = {
+        "model": "credit",
+        "version": 2,
+        "variant": "champion",
+        "feature_names": ["income", "age"],
+        "classes": ["bad", "good"],
+        "inference_ids": ["a", "b"],
+        "features": np.array([[1.5, np.nan], [2.0, 3.0]], dtype=np.float32),
+        "labels": np.array([0, 1]),
+        "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32),
+        "latency_ms": [0.4, 0.4],
+        "predicted_at": ["2026-01-02T03:04:05Z", "2026-01-02T03:04:05Z"],
+    }
+    event = decode_event(topics.PREDICTIONS, PredictionsLogged.encode_columns(**columns))
+    assert isinstance(event, PredictionsLogged) and event.features == [[1.5, None], [2.0, 3.0]]
+    with pytest.raises(ValueError, match="do not match its fields: latency"):
+        PredictionsLogged.encode_columns(**{k: v for k, v in columns.items() if k != "latency_ms"})
+    with pytest.raises(ValueError, match="extra"):
+        PredictionsLogged.encode_columns(**columns, extra=1)

@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 
 from shared.datasets import FeatureStats
-from shared.errors import AlreadyExists, InvalidInput, ModelNotFound, NotFound, StoreError
+from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, ModelNotFound, NotFound, StoreError
 from shared.events import GateVerdict
+from shared.reference import FeatureReference, PredictionReference, Reference, ReferenceHistogram
 from shared.registry import (
     AliasChange,
     CodeVersion,
-    CorruptArtifact,
-    FeatureReference,
     InputSchema,
     ModelCard,
-    PredictionReference,
-    Reference,
-    ReferenceHistogram,
     Registry,
     alias_key,
     card_key,

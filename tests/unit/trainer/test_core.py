@@ -9,6 +9,7 @@ import pytest
 
 from services.trainer import core
 from shared.errors import InvalidInput
+from shared.reference import build_reference
 from shared.spec import GateSpec, TriggerSpec
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -114,7 +115,7 @@ def test_reference_histograms_cover_the_training_data() -> None:
     rng = np.random.default_rng(1)
     X = np.column_stack([rng.normal(size=2000), rng.integers(0, 3, size=2000).astype(float)])
     proba = rng.dirichlet([1, 1], size=300)
-    ref = core.reference(X, ["x", "k"], np.array([0, 1] * 150), proba, [0, 1])
+    ref = build_reference(X, ["x", "k"], np.array([0, 1] * 150), proba, [0, 1])
     hist = ref.features["x"].histogram
     assert len(hist.edges) == 11 and sum(hist.proportions) == pytest.approx(1.0)
     assert max(hist.proportions) < 0.2

@@ -1,0 +1,495 @@
+"""One model's drift watch: every drift stream behind one alarm policy. Pure: no I/O.
+
+Data drift: a River detector per feature and windowed PSI against the model card's reference;
+prediction drift: windows of predicted classes and probabilities; concept drift: a detector on
+the champion's joined 0/1 error stream. Each proposes candidates to the model's
+:class:`~services.monitor.alarms.AlarmPolicy`, which confirms them on fresh samples (see
+:mod:`services.monitor.alarms` for why a stable stream stays quiet). The watch dates each
+confirmed change (``change_started_at``) from a bounded history of sample times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from services.monitor.alarms import (
+    MIN_PSI_SAMPLES,
+    Alarm,
+    AlarmPolicy,
+    Confirmation,
+    DriftCandidate,
+    DriftKind,
+    MeanRise,
+    PsiAbove,
+    StaysAbove,
+    Suppressed,
+)
+from services.monitor.detectors import concept_detector, data_detector, detector_from_state
+from services.monitor.psi import PredictionWindow, PredictionWindowState, PsiWindowState, WindowedPsi
+from services.monitor.signals import Detector, DriftSignal, update_many
+from services.monitor.state import State
+from shared.events import Label, epoch, from_epoch
+from shared.reference import Reference
+from shared.spec import MonitoringSpec
+
+
+class ModelDriftState(State):
+    """A model's drift watch as checkpointed. River detector internals stay in the detectors'
+    own JSON (:mod:`services.monitor.detectors`), held here as they are."""
+
+    model: str
+    version: int | None
+    policy: AlarmPolicy
+    data: dict[str, dict[str, Any]]
+    concept: dict[str, Any]
+    psi: PsiWindowState
+    predictions_window: PredictionWindowState | None
+    prediction_times: list[float]
+    outcome_times: list[float]
+    labelled: int
+    predictions: int
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Tuning that is not in the spec (the spec's ``monitoring`` section holds the rest)."""
+
+    psi_window: int = 1000
+    """Rows per tumbling window of feature PSI."""
+    prediction_window: int = 1000
+    """Predictions per tumbling window of prediction drift."""
+    z_confirm: float = 3.0
+    """Standard errors by which fresh errors must exceed the pre-change rate (concept)."""
+    min_confirmation_fraction: float = 0.25
+    """Share of ``confirmation_samples`` a concept confirmation waits for before it may decide."""
+    min_reference_samples: int = 500
+    """A concept candidate needs this many pre-change samples (burn-in after a start or reset)."""
+    z_reject: float = 0.0
+    """Below this z after ``confirmation_samples`` fresh errors, a concept candidate is rejected."""
+    confirmation_extend: int = 4
+    """A concept confirmation confirms at ``z_confirm`` within this many x ``confirmation_samples``."""
+    z_patient: float = 3.5
+    """After that, an undecided concept confirmation needs this z (it looked at the data more often)."""
+    confirmation_patience: int = 10
+    """An undecided concept confirmation gives up after this many x ``confirmation_samples``."""
+    time_history: int = 16384
+    """Sample times kept per stream to date a change point (``change_started_at``)."""
+
+
+@dataclass
+class DriftUpdate:
+    """What one observation produced: alarms to publish, suppressions to count, and the
+    statistics to show (``statistics[(kind, feature)]`` from detectors, ``psi[stream]`` when a
+    window closed; prediction streams are ``label`` and ``proba:<class>``)."""
+
+    alarms: list[Alarm] = field(default_factory=list)
+    suppressed: list[Suppressed] = field(default_factory=list)
+    statistics: dict[tuple[DriftKind, str | None], float] = field(default_factory=dict)
+    psi: dict[str, float] = field(default_factory=dict)
+    chi_square: float | None = None
+
+    def add(self, outcome: Alarm | Suppressed | None) -> None:
+        if isinstance(outcome, Alarm):
+            self.alarms.append(outcome)
+        elif isinstance(outcome, Suppressed):
+            self.suppressed.append(outcome)
+
+
+class _Times:
+    """A bounded history of sample times, to date "the n-th most recent sample"."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._times: deque[float] = deque(maxlen=size)
+
+    def add(self, at: datetime) -> None:
+        self._times.append(epoch(at))
+
+    def extend(self, epochs: Iterable[float]) -> None:
+        """Add many sample times (epoch seconds), oldest first."""
+        self._times.extend(epochs)
+
+    def ago(self, samples: int | None, newer: Sequence[float] = ()) -> datetime | None:
+        """Time of the sample ``samples`` back (1 = the latest); the oldest kept if further.
+
+        ``newer``: epoch times of samples not added yet, as if they had been (a batch that
+        is being observed sample by sample).
+        """
+        if samples is None:
+            return None
+        kept = min(self._size, len(self._times) + len(newer))
+        if kept == 0:
+            return None
+        back = min(max(samples, 1), kept)
+        if back <= len(newer):
+            return from_epoch(newer[-back])
+        return from_epoch(self._times[len(newer) - back])
+
+    def values(self) -> list[float]:
+        """The kept times, oldest first (epoch seconds)."""
+        return list(self._times)
+
+
+class ModelDrift:
+    """Every drift stream of one model: feature detectors + windowed PSI (data), prediction
+    windows (prediction), the error-stream detector (concept), behind one :class:`AlarmPolicy`.
+
+    Feed every batch of logged predictions to :meth:`observe_predictions` (data drift uses all
+    variants; prediction drift only rows of the current ``version``) and the champion's joined outcomes to
+    :meth:`observe_outcome`. Call :meth:`reset` when a new version is promoted. Without a
+    reference (no model card yet) only concept drift is watched.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        version: int | None,
+        reference: Reference | None,
+        monitoring: MonitoringSpec,
+        settings: DriftSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.monitoring = monitoring
+        self.settings = settings or DriftSettings()
+        self.policy = AlarmPolicy(model=model, cooldown=monitoring.alarm_cooldown, version=version)
+        self._build(version, reference)
+
+    def _build(self, version: int | None, reference: Reference | None) -> None:
+        self.version = version
+        self.reference = reference
+        features = reference.features if reference else {}
+        self._histograms = {name: f.histogram for name, f in features.items()}
+        self._statistic_keys: dict[str, tuple[DriftKind, str | None]] = {name: ("data", name) for name in features}
+        self._data: dict[str, Detector] = {
+            name: data_detector(self.monitoring.data_detector) for name in self._histograms
+        }
+        self._concept: Detector = concept_detector(self.monitoring.concept_detector)
+        self._psi = WindowedPsi(self._histograms, self.settings.psi_window)
+        self._predictions = (
+            PredictionWindow(reference.predictions, self.settings.prediction_window) if reference else None
+        )
+        self._prediction_times = _Times(self.settings.time_history)
+        self._outcome_times = _Times(self.settings.time_history)
+        self.labelled = 0
+        self.predictions = 0
+
+    @property
+    def features(self) -> list[str]:
+        """Features with a reference, in reference order."""
+        return list(self._histograms)
+
+    def reset(self, version: int | None, reference: Reference | None) -> None:
+        """A new version is champion: fresh detectors against its reference, alarms cleared."""
+        self.policy.reset(version)
+        self._build(version, reference)
+
+    # -- data and prediction drift --
+
+    def observe_predictions(
+        self,
+        feature_names: Sequence[str],
+        features: ArrayLike,
+        labels: Sequence[Label],
+        probabilities: ArrayLike,
+        classes: Sequence[str],
+        times: Sequence[datetime],
+        version: int | None = None,
+    ) -> DriftUpdate:
+        """Many logged predictions in columns, as :class:`~shared.events.PredictionsLogged` holds
+        them: the same alarms, suppressions, PSIs and checkpoint as :meth:`observe_prediction`
+        row by row, several times faster.
+
+        Parameters
+        ----------
+        feature_names
+            Column names of ``features``; reference features without a column count as missing.
+        features
+            ``rows x len(feature_names)`` values; ``None``, NaN and infinities are missing.
+        labels, times
+            The predicted label and the event time of each row.
+        probabilities
+            ``rows x len(classes)`` predicted probabilities (``rows x 0`` when there are none).
+        version
+            The version that answered every row (None = current); prediction drift counts only
+            the current version's rows, data drift all of them.
+
+        The returned update holds every alarm and suppression in row order, each statistic's
+        last value, and the PSIs of every window that closed (the last one per stream).
+        """
+        n = len(times)
+        update = DriftUpdate()
+        if n == 0:
+            return update
+        if len(labels) != n:
+            raise ValueError(f"{len(labels)} labels for {n} rows")
+        matrix = np.asarray(features, dtype=np.float64).reshape(n, len(feature_names))
+        index = {name: i for i, name in enumerate(feature_names)}
+        columns = {name: matrix[:, index[name]] for name in self._data if name in index}
+        counted = self._predictions is not None and (version is None or version == self.version)
+        proba: dict[str, NDArray[np.float64]] = {}
+        if counted and classes:
+            p = np.asarray(probabilities, dtype=np.float64).reshape(n, len(classes))
+            proba = {str(c): p[:, k] for k, c in enumerate(classes)}
+        epochs = [epoch(t) for t in times]
+        self.predictions += n
+        start = 0
+        while start < n:
+            end = start + min(n - start, self._psi.remaining)
+            if counted and self._predictions is not None:
+                end = min(end, start + self._predictions.remaining)
+            self._observe_features(columns, start, end, epochs, times, update)
+            at = times[end - 1]
+            self._close_windows(
+                self._psi.add_columns({name: c[start:end] for name, c in columns.items()}, end - start),
+                None,
+                at,
+                update,
+            )
+            if counted and self._predictions is not None:
+                closed = self._predictions.add_many(labels[start:end], {c: v[start:end] for c, v in proba.items()})
+                self._close_windows(None, closed, at, update)
+            start = end
+        return update
+
+    def _observe_features(
+        self,
+        columns: Mapping[str, NDArray[np.float64]],
+        start: int,
+        end: int,
+        epochs: Sequence[float],
+        times: Sequence[datetime],
+        update: DriftUpdate,
+    ) -> None:
+        """Rows ``start:end`` (no window closes before ``end - 1``) through the feature detectors,
+        column by column; the rare policy steps (a pending confirmation, a drift) row by row."""
+        policy = self.policy
+        newer = epochs[start:end]
+        outcomes: list[tuple[int, int, int, Alarm | Suppressed]] = []
+        for order, (name, detector) in enumerate(self._data.items()):
+            column = columns.get(name)
+            if column is None:
+                continue
+            segment = column[start:end]
+            finite = np.isfinite(segment)
+            if finite.all():
+                rows: list[int] | None = None
+                values: list[float] = segment.tolist()
+            else:
+                rows = np.flatnonzero(finite).tolist()
+                values = segment[finite].tolist()
+            batch = update_many(detector, values)
+            if batch.last is not None:
+                update.statistics[("data", name)] = batch.last.statistic
+            drifts = dict(batch.drifts)
+            if not drifts and not policy.pending("data", name):
+                continue
+            last_drift = max(drifts, default=-1)
+            for k, value in enumerate(values):
+                pending = policy.pending("data", name)
+                if not pending and k > last_drift:
+                    break
+                row = k if rows is None else rows[k]
+                at = times[start + row]
+                if pending:
+                    started = self._started("data", name, self._prediction_times, newer[: row + 1])
+                    outcome = policy.observe("data", name, value, at, started)
+                    if outcome is not None:
+                        outcomes.append((row, order, 0, outcome))
+                signal = drifts.get(k)
+                if signal is not None:
+                    proposed = DriftUpdate()
+                    self._propose_data(name, detector.name, signal, at, proposed)
+                    outcomes.extend((row, order, 1, o) for o in proposed.suppressed)
+        self._prediction_times.extend(newer)
+        for *_, outcome in sorted(outcomes, key=lambda o: o[:3]):
+            update.add(outcome)
+
+    def _close_windows(
+        self,
+        data: dict[str, float] | None,
+        prediction: dict[str, float] | None,
+        at: datetime,
+        update: DriftUpdate,
+    ) -> None:
+        """PSIs of windows that just closed: shown, unlatched or proposed as candidates."""
+        if data is not None:
+            update.psi.update(data)
+            for name, value in data.items():
+                self._window_psi("data", name, value, self.settings.psi_window, at, update)
+        if prediction is not None and self._predictions is not None:
+            update.psi.update(prediction)
+            update.chi_square = self._predictions.last_chi_square
+            for stream, value in prediction.items():
+                self._window_psi("prediction", stream, value, self.settings.prediction_window, at, update)
+
+    def _started(
+        self, kind: DriftKind, feature: str | None, times: _Times, newer: Sequence[float] = ()
+    ) -> datetime | None:
+        """Time of the first new-regime sample if the pending candidate confirms on this observation."""
+        pending = self.policy.pending_of(kind, feature)
+        if pending is None:
+            return None
+        change = pending.candidate.change_samples or 0
+        return times.ago(change + (pending.confirmation.seen + 1) * pending.window_size, newer)
+
+    def _propose_data(self, name: str, detector: str, signal: DriftSignal, at: datetime, update: DriftUpdate) -> None:
+        candidate = _candidate("data", name, detector, signal)
+        n = max(self.monitoring.confirmation_samples, MIN_PSI_SAMPLES)
+        confirmation = PsiAbove(reference=self._histograms[name], n=n, alert=self.monitoring.psi_alert)
+        update.add(self.policy.propose(candidate, confirmation, at))
+
+    def _window_psi(
+        self, kind: DriftKind, stream: str, value: float, window: int, at: datetime, update: DriftUpdate
+    ) -> None:
+        alert = self.monitoring.psi_alert
+        if value <= alert:
+            self.policy.unlatch(kind, stream)
+        if kind == "prediction" and self.policy.pending(kind, stream):
+            started = self._started(kind, stream, self._prediction_times)
+            update.add(self.policy.observe(kind, stream, value, at, started))
+            return
+        if value <= alert or self.policy.latched(kind, stream) or self.policy.pending(kind, stream):
+            return
+        # A window says "somewhere in here"; only the confirming samples are surely new-regime.
+        candidate = DriftCandidate(
+            kind=kind,
+            feature=stream,
+            detector="PSI",
+            statistic=value,
+            threshold=alert,
+            samples=window,
+            change_samples=0,
+        )
+        if kind == "prediction":
+            confirmation: Confirmation = StaysAbove(alert=alert, windows=1, window_size=window)
+            update.add(self.policy.propose(candidate, confirmation, at, window_size=window))
+        else:
+            n = max(self.monitoring.confirmation_samples, MIN_PSI_SAMPLES)
+            confirmation = PsiAbove(reference=self._histograms[stream], n=n, alert=alert)
+            update.add(self.policy.propose(candidate, confirmation, at))
+
+    # -- concept drift --
+
+    def observe_outcome(self, error: bool, at: datetime) -> DriftUpdate:
+        """One joined outcome of the champion: True when its prediction was wrong."""
+        update = DriftUpdate()
+        value = 1.0 if error else 0.0
+        self.labelled += 1
+        self._outcome_times.add(at)
+        if self.policy.pending("concept", None):
+            started = self._started("concept", None, self._outcome_times)
+            update.add(self.policy.observe("concept", None, value, at, started))
+        signal = self._concept.update(value)
+        update.statistics[("concept", None)] = signal.statistic
+        if signal.drifted:
+            candidate = _candidate("concept", None, self._concept.name, signal)
+            if signal.reference_mean is None or signal.reference_samples < self.settings.min_reference_samples:
+                # Burn-in: a pre-change rate from a few hundred samples is not a baseline -- the
+                # detector picked the split where it looked lowest, and a fresh test cannot undo that.
+                update.suppressed.append(Suppressed(self.model, "concept", None, candidate.detector, "unconfirmed"))
+                return update
+            c = self.monitoring.confirmation_samples
+            settings = self.settings
+            confirmation = MeanRise(
+                reference=signal.reference_mean,
+                reference_n=signal.reference_samples,
+                min_n=max(1, math.ceil(c * settings.min_confirmation_fraction)),
+                max_n=c,
+                z=settings.z_confirm,
+                z_reject=settings.z_reject,
+                extend=settings.confirmation_extend,
+                z_patient=settings.z_patient,
+                patience=settings.confirmation_patience,
+            )
+            update.add(self.policy.propose(candidate, confirmation, at))
+        return update
+
+    # -- status and checkpoints --
+
+    def status(self) -> dict[str, Any]:
+        """JSON for ``GET /v1/models/{m}/status``: what is pending, latched, and how much was seen."""
+        return {
+            "version": self.version,
+            "predictions": self.predictions,
+            "labelled": self.labelled,
+            "pending": [
+                {"kind": k, "feature": f, "detector": p.candidate.detector, "fresh_samples": p.confirmation.seen}
+                for k, f, p in self.policy.pending_list()
+            ],
+            "latched": [{"kind": k, "feature": f} for k, f in self.policy.latched_list()],
+            "detectors": {"data": self.monitoring.data_detector, "concept": self.monitoring.concept_detector},
+        }
+
+    def state(self) -> ModelDriftState:
+        """Everything but the reference (it is in the model card) and the spec."""
+        return ModelDriftState(
+            model=self.model,
+            version=self.version,
+            policy=self.policy,
+            data={name: d.to_state() for name, d in self._data.items()},
+            concept=self._concept.to_state(),
+            psi=self._psi.state,
+            predictions_window=None if self._predictions is None else self._predictions.state,
+            prediction_times=self._prediction_times.values(),
+            outcome_times=self._outcome_times.values(),
+            labelled=self.labelled,
+            predictions=self.predictions,
+        )
+
+    @classmethod
+    def from_state(
+        cls,
+        state: ModelDriftState,
+        reference: Reference | None,
+        monitoring: MonitoringSpec,
+        settings: DriftSettings | None = None,
+    ) -> ModelDrift:
+        """Continue from ``state`` against the card's ``reference`` and the current spec.
+
+        A detector whose state is incompatible (another River version, or the spec now names
+        another detector) starts fresh instead -- losing a window is better than not monitoring.
+        """
+        drift = cls(state.model, state.version, reference, monitoring, settings)
+        drift.policy = state.policy.model_copy(update={"cooldown": monitoring.alarm_cooldown}, deep=True)
+        for name, detector_state in state.data.items():
+            if name in drift._data and detector_state.get("type") == drift._data[name].name:
+                drift._data[name] = _restore_or(detector_state, drift._data[name])
+        if state.concept.get("type") == drift._concept.name:
+            drift._concept = _restore_or(state.concept, drift._concept)
+        drift._psi = WindowedPsi(drift._histograms, drift.settings.psi_window, state.psi)
+        if drift._predictions is not None and state.predictions_window is not None:
+            drift._predictions = PredictionWindow(
+                drift._predictions.reference, drift.settings.prediction_window, state.predictions_window
+            )
+        drift._prediction_times.extend(state.prediction_times)
+        drift._outcome_times.extend(state.outcome_times)
+        drift.labelled = state.labelled
+        drift.predictions = state.predictions
+        return drift
+
+
+def _candidate(kind: DriftKind, feature: str | None, detector: str, signal: DriftSignal) -> DriftCandidate:
+    return DriftCandidate(
+        kind=kind,
+        feature=feature,
+        detector=detector,
+        statistic=signal.statistic,
+        threshold=signal.threshold,
+        samples=signal.samples,
+        change_samples=signal.change_samples,
+    )
+
+
+def _restore_or(state: dict[str, Any], fresh: Detector) -> Detector:
+    try:
+        return detector_from_state(state)
+    except ValueError:
+        return fresh

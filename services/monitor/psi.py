@@ -1,0 +1,242 @@
+"""Population stability over tumbling windows: feature values and predictions. Pure: no I/O.
+
+PSI of observed bin counts against a reference's shares is ``sum((a - e) * ln(a / e))`` over the
+bins (an empty bin on either side counts as :data:`PSI_EPSILON`). The bins are the model card's
+(:mod:`shared.reference`, the trainer's rule); :class:`WindowedPsi` keeps per-feature counts of
+the open window, :class:`PredictionWindow` the predicted classes and each class's probability.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from services.monitor.state import State
+from shared.events import Label
+from shared.reference import PredictionReference, ReferenceHistogram, bin_counts, column_counts
+
+PSI_EPSILON = 1e-4
+"""Share given to an empty bin, so that PSI stays finite."""
+
+PREDICTED_LABEL = "label"
+"""Prediction-drift stream of the predicted class distribution."""
+
+
+def probability_stream(label: str) -> str:
+    """Prediction-drift stream name of one class's predicted probability."""
+    return f"proba:{label}"
+
+
+def psi_from_counts(expected: Sequence[float], counts: Sequence[int]) -> float:
+    """PSI of observed bin ``counts`` against ``expected`` shares: ``sum((a - e) * ln(a / e))``.
+
+    Empty bins on either side count as :data:`PSI_EPSILON`; no counts at all gives 0.
+    """
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    value = 0.0
+    for e, c in zip(expected, counts, strict=True):
+        actual = max(c / total, PSI_EPSILON)
+        ref = max(e, PSI_EPSILON)
+        value += (actual - ref) * math.log(actual / ref)
+    return value
+
+
+def psi(reference: ReferenceHistogram, values: Iterable[float | None]) -> float:
+    """Population stability index of ``values`` against the reference histogram.
+
+    >>> ref = ReferenceHistogram(edges=[0.0, 1.0, 2.0], proportions=[0.5, 0.5])
+    >>> psi(ref, [0.5, 1.5])
+    0.0
+    >>> round(psi(ref, [0.5] * 9 + [1.5]), 3)
+    0.879
+    """
+    return psi_from_counts(reference.proportions, bin_counts(reference, values))
+
+
+def label_psi(reference: Mapping[str, float], counts: Mapping[str, int]) -> float:
+    """PSI of predicted-class counts against the reference class shares (classes as strings)."""
+    classes = sorted(set(reference) | set(counts))
+    return psi_from_counts([reference.get(c, 0.0) for c in classes], [counts.get(c, 0) for c in classes])
+
+
+def chi_square(reference: Mapping[str, float], counts: Mapping[str, int]) -> float:
+    """Pearson's chi-square of class counts against the reference shares (same epsilon rule)."""
+    total = sum(counts.values())
+    if total == 0:
+        return 0.0
+    statistic = 0.0
+    for c in set(reference) | set(counts):
+        expected = max(reference.get(c, 0.0), PSI_EPSILON) * total
+        statistic += (counts.get(c, 0) - expected) ** 2 / expected
+    return statistic
+
+
+def _add_column_counts(
+    counts: dict[str, list[int]],
+    inner: Iterable[tuple[str, Sequence[float]]],
+    columns: Mapping[str, NDArray[np.float64]],
+) -> None:
+    """Add each stream's column to its bin counts (a stream without a column adds nothing)."""
+    for key, edges in inner:
+        column = columns.get(key)
+        if column is not None:
+            added = column_counts(edges, len(counts[key]), column).tolist()
+            counts[key] = [a + b for a, b in zip(counts[key], added, strict=True)]
+
+
+def _fresh_counts(histograms: Mapping[str, ReferenceHistogram]) -> dict[str, list[int]]:
+    return {name: [0] * len(h.proportions) for name, h in histograms.items()}
+
+
+def _kept_counts(saved: Mapping[str, list[int]], histograms: Mapping[str, ReferenceHistogram]) -> dict[str, list[int]]:
+    """Saved counts of the streams whose bins are unchanged; the others start empty."""
+    counts = _fresh_counts(histograms)
+    for name, values in saved.items():
+        if name in counts and len(values) == len(counts[name]):
+            counts[name] = list(values)
+    return counts
+
+
+class PsiWindowState(State):
+    """The open window of :class:`WindowedPsi` (the references come from the model card)."""
+
+    window: int
+    rows: int = 0
+    counts: dict[str, list[int]] = {}
+
+
+class WindowedPsi:
+    """Per-feature PSI over tumbling windows of ``window`` rows.
+
+    >>> ref = ReferenceHistogram(edges=[0.0, 1.0, 2.0], proportions=[0.5, 0.5])
+    >>> w = WindowedPsi({"x": ref}, window=4)
+    >>> w.add_columns({"x": np.array([0.5, 1.5])}, rows=2) is None
+    True
+    >>> w.add_columns({"x": np.array([0.2, 1.9])}, rows=2)
+    {'x': 0.0}
+    """
+
+    def __init__(
+        self, references: Mapping[str, ReferenceHistogram], window: int = 1000, state: PsiWindowState | None = None
+    ) -> None:
+        """``state``: an open window to continue (features whose bins changed start empty)."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.references = dict(references)
+        self.state = (
+            PsiWindowState(window=window, counts=_fresh_counts(self.references))
+            if state is None
+            else PsiWindowState(window=state.window, rows=state.rows, counts=_kept_counts(state.counts, references))
+        )
+        self._inner = [(name, ref.inner) for name, ref in self.references.items()]
+
+    @property
+    def window(self) -> int:
+        """Rows per window."""
+        return self.state.window
+
+    @property
+    def remaining(self) -> int:
+        """Rows until the open window closes (at least 1)."""
+        return self.state.window - self.state.rows
+
+    def add_columns(self, columns: Mapping[str, NDArray[np.float64]], rows: int) -> dict[str, float] | None:
+        """Count ``rows`` rows at once, one float column per feature (NaN = missing; a feature
+        without a column counts as missing). The rows must fit in the open window
+        (``rows <= remaining``): the caller splits a batch where windows close."""
+        if not 0 < rows <= self.remaining:
+            raise ValueError(f"{rows} rows do not fit the {self.remaining} left in the window")
+        _add_column_counts(self.state.counts, self._inner, columns)
+        self.state.rows += rows
+        if self.state.rows < self.state.window:
+            return None
+        return self._close()
+
+    def _close(self) -> dict[str, float]:
+        counts = self.state.counts
+        result = {name: psi_from_counts(ref.proportions, counts[name]) for name, ref in self.references.items()}
+        self.state.rows = 0
+        self.state.counts = _fresh_counts(self.references)
+        return result
+
+
+class PredictionWindowState(State):
+    """The open window of :class:`PredictionWindow`."""
+
+    window: int
+    rows: int = 0
+    labels: dict[str, int] = {}
+    proba: dict[str, list[int]] = {}
+    chi_square: float = 0.0
+
+
+class PredictionWindow:
+    """Prediction drift over tumbling windows: predicted classes and per-class probabilities.
+
+    When a window closes, :meth:`add_many` returns ``{"label": PSI of class shares, "proba:<c>": PSI of
+    c's probability histogram}``; :attr:`last_chi_square` keeps the class counts' chi-square.
+    """
+
+    def __init__(
+        self, reference: PredictionReference, window: int = 1000, state: PredictionWindowState | None = None
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.reference = reference
+        histograms = reference.probability_histograms
+        self.state = (
+            PredictionWindowState(window=window, proba=_fresh_counts(histograms))
+            if state is None
+            else state.model_copy(update={"proba": _kept_counts(state.proba, histograms)})
+        )
+        self._inner = [(c, h.inner) for c, h in histograms.items()]
+
+    @property
+    def window(self) -> int:
+        """Predictions per window."""
+        return self.state.window
+
+    @property
+    def last_chi_square(self) -> float:
+        """The chi-square of the class counts of the last window that closed."""
+        return self.state.chi_square
+
+    @property
+    def remaining(self) -> int:
+        """Predictions until the open window closes (at least 1)."""
+        return self.state.window - self.state.rows
+
+    def add_many(
+        self, labels: Sequence[Label], probabilities: Mapping[str, NDArray[np.float64]]
+    ) -> dict[str, float] | None:
+        """Count many predictions at once (``probabilities``: one column per class, NaN =
+        missing). They must fit in the open window (``len(labels) <= remaining``)."""
+        rows = len(labels)
+        if not 0 < rows <= self.remaining:
+            raise ValueError(f"{rows} predictions do not fit the {self.remaining} left in the window")
+        state = self.state
+        counted = state.labels
+        for label in labels:
+            key = str(label)
+            counted[key] = counted.get(key, 0) + 1
+        _add_column_counts(state.proba, self._inner, probabilities)
+        state.rows += rows
+        if state.rows < state.window:
+            return None
+        return self._close()
+
+    def _close(self) -> dict[str, float]:
+        state = self.state
+        result = {PREDICTED_LABEL: label_psi(self.reference.label_distribution, state.labels)}
+        for c, hist in self.reference.probability_histograms.items():
+            if sum(state.proba[c]):
+                result[probability_stream(c)] = psi_from_counts(hist.proportions, state.proba[c])
+        state.chi_square = chi_square(self.reference.label_distribution, state.labels)
+        state.rows, state.labels = 0, {}
+        state.proba = _fresh_counts(self.reference.probability_histograms)
+        return result

@@ -1,0 +1,453 @@
+"""Ingest's use-cases on a FileStore, with a recording publisher as the only fake.
+
+Covered: valid records are buffered and a flush turns them into one dataset version per model,
+announced by ``DatasetVersionCreated``, before the consumed offsets are released; resent
+record ids are stored once (inside a window, across flushes and across a restart, which also
+re-announces the newest version); each invalid record is rejected on ``annotations.rejected``
+with the rule it broke and never stored; the rejections are acknowledged before the offsets are
+released; the flush policy by size and by age; the window's checks in the manifest; records buffered
+while their spec is deleted or changed keep the schema they were checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from services.ingest.core import FlushPolicy
+from services.ingest.handlers import IngestHandlers
+from services.ingest.metrics import IngestMetrics
+from services.ingest.validation import parse_annotation
+from shared import topics
+from shared.bus import Delivery
+from shared.datasets import DatasetRepository
+from shared.errors import BrokerUnavailable
+from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, Event, encode_event
+from shared.spec import SpecCatalog, apply_spec, parse_spec, spec_key
+from shared.store import FileStore
+
+SPEC = """
+name: {name}
+features: [{{name: a}}, {{name: b, min: 0, max: 100}}, {{name: c, allow_missing: true}}]
+label: {{values: ["no", "yes"]}}
+validation: {{min_confidence: 0.5, max_rejection_rate: 0.2}}
+"""
+MODEL = "credit"
+
+
+@dataclass
+class RecordingPublisher:
+    """The publisher seam: events published (acknowledged at once) and records enqueued."""
+
+    events: list[Event] = field(default_factory=list)
+    enqueued: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    acknowledge: bool = True
+
+    async def publish(self, event: Event, headers: Any = None) -> None:
+        self.events.append(event)
+
+    async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
+        self.enqueued.append((topic, value, key))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.acknowledge:
+            future.set_result(None)
+        else:
+            future.set_exception(KafkaError("broker went away"))
+        return future
+
+    def announced(self) -> list[DatasetVersionCreated]:
+        return [e for e in self.events if isinstance(e, DatasetVersionCreated)]
+
+    def rejections(self) -> list[AnnotationRejected]:
+        assert all(topic == topics.ANNOTATIONS_REJECTED for topic, _, _ in self.enqueued)
+        return [AnnotationRejected.model_validate_json(value) for _, value, _ in self.enqueued]
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ingest:
+    """One ingest replica on a store: its handlers, publisher, metrics and released offsets."""
+
+    def __init__(
+        self, store: FileStore, policy: FlushPolicy | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.store = store
+        self.publisher = RecordingPublisher()
+        self.registry = CollectorRegistry()
+        self.handlers = IngestHandlers(
+            repo=DatasetRepository(store),
+            catalog=SpecCatalog(store, refresh_s=60.0),
+            publisher=self.publisher,  # type: ignore[arg-type]
+            metrics=IngestMetrics.create(self.registry),
+            policy=policy or FlushPolicy(max_rows=10_000, max_age_s=3600.0),
+            clock=clock,
+        )
+        self.releases = 0
+        self.handlers.release = self._release
+        self._offset = 0
+
+    def _release(self) -> None:
+        self.releases += 1
+
+    async def send(self, *messages: AnnotationSubmitted) -> None:
+        for message in messages:
+            await self.send_bytes(encode_event(message), message.model)
+
+    async def send_bytes(self, value: bytes, key: str = MODEL) -> None:
+        """Deliver raw bytes as the subscriber would: decoded by ingest's own decoder."""
+        delivery = Delivery(topics.ANNOTATIONS, 0, self._offset, key.encode(), value, 0)
+        self._offset += 1
+        await self.handlers.on_annotation(parse_annotation(topics.ANNOTATIONS, value), delivery)
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+def annotation(i: int, model: str = MODEL, **overrides: Any) -> AnnotationSubmitted:
+    body: dict[str, Any] = {
+        "model": model,
+        "record_id": f"r{i}",
+        "features": {"a": float(i), "b": float(i % 100), "c": 0.5},
+        "label": "yes" if i % 2 else "no",
+        "confidence": 0.9,
+    }
+    body.update(overrides)
+    return AnnotationSubmitted.model_validate(body)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileStore:
+    store = FileStore(tmp_path / "store")
+    apply_spec(store, SPEC.format(name=MODEL))
+    return store
+
+
+async def test_valid_records_wait_in_the_buffer_until_a_flush_writes_and_announces_one_version(
+    store: FileStore,
+) -> None:
+    ingest = Ingest(store)
+    repo = DatasetRepository(store)
+    await ingest.send(*(annotation(i) for i in range(5)), annotation(5, features={"a": 5.0, "b": 5.0}))
+
+    assert ingest.handlers.buffered_rows == 6
+    assert repo.latest_version(MODEL) is None and ingest.publisher.events == [] and ingest.releases == 0
+
+    await ingest.handlers.flush()
+
+    manifest = repo.manifest(MODEL)
+    assert manifest.version == 1 and manifest.rows_total == 6 and manifest.rows_added == 6
+    assert manifest.features == ["a", "b", "c"] and manifest.label_counts == {"no": 3, "yes": 3}
+    data = repo.load(MODEL)
+    assert sorted(data.record_ids.tolist()) == [f"r{i}" for i in range(6)]
+    row = data.record_ids.tolist().index("r3")
+    assert data.X[row].tolist() == [3.0, 3.0, 0.5], "features are stored in the spec's order"
+    assert math.isnan(data.X[data.record_ids.tolist().index("r5")][2]), "an allowed missing value is stored as NaN"
+
+    [event] = ingest.publisher.announced()
+    assert (event.model, event.version, event.rows_total, event.rows_added) == (MODEL, 1, 6, 6)
+    assert event.manifest_key == f"datasets/{MODEL}/versions/1.json" and store.exists(event.manifest_key)
+    assert event.label_counts == {"no": 3, "yes": 3}
+    assert event.schema_hash == parse_spec(SPEC.format(name=MODEL)).schema_hash()
+    assert ingest.releases == 1 and ingest.handlers.buffered_rows == 0
+    assert ingest.metric("driftloop_ingest_accepted_records_total", model=MODEL) == 6
+    assert ingest.metric("driftloop_ingest_dataset_versions_total", model=MODEL) == 1
+
+
+async def test_each_flush_adds_a_version_on_top_of_the_previous_one(store: FileStore) -> None:
+    ingest = Ingest(store)
+    repo = DatasetRepository(store)
+    await ingest.send(*(annotation(i) for i in range(4)))
+    await ingest.handlers.flush()
+    await ingest.send(*(annotation(i) for i in range(4, 7)))
+    await ingest.handlers.flush()
+
+    second = repo.manifest(MODEL)
+    assert (second.version, second.parent_version, second.rows_total, second.rows_added) == (2, 1, 7, 3)
+    assert [(e.version, e.rows_total) for e in ingest.publisher.announced()] == [(1, 4), (2, 7)]
+    assert len(repo.load(MODEL).record_ids) == 7
+
+
+async def test_one_version_per_model_in_a_flush(store: FileStore) -> None:
+    apply_spec(store, SPEC.format(name="fraud"))
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2, model="fraud"), annotation(3, model="fraud"))
+    await ingest.handlers.flush()
+
+    repo = DatasetRepository(store)
+    assert repo.manifest(MODEL).rows_total == 1 and repo.manifest("fraud").rows_total == 2
+    assert sorted((e.model, e.rows_total) for e in ingest.publisher.announced()) == [(MODEL, 1), ("fraud", 2)]
+    assert ingest.releases == 1, "one release for the whole flush"
+
+
+async def test_a_record_id_sent_twice_in_one_window_is_stored_once(store: FileStore) -> None:
+    ingest = Ingest(store)
+    first = annotation(1)
+    resent = first.model_copy(update={"features": {"a": 99.0, "b": 1.0, "c": 0.0}})  # a new event, same record
+    await ingest.send(first, resent, annotation(2))
+    assert ingest.handlers.buffered_rows == 2
+
+    await ingest.handlers.flush()
+    data = DatasetRepository(store).load(MODEL)
+    assert sorted(data.record_ids.tolist()) == ["r1", "r2"]
+    assert data.X[data.record_ids.tolist().index("r1")][0] == 1.0, "the first copy is the one kept"
+    assert ingest.metric("driftloop_ingest_duplicate_records_total", model=MODEL) == 1
+    assert DatasetRepository(store).manifest(MODEL).checks["rejections"]["duplicates"] == 1
+
+
+async def test_a_record_id_already_stored_is_skipped_and_a_window_of_only_duplicates_writes_nothing(
+    store: FileStore,
+) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2))
+    await ingest.handlers.flush()
+    await ingest.send(annotation(1), annotation(2))
+    assert ingest.handlers.buffered_rows == 0
+    await ingest.handlers.flush()
+
+    repo = DatasetRepository(store)
+    assert repo.versions(MODEL) == [1] and repo.manifest(MODEL).rows_total == 2
+    assert len(ingest.publisher.announced()) == 1
+    assert ingest.releases == 2, "the duplicates' offsets are released too: they are handled"
+    assert ingest.metric("driftloop_ingest_duplicate_records_total", model=MODEL) == 2
+
+
+async def test_a_window_redelivered_after_a_crash_is_stored_once_and_the_newest_version_announced_again(
+    store: FileStore,
+) -> None:
+    crashed = Ingest(store)  # wrote version 1, then died before its offsets were committed
+    await crashed.send(*(annotation(i) for i in range(5)))
+    await crashed.handlers.flush()
+
+    restarted = Ingest(store)
+    await restarted.send(*(annotation(i) for i in range(6)))  # Kafka redelivers the window, plus one new record
+    assert restarted.handlers.buffered_rows == 1
+    await restarted.handlers.flush()
+
+    repo = DatasetRepository(store)
+    assert repo.manifest(MODEL).rows_total == 6 and repo.manifest(MODEL).rows_added == 1
+    assert sorted(repo.load(MODEL).record_ids.tolist()) == [f"r{i}" for i in range(6)]
+    # the crash may have come between the manifest and its event: the restart announces version 1 again
+    assert [(e.version, e.rows_total) for e in restarted.publisher.announced()] == [(1, 5), (2, 6)]
+    assert restarted.metric("driftloop_ingest_duplicate_records_total", model=MODEL) == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "rule", "field_name"),
+    [
+        ({"features": {"a": 1.0, "c": 0.0}}, "missing", "features.b"),
+        ({"features": {"a": float("inf"), "b": 1.0, "c": 0.0}}, "finite", "features.a"),
+        ({"features": {"a": 1.0, "b": 101.0, "c": 0.0}}, "range", "features.b"),
+        ({"features": {"a": 1.0, "b": 1.0, "c": 0.0, "d": 1.0}}, "unknown_feature", "features.d"),
+        ({"label": "perhaps"}, "label", "label"),
+        ({"confidence": 0.1}, "min_confidence", "confidence"),
+    ],
+)
+async def test_an_invalid_record_is_rejected_with_its_rule_and_never_stored(
+    store: FileStore, change: dict[str, Any], rule: str, field_name: str
+) -> None:
+    ingest = Ingest(store)
+    body = {**json.loads(encode_event(annotation(7))), "record_id": "bad", **change}
+    sent = json.dumps(body).encode()  # json.dumps writes Infinity, as Python producers do
+    await ingest.send_bytes(sent)
+    await ingest.send(annotation(1))
+
+    [rejected] = ingest.publisher.rejections()
+    assert ingest.publisher.enqueued[0][2] == MODEL.encode(), "keyed by model, like every topic"
+    assert rejected.model == MODEL and [(r.rule, r.field) for r in rejected.reasons] == [(rule, field_name)]
+    assert rejected.payload == sent.decode() and rejected.reasons[0].message
+    assert (rejected.source.topic, rejected.source.partition, rejected.source.offset) == (topics.ANNOTATIONS, 0, 0)
+    assert ingest.handlers.buffered_rows == 1
+    assert ingest.metric("driftloop_ingest_rejected_records_total", model=MODEL, rule=rule) == 1
+
+    await ingest.handlers.flush()
+    assert DatasetRepository(store).load(MODEL).record_ids.tolist() == ["r1"]
+
+
+async def test_a_record_failing_several_rules_is_rejected_once_with_every_reason(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1, features={"a": 1.0, "b": -5.0}, label="maybe", confidence=0.2))
+
+    [rejected] = ingest.publisher.rejections()
+    assert sorted(r.rule for r in rejected.reasons) == ["label", "min_confidence", "range"]
+    for rule in ("label", "min_confidence", "range"):
+        assert ingest.metric("driftloop_ingest_rejected_records_total", model=MODEL, rule=rule) == 1
+
+
+async def test_a_record_for_a_model_without_spec_is_rejected_as_unknown(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1, model="nospec"))
+
+    [rejected] = ingest.publisher.rejections()
+    assert rejected.model == "nospec" and [(r.field, r.rule) for r in rejected.reasons] == [("model", "known_model")]
+    assert "specs apply" in rejected.reasons[0].message
+    assert ingest.handlers.buffered_rows == 0
+
+
+async def test_json_that_is_not_an_annotation_is_rejected_with_the_schema_rule(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send_bytes(b'{"model": "credit", "record_id": 3}')
+
+    [rejected] = ingest.publisher.rejections()
+    assert rejected.model == MODEL and {r.rule for r in rejected.reasons} == {"schema"}
+    assert "record_id" in {r.field for r in rejected.reasons}
+    assert rejected.payload == '{"model": "credit", "record_id": 3}'
+
+
+async def test_rejections_alone_are_acknowledged_and_released_on_the_next_poll(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1, label="perhaps"))
+    assert ingest.releases == 0
+
+    await ingest.handlers.after_poll()
+    assert ingest.releases == 1 and DatasetRepository(store).latest_version(MODEL) is None
+    assert ingest.metric("driftloop_ingest_rejection_rate_ratio", model=MODEL) == 1.0
+
+    await ingest.handlers.after_poll()
+    assert ingest.releases == 1, "nothing new: nothing to release"
+
+
+async def test_no_offset_is_released_while_the_broker_has_not_acknowledged_the_rejections(store: FileStore) -> None:
+    ingest = Ingest(store)
+    ingest.publisher.acknowledge = False
+    await ingest.send(annotation(1, label="perhaps"), annotation(2))
+
+    with pytest.raises(BrokerUnavailable):
+        await ingest.handlers.flush()
+    assert ingest.releases == 0 and DatasetRepository(store).latest_version(MODEL) is None
+    assert ingest.handlers.buffered_rows == 1, "the accepted record waits for the next flush"
+
+
+async def test_after_poll_flushes_once_the_buffer_reaches_max_rows(store: FileStore) -> None:
+    ingest = Ingest(store, FlushPolicy(max_rows=3, max_age_s=3600.0))
+    await ingest.send(annotation(1), annotation(2))
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).latest_version(MODEL) is None and ingest.releases == 0
+    assert ingest.metric("driftloop_ingest_buffered_rows") == 2
+
+    await ingest.send(annotation(3))
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).manifest(MODEL).rows_total == 3 and ingest.releases == 1
+    assert ingest.metric("driftloop_ingest_buffered_rows") == 0
+
+
+async def test_after_poll_flushes_once_the_oldest_buffered_record_is_max_age_old(store: FileStore) -> None:
+    clock = FakeClock()
+    ingest = Ingest(store, FlushPolicy(max_rows=10_000, max_age_s=5.0), clock)
+    await ingest.send(annotation(1))
+    clock.now += 4.0
+    await ingest.send(annotation(2))
+    clock.now += 0.9
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).latest_version(MODEL) is None, "4.9 s: not yet"
+
+    clock.now += 0.1
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).manifest(MODEL).rows_total == 2 and ingest.releases == 1
+
+    clock.now += 100.0
+    await ingest.handlers.after_poll()
+    assert ingest.releases == 1, "an empty buffer has no age: nothing to flush"
+    await ingest.send(annotation(3))
+    clock.now += 4.9
+    await ingest.handlers.after_poll()
+    assert ingest.releases == 1, "the age counts from the first record after the last flush"
+
+
+async def test_drain_makes_everything_consumed_durable(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2, label="perhaps"))
+    await ingest.handlers.drain()
+
+    assert DatasetRepository(store).manifest(MODEL).rows_total == 1
+    assert len(ingest.publisher.rejections()) == 1 and ingest.releases == 1
+
+
+async def test_the_manifest_records_the_windows_rejections_and_a_high_rate_raises_the_alarm(
+    store: FileStore,
+) -> None:
+    ingest = Ingest(store)
+    await ingest.send(*(annotation(i) for i in range(5)))
+    await ingest.send(*(annotation(i, label="perhaps") for i in range(100, 120)))
+    await ingest.handlers.flush()
+
+    rejections = DatasetRepository(store).manifest(MODEL).checks["rejections"]
+    assert rejections["accepted"] == 5 and rejections["rejected"] == 20 and rejections["rate"] == 0.8
+    assert rejections["by_rule"] == {"label": 20} and rejections["flagged"] is True
+    assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 1
+    assert ingest.metric("driftloop_ingest_rejection_rate_ratio", model=MODEL) == 0.8
+
+    await ingest.send(*(annotation(i) for i in range(200, 230)))
+    await ingest.handlers.flush()
+    assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 0, "a clean window clears it"
+
+
+async def test_records_buffered_when_their_spec_is_deleted_are_not_lost(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2))
+    store.delete(spec_key(MODEL))
+    ingest.handlers.catalog.refresh()
+    await ingest.handlers.flush()
+
+    stored = DatasetRepository(store).latest_version(MODEL) is not None
+    assert stored or ingest.releases == 0, "either the records are stored or their offsets are not committed"
+
+
+async def test_records_buffered_before_a_spec_change_keep_their_values(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(7, features={"a": 1.0, "b": 2.0, "c": 3.0}))
+    reordered = SPEC.format(name=MODEL).replace("{name: a}, {name: b, min: 0, max: 100}", "{name: b}, {name: a}")
+    assert parse_spec(reordered).feature_names == ["b", "a", "c"]
+    apply_spec(store, reordered)
+    ingest.handlers.catalog.refresh()
+    await ingest.handlers.flush()
+
+    data = DatasetRepository(store).load(MODEL)
+    columns = DatasetRepository(store).manifest(MODEL).features
+    assert dict(zip(columns, data.X[0].tolist(), strict=True)) == {"a": 1.0, "b": 2.0, "c": 3.0}
+
+
+async def test_a_feature_added_while_records_wait_does_not_wedge_the_flush(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1))
+    extended = SPEC.format(name=MODEL).replace(
+        "{name: c, allow_missing: true}]", "{name: c, allow_missing: true}, {name: d}]"
+    )
+    assert parse_spec(extended).feature_names == ["a", "b", "c", "d"]
+    apply_spec(store, extended)
+    ingest.handlers.catalog.refresh()
+    await ingest.handlers.flush()
+
+    assert ingest.releases == 1 and DatasetRepository(store).manifest(MODEL).rows_total == 1
+
+
+async def test_a_record_under_a_changed_schema_first_flushes_the_records_of_the_old_one(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1, features={"a": 1.0, "b": 2.0, "c": 3.0}))
+    reordered = SPEC.format(name=MODEL).replace("{name: a}, {name: b, min: 0, max: 100}", "{name: b}, {name: a}")
+    apply_spec(store, reordered)
+    ingest.handlers.catalog.refresh()
+    await ingest.send(annotation(2, features={"a": 4.0, "b": 5.0, "c": 6.0}))
+    repo = DatasetRepository(store)
+    first = repo.manifest(MODEL, 1)
+    assert first.features == ["a", "b", "c"] and first.rows_added == 1, "the old window, on its own schema"
+    await ingest.handlers.flush()
+    second = repo.manifest(MODEL, 2)
+    assert second.features == ["b", "a", "c"] and second.rows_added == 1

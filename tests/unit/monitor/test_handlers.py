@@ -1,0 +1,189 @@
+"""The monitor's use-cases on a FileStore registry of real (small) models; the publisher is the only fake.
+
+Covered: predictions and labels join in either order and count once when redelivered; a canary
+start opens a trial, enough labels give one verdict that moves the registry's aliases and is
+published once, and a deployment event (the monitor also reads its own) is applied once; a
+verdict that cannot be published yet stays queued and goes out with the next event; a confirmed
+drift is published and starts the since-change wait; checkpoints restore the watch elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from services.monitor.handlers import MonitorHandlers
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.watch import state_key
+from shared.errors import BrokerUnavailable
+from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected, Event, PredictionsLogged
+from shared.registry import Registry
+from shared.spec import SpecCatalog, apply_spec
+from shared.store import FileStore
+from tests.integration.test_inference import register, rows
+from tests.integration.test_monitor import canary_started
+from tests.integration.test_monitor import traffic as monitor_traffic
+
+SPEC = """
+name: {name}
+features: [{{name: x1}}, {{name: x2}}, {{name: x3, allow_missing: true}}]
+label: {{values: [0, 1]}}
+training: {{estimator: LogisticRegression, holdout: 0.25, seed: 1, window: {{since_change: true}}}}
+deployment: {{strategy: canary, promote_after: {{labelled_samples: 100}}}}
+monitoring: {{confirmation_samples: 200}}
+"""
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+@dataclass
+class RecordingPublisher:
+    """Keeps what is published; ``fail`` makes the next publishes raise, as a broker that is away."""
+
+    events: list[Event] = field(default_factory=list)
+    fail: int = 0
+
+    async def publish(self, event: Event, headers: Any = None) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise BrokerUnavailable("broker away (test)")
+        self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+def handlers_on(store: FileStore, publisher: RecordingPublisher, table: dict[str, Any]) -> MonitorHandlers:
+    return MonitorHandlers(
+        Registry(store),
+        SpecCatalog(store),
+        store,
+        publisher,  # type: ignore[arg-type]
+        MonitorMetrics.create(CollectorRegistry()),
+        table,
+    )
+
+
+def setup(tmp_path: Any) -> tuple[FileStore, Registry]:
+    store = FileStore(tmp_path / "store")
+    apply_spec(store, SPEC.format(name="m"))
+    registry = Registry(store)
+    registry.set_alias("m", "production", register(store, "m", rows(400, 0, flip=False), None, SPEC), "test", "first")
+    return store, registry
+
+
+def traffic(
+    version: int, variant: str, start: int, n: int, error: float, seed: int, flip: bool = False
+) -> tuple[PredictionsLogged, list[AnnotationSubmitted]]:
+    """``n`` predictions of x1 + x2 > 10, wrong ``error`` of the time, and their labels."""
+    return monitor_traffic("m", version, variant, start, n, flip, error, seed, t0=T0)
+
+
+async def trial(
+    handlers: MonitorHandlers, candidate: int, errors: tuple[float, float], n: int
+) -> list[AnnotationSubmitted]:
+    """Open a canary trial of ``candidate`` and log ``n`` predictions of each side; returns their
+    labels, champion's first (wrong ``errors`` of the time: champion, canary)."""
+    await handlers.on_deployment(canary_started("m", candidate, at=T0))
+    champion, champion_labels = traffic(1, "champion", 0, n, error=errors[0], seed=2)
+    canary, canary_labels = traffic(candidate, "canary", 0, n, error=errors[1], seed=3)
+    await handlers.on_predictions(champion)
+    await handlers.on_predictions(canary)
+    return champion_labels + canary_labels
+
+
+async def test_predictions_and_labels_join_in_either_order_once(tmp_path: Any) -> None:
+    store, _ = setup(tmp_path)
+    handlers = handlers_on(store, RecordingPublisher(), {})
+    event, labels = traffic(1, "champion", 0, 200, error=0.1, seed=1)
+    for label in labels[:50]:  # labels first
+        await handlers.on_annotation(label)
+    await handlers.on_predictions(event)
+    await handlers.on_predictions(PredictionsLogged.model_validate(event.model_dump()))  # redelivered
+    for label in labels[50:] + labels[:10]:  # and ten labels again
+        await handlers.on_annotation(label)
+    watch = handlers.models["m"]
+    assert (watch.join.hits, watch.join.duplicates) == (200, 210)
+    status = await handlers.status("m")
+    assert status is not None
+    [live] = status["live"]
+    assert live["labelled"] == 200 and 0.8 < live["accuracy"] < 0.97
+
+
+async def test_a_canary_is_judged_once_and_the_registry_moves(tmp_path: Any) -> None:
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    candidate = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    registry.set_alias("m", "canary", candidate, "test", "canary")
+    labels = await trial(handlers, candidate, (0.2, 0.02), 150)
+    assert handlers.models["m"].trial is not None
+    for label in labels:
+        await handlers.on_annotation(label)
+    [verdict] = publisher.of(DeploymentChanged)
+    assert verdict.action == "promoted" and verdict.version == candidate and verdict.actor == "monitor"
+    assert registry.alias("m", "production") == candidate and registry.alias("m", "canary") is None
+    watch = handlers.models["m"]
+    assert watch.champion == candidate and watch.trial is None and watch.watch is not None
+    await handlers.on_deployment(verdict)  # the monitor reads its own event back: applied once
+    assert [m.kind for m in watch.markers].count("promoted") == 1
+
+
+async def test_a_verdict_that_cannot_be_published_waits_for_the_next_event(tmp_path: Any) -> None:
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    candidate = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    labels = await trial(handlers, candidate, (0.0, 0.6), 150)
+    failed = 0
+    publisher.fail = 1
+    for label in labels:
+        try:
+            await handlers.on_annotation(label)
+        except BrokerUnavailable:
+            failed += 1
+    assert failed == 1 and len(handlers.models["m"].decisions) == 0, "the next label carried it out"
+    [verdict] = publisher.of(DeploymentChanged)
+    assert verdict.action == "rolled_back" and registry.alias("m", "canary") is None
+
+
+async def test_a_decision_left_by_an_outage_survives_a_restart(tmp_path: Any) -> None:
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    table: dict[str, Any] = {}
+    handlers = handlers_on(store, publisher, table)
+    candidate = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    labels = await trial(handlers, candidate, (0.2, 0.0), 100)
+    for label in labels[:-1]:
+        await handlers.on_annotation(label)
+    publisher.fail = 1
+    try:
+        await handlers.on_annotation(labels[-1])
+    except BrokerUnavailable:
+        pass
+    assert len(handlers.models["m"].decisions) == 1 and registry.alias("m", "production") == candidate
+    assert await handlers.checkpoint() == 1 and store.exists(state_key("m"))
+
+    again = handlers_on(store, publisher, table)  # another replica takes the partition over
+    await again.on_annotation(labels[-1])  # the redelivered label: a duplicate, and the verdict goes out
+    [verdict] = publisher.of(DeploymentChanged)
+    assert verdict.action == "promoted" and again.models["m"].champion == candidate
+    assert again.models["m"].live.totals("m", candidate, "canary").labelled == 100
+
+
+async def test_a_confirmed_concept_drift_is_published_and_starts_the_wait(tmp_path: Any) -> None:
+    store, _ = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    stable, stable_labels = traffic(1, "champion", 0, 1500, error=0.05, seed=5)
+    changed, changed_labels = traffic(1, "champion", 1500, 1200, error=0.05, seed=6, flip=True)
+    for event, labels in ((stable, stable_labels), (changed, changed_labels)):
+        await handlers.on_predictions(event)
+        for label in labels:
+            await handlers.on_annotation(label)
+    concept = [d for d in publisher.of(DriftDetected) if d.kind == "concept"]
+    assert len(concept) == 1 and concept[0].change_samples
+    watch = handlers.models["m"]
+    assert watch.last_drift == concept[0] and watch.change_wait is not None and not watch.decisions
