@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench clean tools
+.PHONY: demo test lint typecheck unit bench wheel clean tools
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check shared services tests benchmarks
+	$(BIN)/ruff format --check shared services tests benchmarks deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -31,6 +31,10 @@ test: tools lint typecheck
 
 bench: $(STAMP) tools
 	@set -e; for b in benchmarks/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python $$b; done
+
+# the wheel and sdist built, checked, installed outside the checkout and run (CI runs it too)
+wheel: $(STAMP)
+	$(BIN)/python deploy/check_wheel.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -21,27 +21,28 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared import __version__
 from shared.errors import DriftloopError, http_status
 
 log = logging.getLogger(__name__)
 
 
 def add_health_routes(app: FastAPI, registry: CollectorRegistry, ready: Callable[[], str | None]) -> None:
-    """Mount ``/health/live``, ``/health/ready`` and ``/metrics``.
+    """Mount ``/health/live``, ``/health/ready`` (both say the version) and ``/metrics``.
 
     ``ready()`` returns None when the service can do its work, else the reason it cannot.
     """
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
-        return {"status": "live"}
+        return {"status": "live", "version": __version__}
 
     @app.get("/health/ready", tags=["health"], response_model=None)
     async def is_ready() -> dict[str, str] | JSONResponse:
         reason = ready()
         if reason is None:
-            return {"status": "ready"}
-        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+            return {"status": "ready", "version": __version__}
+        return JSONResponse({"status": "not ready", "reason": reason, "version": __version__}, status_code=503)
 
     @app.get("/metrics", tags=["health"])
     async def metrics() -> Response:

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from shared import __version__
 from shared.bus import KafkaOptions, Publisher, Subscriber, ensure_topics
 from shared.config import ServiceSettings
 from shared.errors import BrokerUnavailable
@@ -47,7 +48,7 @@ class BusService:
         self.registry = CollectorRegistry()
         self.options = KafkaOptions.from_settings(settings, client_id=f"driftloop-{name}")
         self.publisher = Publisher(self.options)
-        self.app = FastAPI(title=f"driftloop {name}")
+        self.app = FastAPI(title=f"driftloop {name}", version=__version__)
         add_health_routes(self.app, self.registry, self.not_ready)
         self.http = HttpServer(self.app, settings.http_host, settings.port)
         self.background: list[Callable[[], Awaitable[None]]] = []

@@ -27,7 +27,7 @@ from pydantic import Field
 from services.monitor.handlers import MonitorHandlers
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
-from shared import topics
+from shared import __version__, topics
 from shared.bus import (
     TRANSIENT_ERRORS,
     Backoff,
@@ -241,7 +241,7 @@ def add_routes(service: MonitorService) -> Any:
     """Health, metrics, ``/v1/models/{m}/status`` and ``/report/{m}``."""
     from fastapi import FastAPI
 
-    app = FastAPI(title="driftloop monitor")
+    app = FastAPI(title="driftloop monitor", version=__version__)
     add_health_routes(app, service.registry, service.not_ready)
     add_error_handler(app)
     handlers = service.handlers
