@@ -60,11 +60,42 @@ class PredictionReference(_Frozen):
     """Per class, the histogram of its predicted probability."""
 
 
+class ExpectedError(_Frozen):
+    """The error rate a version was measured at on its holdout, and how sure that measure is.
+
+    The monitor holds every version's live error against it from the first labelled prediction
+    the version serves, so a version that starts serving into an already-changed world (a
+    rollback, a promotion just before a change), or whose detectors were just reset, is flagged
+    as soon as it does clearly worse than it was trained to do.
+
+    >>> e = ExpectedError.of(accuracy=0.9, rows=400)
+    >>> round(e.rate, 3), e.rows, round(e.upper, 3)
+    (0.1, 400, 0.128)
+    """
+
+    rate: float
+    rows: int
+    upper: float
+    """One-sided 95 % (Wilson) upper bound of the rate, from ``rows`` holdout rows."""
+
+    @classmethod
+    def of(cls, accuracy: float, rows: int) -> ExpectedError:
+        """From the holdout's accuracy and size."""
+        rate = min(max(1.0 - accuracy, 0.0), 1.0)
+        n = max(rows, 1)
+        z = 1.645
+        centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
+        spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return cls(rate=rate, rows=rows, upper=min(1.0, centre + spread))
+
+
 class Reference(_Frozen):
     """What normal looks like, for the monitor's drift detectors."""
 
     features: dict[str, FeatureReference]
     predictions: PredictionReference
+    expected_error: ExpectedError | None = None
+    """The version's holdout error (None on cards written before it was recorded)."""
 
 
 # --- the binning rule --------------------------------------------------------------------------
@@ -133,8 +164,10 @@ def build_reference(
     y_pred: NDArray[Any],
     proba: NDArray[Any],
     classes: Sequence[Any],
+    expected_error: ExpectedError | None = None,
 ) -> Reference:
-    """What normal looks like: every feature of the training window, and predictions on the holdout."""
+    """What normal looks like: every feature of the training window, predictions and the error
+    rate on the holdout."""
     features = {
         name: FeatureReference(
             stats=FeatureStats.of(X[:, i][np.isfinite(X[:, i])]),
@@ -150,4 +183,5 @@ def build_reference(
     return Reference(
         features=features,
         predictions=PredictionReference(label_distribution=distribution, probability_histograms=probabilities),
+        expected_error=expected_error,
     )

@@ -377,6 +377,10 @@ class AlarmPolicy(State):
             change_started_at=started_at,
         )
 
+    def withdraw(self, kind: DriftKind, feature: str | None) -> Pending | None:
+        """Drop the candidate under confirmation for this cause (a better one replaces it)."""
+        return self.confirming.pop(_key(kind, feature), None)
+
     def reset(self, version: int | None) -> None:
         """A new version was promoted: forget pending candidates, cooldowns and latches."""
         self.version = version

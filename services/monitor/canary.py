@@ -220,10 +220,7 @@ class CanaryJudge:
             return None
         delta = canary.error_rate - champion.error_rate
         allowed = self.promote_after.max_error_delta
-        p1, p2 = canary.error_rate, champion.error_rate
-        floor = 1.0 / (canary.labelled + champion.labelled)  # no zero variance when a side made no error
-        se = math.sqrt(max(p1 * (1 - p1), floor) / canary.labelled + max(p2 * (1 - p2), floor) / champion.labelled)
-        z = (delta - allowed) / se
+        z = (delta - allowed) / _difference_se(canary, champion)
         worse = z >= CANARY_Z
         champ = f"champion v{champion_version}" if champion_version is not None else "champion"
         if worse:
@@ -274,26 +271,43 @@ class CanaryTrial(State):
 
 
 class ChampionWatch(State):
-    """After a promotion: roll the new champion back if its error rises too far.
+    """After a promotion: roll the new champion back only if the previous one is better *now*.
 
-    The new champion's error over its most recent ``window`` labelled outcomes (default
-    ``promote_after.labelled_samples``) is compared with the previous champion's recorded error
-    (from the canary trial); once ``window`` outcomes exist, an increase beyond
-    ``rollback_on.error_increase`` returns ``rolled_back``. The watch ends after ``horizon``
-    outcomes (default 10 x window): later degradation is drift, for the concept detector and a
-    retrain, not a reason to go back to a model that drift hits as hard.
+    A world that changes just after a promotion makes the new champion look worse than the
+    error recorded for its predecessor -- but the predecessor would do as badly, and going back
+    to it leaves the loop serving a stale model (the concept alarm, not a rollback, is the
+    answer to a changed world). So the previous champion keeps scoring the same live traffic as
+    a shadow while the watch runs (:meth:`record_previous` counts its labelled outcomes), and
+    the watch rolls back only when, over the same recent ``window`` labelled predictions of
+    each, the new champion's error exceeds the previous one's by more than
+    ``rollback_on.error_increase`` beyond sampling noise (one-sided z >= 1.645, as the canary
+    judge). Without the previous champion's outcomes there is no evidence, and no rollback.
+    The watch ends after ``horizon`` outcomes (default 10 x window).
+
+    >>> w = ChampionWatch.start(2, 1, 0.1, PromoteAfter(labelled_samples=4), RollbackOn(error_increase=0.0))
+    >>> [w.record(2, False) for _ in range(4)] == [None] * 4  # no outcome of v1 yet: no evidence
+    True
+    >>> for _ in range(4):
+    ...     w.record_previous(1, True)
+    >>> w.record(2, False).action
+    'rolled_back'
     """
 
     version: int
     previous_version: int | None
     previous_error: float
+    """The error recorded for the previous champion before the promotion (for the reason text)."""
     error_increase: float
     window: int
     horizon: int
     seen: int = 0
     done: bool = False
     recent: list[int] = []
-    """The last ``window`` outcomes, 1 for an error."""
+    """The new champion's last ``window`` outcomes, 1 for an error."""
+    previous_recent: list[int] = []
+    """The previous champion's last ``window`` outcomes on the same traffic (as a shadow)."""
+    shadowed: bool = False
+    """The monitor made the previous champion the shadow for this watch (and clears it after)."""
 
     @classmethod
     def start(
@@ -319,32 +333,61 @@ class ChampionWatch(State):
 
     @property
     def error_rate(self) -> float:
-        """Error over the recent window."""
+        """The new champion's error over the recent window."""
         return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+    @property
+    def previous_error_rate(self) -> float | None:
+        """The previous champion's error over its recent window on the same traffic (None before any)."""
+        return sum(self.previous_recent) / len(self.previous_recent) if self.previous_recent else None
+
+    def record_previous(self, version: int, correct: bool) -> None:
+        """One labelled outcome of the previous champion, scoring the same traffic as a shadow."""
+        if self.done or version != self.previous_version:
+            return
+        _push(self.previous_recent, 0 if correct else 1, self.window)
 
     def record(self, version: int, correct: bool) -> Verdict | None:
         """Count one outcome of the champion; a verdict at most once."""
         if self.done or version != self.version:
             return None
         self.seen += 1
-        recent = self.recent
-        recent.append(0 if correct else 1)
-        if len(recent) > self.window:
-            del recent[0]
-        if len(recent) >= self.window:
-            increase = self.error_rate - self.previous_error
-            if increase > self.error_increase:
-                self.done = True
-                errors = sum(recent)
-                reason = (
-                    f"champion v{self.version} error {self.error_rate:.3f} ({errors}/{len(recent)}) "
-                    f"over its last {len(recent)} labelled predictions vs {self.previous_error:.3f} recorded for "
-                    f"v{self.previous_version}: increase {increase:+.3f} > allowed {self.error_increase:.3f}"
-                )
-                return Verdict("rolled_back", self.version, self.previous_version, reason)
-        if self.seen >= self.horizon:
+        _push(self.recent, 0 if correct else 1, self.window)
+        verdict = self._judge()
+        if verdict is not None or self.seen >= self.horizon:
             self.done = True
-        return None
+        return verdict
+
+    def _judge(self) -> Verdict | None:
+        recent, previous = self.recent, self.previous_recent
+        if len(recent) < self.window or len(previous) < self.window:
+            return None
+        new_errors = ErrorCounts(len(recent), sum(recent))
+        old_errors = ErrorCounts(len(previous), sum(previous))
+        delta = new_errors.error_rate - old_errors.error_rate
+        z = (delta - self.error_increase) / _difference_se(new_errors, old_errors)
+        if z < CANARY_Z:
+            return None
+        reason = (
+            f"champion v{self.version} error {new_errors.describe()} vs v{self.previous_version} "
+            f"{old_errors.describe()} over the same last {len(recent)} labelled predictions: delta {delta:+.3f} "
+            f"> allowed {self.error_increase:+.3f} beyond noise (z {z:.2f} >= {CANARY_Z})"
+        )
+        return Verdict("rolled_back", self.version, self.previous_version, reason)
+
+
+def _push(window: list[int], value: int, size: int) -> None:
+    window.append(value)
+    if len(window) > size:
+        del window[0]
+
+
+def _difference_se(a: ErrorCounts, b: ErrorCounts) -> float:
+    """Standard error of the difference of two error rates, floored so a side without errors
+    is not infinitely sure."""
+    floor = 1.0 / (a.labelled + b.labelled)
+    p1, p2 = a.error_rate, b.error_rate
+    return math.sqrt(max(p1 * (1 - p1), floor) / a.labelled + max(p2 * (1 - p2), floor) / b.labelled)
 
 
 class ChangeWait(State):

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from services.monitor.alarms import (
+    ERROR_RISE_UNIT,
     MIN_PSI_SAMPLES,
     Alarm,
     AlarmPolicy,
@@ -40,6 +41,9 @@ from shared.events import Label, epoch, from_epoch
 from shared.reference import Reference
 from shared.spec import MonitoringSpec
 
+EXPECTED_ERROR = "expected_error"
+"""The detector name of candidates from the watch against the version's expected error."""
+
 
 class ModelDriftState(State):
     """A model's drift watch as checkpointed. River detector internals stay in the detectors'
@@ -56,6 +60,10 @@ class ModelDriftState(State):
     outcome_times: list[float]
     labelled: int
     predictions: int
+    recent_errors: list[int] = []
+    """The last ``expected_window`` outcomes (1 = wrong), for the watch against the expected error."""
+    expected_hold: int = 0
+    """No candidate against the expected error before this many outcomes (one window after the last)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,10 @@ class DriftSettings:
     """An undecided concept confirmation gives up after this many x ``confirmation_samples``."""
     time_history: int = 16384
     """Sample times kept per stream to date a change point (``change_started_at``)."""
+    expected_window: int = 200
+    """Most recent labelled outcomes held against the version's expected (holdout) error."""
+    z_expected: float = 3.0
+    """Standard errors by which that window must exceed the expected error to be a candidate."""
 
 
 @dataclass
@@ -178,6 +190,10 @@ class ModelDrift:
         )
         self._prediction_times = _Times(self.settings.time_history)
         self._outcome_times = _Times(self.settings.time_history)
+        self._expected = reference.expected_error if reference else None
+        self._recent_errors: deque[int] = deque(maxlen=self.settings.expected_window)
+        self._recent_sum = 0
+        self._expected_hold = 0
         self.labelled = 0
         self.predictions = 0
 
@@ -389,6 +405,7 @@ class ModelDrift:
             update.add(self.policy.observe("concept", None, value, at, started))
         signal = self._concept.update(value)
         update.statistics[("concept", None)] = signal.statistic
+        self._hold_against_expected(error, at, update)
         if signal.drifted:
             candidate = _candidate("concept", None, self._concept.name, signal)
             if signal.reference_mean is None or signal.reference_samples < self.settings.min_reference_samples:
@@ -409,8 +426,71 @@ class ModelDrift:
                 z_patient=settings.z_patient,
                 patience=settings.confirmation_patience,
             )
+            pending = self.policy.pending_of("concept", None)
+            if pending is not None and pending.candidate.detector == EXPECTED_ERROR:
+                # The detector saw the change happen: its baseline and change point are the better
+                # evidence, and dropping its candidate would lose the change (it starts over empty).
+                self.policy.withdraw("concept", None)
             update.add(self.policy.propose(candidate, confirmation, at))
         return update
+
+    def _hold_against_expected(self, error: bool, at: datetime, update: DriftUpdate) -> None:
+        """The absolute reference: the recent error against what this version was trained to do.
+
+        Detectors learn "normal" from the stream itself, so a version that starts serving into an
+        already-changed world -- a rollback, a promotion just before a change -- or whose
+        detectors were just reset takes the high error as its normal and is never flagged. This
+        test does not learn: once the last ``expected_window`` outcomes exceed the card's
+        expected error by ``z_expected`` standard errors, and its 95 % upper bound by at least
+        :data:`ERROR_RISE_UNIT`, it proposes a concept candidate, confirmed like any other on
+        fresh samples -- against that bound plus half a unit, so neither a fluke window nor a
+        holdout a little optimistic raises an alarm -- and under the same cooldown -- a model left
+        serving a changed world keeps saying so, once per cooldown, until a retrain replaces it.
+        """
+        recent = self._recent_errors
+        if len(recent) == recent.maxlen:
+            self._recent_sum -= recent[0]
+        recent.append(1 if error else 0)
+        self._recent_sum += 1 if error else 0
+        expected = self._expected
+        if expected is None or len(recent) < self.settings.expected_window or self.labelled < self._expected_hold:
+            return
+        policy = self.policy
+        if policy.pending("concept", None) or policy.cooling("concept", None, at):
+            return
+        n = len(recent)
+        live = self._recent_sum / n
+        if live - expected.upper < ERROR_RISE_UNIT:  # clearly worse than the holdout's bound, not a wobble
+            return
+        floor = 1.0 / (n + expected.rows + 2)
+        pooled = min(max((live * n + expected.rate * expected.rows) / (n + expected.rows), floor), 1.0 - floor)
+        z = (live - expected.rate) / math.sqrt(pooled * (1 - pooled) * (1 / n + 1 / max(expected.rows, 1)))
+        if z < self.settings.z_expected:
+            return
+        self._expected_hold = self.labelled + self.settings.expected_window
+        candidate = DriftCandidate(
+            kind="concept",
+            feature=None,
+            detector=EXPECTED_ERROR,
+            statistic=live,
+            threshold=expected.upper,
+            samples=self.labelled,
+            change_samples=n,
+        )
+        c = self.monitoring.confirmation_samples
+        settings = self.settings
+        confirmation = MeanRise(  # fresh errors above the holdout's bound by half a unit: a small miss is no drift
+            reference=min(1.0, expected.upper + ERROR_RISE_UNIT / 2),
+            reference_n=expected.rows,
+            min_n=max(1, math.ceil(c * settings.min_confirmation_fraction)),
+            max_n=c,
+            z=settings.z_confirm,
+            z_reject=settings.z_reject,
+            extend=settings.confirmation_extend,
+            z_patient=settings.z_patient,
+            patience=settings.confirmation_patience,
+        )
+        update.add(policy.propose(candidate, confirmation, at))
 
     # -- status and checkpoints --
 
@@ -442,6 +522,8 @@ class ModelDrift:
             outcome_times=self._outcome_times.values(),
             labelled=self.labelled,
             predictions=self.predictions,
+            recent_errors=list(self._recent_errors),
+            expected_hold=self._expected_hold,
         )
 
     @classmethod
@@ -473,6 +555,9 @@ class ModelDrift:
         drift._outcome_times.extend(state.outcome_times)
         drift.labelled = state.labelled
         drift.predictions = state.predictions
+        drift._recent_errors.extend(state.recent_errors)
+        drift._recent_sum = sum(drift._recent_errors)
+        drift._expected_hold = state.expected_hold
         return drift
 
 

@@ -34,8 +34,8 @@ from shared.events import (
     PredictionsLogged,
     TrainingCompleted,
 )
-from shared.reference import Reference
-from shared.registry import CANARY, PRODUCTION, Alias, Registry
+from shared.reference import ExpectedError, Reference
+from shared.registry import CANARY, PRODUCTION, SHADOW, Alias, Registry
 from shared.spec import SpecCatalog
 from shared.store import ObjectStore
 
@@ -104,12 +104,19 @@ class MonitorHandlers:
             return built
 
     def _reference(self, model: str, version: int | None) -> Reference | None:
+        """The version's reference statistics, with its expected error (taken from the card's
+        holdout accuracy for cards written before the reference carried it)."""
         if version is None:
             return None
         try:
-            return self.registry.card(model, version).reference
+            card = self.registry.card(model, version)
         except KeyNotFound:
             return None
+        reference = card.reference
+        if reference.expected_error is None and "accuracy" in card.metrics:
+            expected = ExpectedError.of(card.metrics["accuracy"], card.holdout_rows)
+            reference = reference.model_copy(update={"expected_error": expected})
+        return reference
 
     def _load(self, model: str) -> ModelWatch | None:
         spec = self.catalog.get(model)
@@ -234,6 +241,7 @@ class MonitorHandlers:
             return
         await self._settle(watch)
         await self._apply_deployment(watch, event)
+        await self._settle(watch)  # what the change itself decided (the previous champion as a shadow)
 
     async def _apply_deployment(self, watch: ModelWatch, event: DeploymentChanged) -> None:
         """Bring the watch in line with a deployment change, once per event. What may fail (reading
@@ -245,6 +253,7 @@ class MonitorHandlers:
             event.action == "rolled_back" and watch.canary != event.version
         )
         reference = await asyncio.to_thread(self._reference, watch.model, event.version) if changes_champion else None
+        shadow = (await asyncio.to_thread(self.registry.aliases, watch.model)).get(SHADOW) if changes_champion else None
         if event.action == "canary_started":
             watch.canary = event.version
             watch.trial = CanaryTrial(champion_version=watch.champion, canary_version=event.version, started_at=at)
@@ -258,21 +267,28 @@ class MonitorHandlers:
             watch.change_wait = None
             self.metrics.waiting_rows.labels(watch.model).set(0)
             watch.drift.reset(event.version, reference)
-            if previous is not None and previous != event.version and previous_error is not None:
+            ended, watch.watch = watch.watch, None
+            if previous is not None and previous != event.version:
                 spec = watch.spec.deployment
                 watch.watch = ChampionWatch.start(
-                    event.version, previous, previous_error, spec.promote_after, spec.rollback_on
+                    event.version, previous, previous_error or 0.0, spec.promote_after, spec.rollback_on
                 )
-            else:
-                watch.watch = None
+                ours = ended is not None and ended.shadowed and shadow == ended.previous_version
+                if shadow is None or ours:  # an operator's or the trainer's shadow is left alone
+                    watch.watch.shadowed = True
+                    watch.decisions.append(self._shadow_decision(watch, previous, event.version, shadow))
+            elif ended is not None and ended.shadowed and shadow == ended.previous_version:
+                watch.decisions.append(_clear_shadow(f"v{event.version} promoted; the champion watch is over"))
         elif event.action == "rolled_back":
             if not changes_champion:  # a canary removed
                 watch.canary = None
                 watch.trial = None
             else:  # production went back to event.version
+                ended, watch.watch = watch.watch, None
                 watch.champion = event.version
-                watch.watch = None
                 watch.drift.reset(event.version, reference)
+                if ended is not None and ended.shadowed and shadow == ended.previous_version:
+                    watch.decisions.append(_clear_shadow(f"production back on v{event.version}"))
         watch.mark(at, event.action, f"v{event.version}: {event.reason}"[:300])
         watch.handled.append(str(event.event_id))
 
@@ -299,6 +315,8 @@ class MonitorHandlers:
 
     def _count_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
         model = watch.model
+        if pair.variant == "shadow" and watch.watch is not None:  # the previous champion, on the same traffic
+            watch.watch.record_previous(pair.version, pair.correct)
         labels = (model, str(pair.version), pair.variant)
         self._child(self.metrics.labelled, *labels).inc()
         self._child(self.metrics.join_hits, model).inc()
@@ -322,10 +340,15 @@ class MonitorHandlers:
             verdict = watch.trial.decide(CanaryJudge(spec.promote_after, spec.rollback_on))
             if verdict is not None:
                 await self._decide(watch, self._canary_decision(watch, verdict))
-        if watch.watch is not None and pair.variant == "champion":
-            verdict = watch.watch.record(pair.version, pair.correct)
+        champion_watch = watch.watch
+        if champion_watch is not None and pair.variant == "champion":
+            verdict = champion_watch.record(pair.version, pair.correct)
             if verdict is not None and verdict.previous_version is not None:
                 await self._decide(watch, self._rollback_decision(watch, verdict, verdict.previous_version))
+            elif champion_watch.done and champion_watch.shadowed:
+                champion_watch.shadowed = False
+                reason = f"the watch of v{champion_watch.version} ended without a rollback"
+                await self._decide(watch, _clear_shadow(reason))
 
     async def _after_drift_update(self, watch: ModelWatch, update: DriftUpdate, at: datetime) -> None:
         model = watch.model
@@ -380,10 +403,11 @@ class MonitorHandlers:
             for alias, version, reason in decision.moves:
                 await asyncio.to_thread(self.registry.set_alias, model, alias, version, ACTOR, reason)
             event = decision.event
-            await self.publisher.publish(event)
+            if event is not None:
+                await self.publisher.publish(event)
             watch.decisions.pop(0)
             watch.dirty = True
-            if isinstance(event, DriftDetected):
+            if event is None or isinstance(event, DriftDetected) or event.action == "shadow_started":
                 continue
             self.metrics.canary_verdicts.labels(model, event.action).inc()
             log.info("%s: v%d %s: %s", model, event.previous_version or 0, event.action, event.reason)
@@ -420,7 +444,26 @@ class MonitorHandlers:
             reason=verdict.reason,
             actor=ACTOR,
         )
-        return Decision(moves=[(PRODUCTION, target, verdict.reason)], event=event)
+        moves: list[tuple[Alias, int | None, str]] = [(PRODUCTION, target, verdict.reason)]
+        if watch.watch is not None and watch.watch.shadowed:
+            watch.watch.shadowed = False
+            moves.append((SHADOW, None, f"v{target} is production again"))
+        return Decision(moves=moves, event=event)
+
+    @staticmethod
+    def _shadow_decision(watch: ModelWatch, previous: int, champion: int, current: int | None) -> Decision:
+        """Score the previous champion beside the new one while the champion watch runs."""
+        reason = f"v{previous} scores the same traffic as the new champion v{champion} while the watch runs"
+        event = DeploymentChanged(
+            model=watch.model,
+            action="shadow_started",
+            version=previous,
+            previous_version=current,
+            traffic=0.0,
+            reason=reason,
+            actor=ACTOR,
+        )
+        return Decision(moves=[(SHADOW, previous, reason)], event=event)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -474,3 +517,9 @@ class MonitorHandlers:
             },
             "events": [m.model_dump(mode="json") for m in watch.markers[-50:]],
         }
+
+
+def _clear_shadow(reason: str) -> Decision:
+    """Take the previous champion out of the shadow slot the champion watch put it in (replicas
+    see the alias move on their next sweep of the registry)."""
+    return Decision(moves=[(SHADOW, None, reason)])

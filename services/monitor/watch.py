@@ -53,10 +53,10 @@ class Marker(State):
 
 class Decision(State):
     """Something the monitor decided and has still to carry out: the registry's aliases to move
-    (alias, version or None to clear, reason), then the event to publish."""
+    (alias, version or None to clear, reason), then the event to publish (if any)."""
 
     moves: list[tuple[Alias, int | None, str]] = []
-    event: DeploymentChanged | DriftDetected
+    event: DeploymentChanged | DriftDetected | None = None
 
 
 class WatchState(State):

@@ -26,7 +26,7 @@ from shared import __version__
 from shared.datasets import DatasetRepository, manifest_key
 from shared.errors import BrokerUnavailable, DriftloopError, InvalidInput, StoreError
 from shared.events import GateVerdict
-from shared.reference import build_reference
+from shared.reference import ExpectedError, build_reference
 from shared.registry import PRODUCTION, CodeVersion, InputSchema, ModelCard, Registry
 from shared.spec import ModelSpec
 
@@ -189,7 +189,8 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
         else:
             log.warning("%s: champion v%d has other features; the gate judges the candidate alone", model, champion)
     result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
-    ref = build_reference(X_train, spec.feature_names, y_pred, proba, classes)
+    expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
+    ref = build_reference(X_train, spec.feature_names, y_pred, proba, classes, expected)
     result.timings["total_s"] = time.perf_counter() - started
 
     def build_card(version: int, artifact_key: str, sha256: str) -> ModelCard:

@@ -134,7 +134,8 @@ def test_up_publish_and_list(tmp_path: Path) -> None:
         assert rolled.returncode == 0, rolled.stderr
         card = json.loads(run("models", "show", "iris", "--json", data_dir=data_dir).stdout)
         assert card["aliases"]["production"] == 1
-        assert [h["actor"].split(":")[0] for h in card["history"]][-2:] == ["cli", "cli"]
+        production_moves = [h for h in card["history"] if h["alias"] == "production"]
+        assert [h["actor"].split(":")[0] for h in production_moves][-2:] == ["cli", "cli"]
 
         # the inference service (started by up) follows the rollback: production v1 answers
         body = json.dumps({"instances": [{"sl": 5.1, "sw": 3.0}]}).encode()

@@ -158,7 +158,10 @@ async def test_join_accuracy_drift_and_report(
     await send(publisher, more, labels)
     await wait_for(lambda: service.handlers.models[model].join.hits >= 3500, timeout=60)
     alarms = [decode_as(DriftDetected, v) for v in await read_settled(options, topics.DRIFT, model)]
-    assert [a.kind for a in alarms].count("concept") == 1, "one change, one concept alarm (then the cooldown)"
+    concept = [a for a in alarms if a.kind == "concept"]
+    # one change, one alarm for it; the model left serving the changed world for 33 minutes (event
+    # time) says so again once per 10-minute cooldown, against its expected error -- never more
+    assert 1 <= len(concept) <= 4 and all(a.detector == "expected_error" for a in concept[1:]), concept
 
     status = (await client.get(f"/v1/models/{model}/status")).json()
     assert status["drift"]["last"]["kind"] == "concept"
@@ -217,7 +220,7 @@ async def canary_trial(
     changes = [
         decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, model, 2, timeout=60)
     ]
-    return changes[-1]
+    return next(c for c in changes if c.actor == "monitor" and c.action in ("promoted", "rolled_back"))
 
 
 async def test_canary_verdict_moves_the_registry(
@@ -411,7 +414,7 @@ async def test_a_store_outage_delays_a_canary_but_never_loses_it(
     [change] = [
         c
         for c in (decode_as(DeploymentChanged, v) for v in await read_settled(options, topics.DEPLOYMENTS, model))
-        if c.actor == "monitor"
+        if c.actor == "monitor" and c.action != "shadow_started"
     ]
     assert change.action == "promoted" and change.version == candidate, "judged once"
     assert Registry(store).alias(model, "canary") is None and not watch.decisions

@@ -13,7 +13,7 @@ from river.datasets import synth
 from services.monitor.alarms import Alarm
 from services.monitor.drift import DriftSettings, DriftUpdate, ModelDrift, ModelDriftState
 from shared.events import DriftDetected
-from shared.reference import PredictionReference
+from shared.reference import PredictionReference, Reference
 from shared.spec import MonitoringSpec
 from tests.unit.monitor.streams import at, histogram, observe_row, reference_of, run_sea, sea_reference, sea_stream
 
@@ -207,3 +207,56 @@ def test_model_drift_reset_starts_over_for_the_new_version() -> None:
     drift.reset(2, sea_reference(1))
     assert drift.version == 2 and drift.labelled == 0 and drift.policy.version == 2
     assert ModelDriftState.model_validate_json(drift.state().model_dump_json()) == drift.state()
+
+
+# --- the absolute reference: the version's expected error ------------------------------------------
+
+
+def expecting(rate: float, rows: int) -> Reference:
+    """A reference with nothing but the expected (holdout) error."""
+    from shared.reference import ExpectedError
+
+    return reference_of({}, {}).model_copy(update={"expected_error": ExpectedError.of(1 - rate, rows)})
+
+
+def outcomes(drift: ModelDrift, rate: float, n: int, start: int, seed: int) -> list[tuple[int, Alarm]]:
+    rng = random.Random(seed)
+    alarms: list[tuple[int, Alarm]] = []
+    for i in range(start, start + n):
+        alarms += [(i, a) for a in drift.observe_outcome(rng.random() < rate, at(i)).alarms]
+    return alarms
+
+
+def test_a_version_serving_an_already_changed_world_is_flagged_against_its_expected_error() -> None:
+    """No change inside the stream -- the world changed before this version served -- so the
+    detectors see a stationary (high) error; the expected error from the card does not move."""
+    spec = MonitoringSpec(alarm_cooldown=timedelta(minutes=10))
+    drift = ModelDrift("m", 1, expecting(0.05, 500), spec)
+    alarms = outcomes(drift, 0.40, 3000, 0, seed=1)
+    first_at, first = alarms[0]
+    assert first.detector == "expected_error" and first.kind == "concept" and first.model_version == 1
+    assert first_at < 200 + 100, "one window, then a short confirmation on fresh samples"
+    assert first.change_samples is not None and first.change_samples >= 200
+    assert first.severity == "high" and first.statistic > first.threshold
+    assert [i for i, _ in alarms[1:]] and alarms[1][0] - first_at >= 600, "again only after the cooldown"
+    # a reset (a promotion or rollback) keeps the absolute reference: the next version is judged too
+    drift.reset(2, expecting(0.05, 500))
+    again = outcomes(drift, 0.40, 400, 3000, seed=2)
+    assert again and again[0][1].model_version == 2 and again[0][0] - 3000 < 300
+
+
+@pytest.mark.parametrize(("expected", "live"), [(0.10, 0.10), (0.10, 0.13), (0.02, 0.05), (0.30, 0.33), (0.0, 0.03)])
+def test_errors_near_the_expected_rate_never_alarm(expected: float, live: float) -> None:
+    """A holdout a little optimistic is not a drift: 50,000 outcomes, no alarm."""
+    drift = ModelDrift("m", 1, expecting(expected, 300), MonitoringSpec(alarm_cooldown=timedelta(seconds=1)))
+    assert outcomes(drift, live, 50_000, 0, seed=3) == []
+
+
+def test_the_expected_error_watch_survives_a_checkpoint() -> None:
+    spec = MonitoringSpec()
+    drift = ModelDrift("m", 1, expecting(0.05, 500), spec)
+    outcomes(drift, 0.05, 150, 0, seed=4)
+    state = ModelDriftState.model_validate_json(drift.state().model_dump_json())
+    assert len(state.recent_errors) == 150
+    restored = ModelDrift.from_state(state, expecting(0.05, 500), spec)
+    assert outcomes(restored, 0.5, 500, 150, seed=5) == outcomes(drift, 0.5, 500, 150, seed=5)

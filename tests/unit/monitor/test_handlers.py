@@ -122,11 +122,13 @@ async def test_a_canary_is_judged_once_and_the_registry_moves(tmp_path: Any) -> 
     assert handlers.models["m"].trial is not None
     for label in labels:
         await handlers.on_annotation(label)
-    [verdict] = publisher.of(DeploymentChanged)
+    verdict, shadow = publisher.of(DeploymentChanged)
     assert verdict.action == "promoted" and verdict.version == candidate and verdict.actor == "monitor"
     assert registry.alias("m", "production") == candidate and registry.alias("m", "canary") is None
+    assert shadow.action == "shadow_started" and shadow.version == 1, "the previous champion scores beside it"
+    assert registry.alias("m", "shadow") == 1
     watch = handlers.models["m"]
-    assert watch.champion == candidate and watch.trial is None and watch.watch is not None
+    assert watch.champion == candidate and watch.trial is None and watch.watch is not None and watch.watch.shadowed
     await handlers.on_deployment(verdict)  # the monitor reads its own event back: applied once
     assert [m.kind for m in watch.markers].count("promoted") == 1
 
@@ -147,6 +149,7 @@ async def test_a_verdict_that_cannot_be_published_waits_for_the_next_event(tmp_p
     assert failed == 1 and len(handlers.models["m"].decisions) == 0, "the next label carried it out"
     [verdict] = publisher.of(DeploymentChanged)
     assert verdict.action == "rolled_back" and registry.alias("m", "canary") is None
+    assert registry.alias("m", "shadow") is None, "no promotion, no watch, no shadow"
 
 
 async def test_a_decision_left_by_an_outage_survives_a_restart(tmp_path: Any) -> None:
@@ -168,7 +171,7 @@ async def test_a_decision_left_by_an_outage_survives_a_restart(tmp_path: Any) ->
 
     again = handlers_on(store, publisher, table)  # another replica takes the partition over
     await again.on_annotation(labels[-1])  # the redelivered label: a duplicate, and the verdict goes out
-    [verdict] = publisher.of(DeploymentChanged)
+    verdict, _ = publisher.of(DeploymentChanged)
     assert verdict.action == "promoted" and again.models["m"].champion == candidate
     assert again.models["m"].live.totals("m", candidate, "canary").labelled == 100
 
@@ -184,6 +187,72 @@ async def test_a_confirmed_concept_drift_is_published_and_starts_the_wait(tmp_pa
         for label in labels:
             await handlers.on_annotation(label)
     concept = [d for d in publisher.of(DriftDetected) if d.kind == "concept"]
-    assert len(concept) == 1 and concept[0].change_samples
+    # 20 minutes of the changed world with a 10-minute cooldown: said twice, never more
+    assert len(concept) == 2 and {d.detector for d in concept} <= {"ADWIN", "expected_error"}
+    first = concept[0]
+    assert first.change_samples and first.change_started_at is not None
+    assert abs((first.change_started_at - T0).total_seconds() - 1505) < 300, "dated near the flip"
     watch = handlers.models["m"]
-    assert watch.last_drift == concept[0] and watch.change_wait is not None and not watch.decisions
+    assert watch.last_drift == concept[-1] and watch.change_wait is not None and not watch.decisions
+
+
+async def test_a_change_soon_after_a_promotion_is_a_drift_not_a_rollback(tmp_path: Any) -> None:
+    """v2 is promoted (by an operator), then the concept flips: v2 errs, and so does v1 scoring the
+    same traffic as a shadow. No rollback to the equally stale v1: a concept drift instead, and the
+    shadow is cleared when the watch ends."""
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    candidate = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    stable, stable_labels = traffic(1, "champion", 0, 300, error=0.0, seed=7)
+    await handlers.on_predictions(stable)
+    for label in stable_labels:
+        await handlers.on_annotation(label)
+    registry.set_alias("m", "production", candidate, "operator", "train now")
+    promoted = DeploymentChanged(
+        model="m", action="promoted", version=candidate, previous_version=1, traffic=1.0, reason="manual", actor="op"
+    )
+    await handlers.on_deployment(promoted)
+    watch = handlers.models["m"]
+    assert watch.watch is not None and watch.watch.shadowed and registry.alias("m", "shadow") == 1
+    for start in range(300, 1500, 100):  # the flipped world: both versions wrong on every row
+        champion, champion_labels = traffic(candidate, "champion", start, 100, error=0.0, seed=start, flip=True)
+        shadow = PredictionsLogged.model_validate({**champion.model_dump(), "version": 1, "variant": "shadow"})
+        await handlers.on_predictions(champion)
+        await handlers.on_predictions(shadow)
+        for label in champion_labels:
+            await handlers.on_annotation(label)
+    assert [c.action for c in publisher.of(DeploymentChanged)] == ["shadow_started"], "no rollback"
+    assert registry.alias("m", "production") == candidate
+    concept = [d for d in publisher.of(DriftDetected) if d.kind == "concept"]
+    assert concept and concept[0].model_version == candidate, "the changed world is a drift of the new champion"
+    assert watch.watch.done and not watch.watch.shadowed and registry.alias("m", "shadow") is None
+
+
+async def test_a_worse_release_is_rolled_back_once_its_predecessor_proves_better_on_the_same_traffic(
+    tmp_path: Any,
+) -> None:
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    candidate = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    assert (await handlers.watch_of("m")) is not None  # watching v1 when the operator promotes v2
+    registry.set_alias("m", "production", candidate, "operator", "train now")
+    await handlers.on_deployment(
+        DeploymentChanged(
+            model="m", action="promoted", version=candidate, previous_version=1, traffic=1.0, reason="m", actor="op"
+        )
+    )
+    champion, champion_labels = traffic(candidate, "champion", 0, 300, error=0.4, seed=8)  # a bad release
+    truth = [label.label for label in champion_labels]
+    answers = [t if i % 20 else 1 - int(t) for i, t in enumerate(truth)]  # v1 on the same rows: 5% wrong
+    shadow = PredictionsLogged.model_validate(
+        {**champion.model_dump(), "version": 1, "variant": "shadow", "labels": answers}
+    )
+    await handlers.on_predictions(champion)
+    await handlers.on_predictions(shadow)
+    for label in champion_labels:
+        await handlers.on_annotation(label)
+    rolled = [c for c in publisher.of(DeploymentChanged) if c.action == "rolled_back"]
+    assert len(rolled) == 1 and rolled[0].version == 1 and "over the same last 100" in rolled[0].reason
+    assert registry.alias("m", "production") == 1 and registry.alias("m", "shadow") is None
