@@ -25,16 +25,24 @@ Scenarios:
   Hyperplane's rule ``sum(w_i x_i) >= sum(w_i) / 2`` with the weights River draws for
   concept seed 1, rotated at the change to those of concept seed 2 (the two planes
   disagree on ~25% of the space); 5% label noise, so the ceiling is 0.95.
+* ``sea-promoted``, ``hyperplane-promoted`` — the same streams, with an operator training a
+  version by hand and promoting it 600 events before the change (``driftloop models train``,
+  ``models promote``): the change then looks like a bad release, and the loop must retrain
+  rather than roll back into the equally stale previous champion (issue #15).
 
 Figures per scenario: accuracy over the last 1,000 events before the change, the first 1,000
 after it and the last 2,000 events; detection delay and change-to-new-champion time (events
-and seconds); drift alarms before the change (the stable phase) and after the new champion.
-Targets (issue #8): served accuracy over the last 2,000 events >= max(HAT, ARF) - 1 point on
-every scenario and >= max(HAT, ARF) + 5 points on Hyperplane; zero alarms in stable phases.
+and seconds); drift alarms before the change (the stable phase) and after the new champion;
+rollbacks; the longest blind stretch (labelled events during which the served error stayed
+above the serving version's expected error by more than its noise band with no alarm and no
+retrain under way, :func:`blind_stretch`).
+Targets: served accuracy over the last 2,000 events >= max(HAT, ARF) - 1 point on every
+scenario and >= max(HAT, ARF) + 5 points on Hyperplane; zero alarms in stable phases (issue
+#8); never blind for more than 1,000 labelled events (issue #15).
 A missed target is printed as FAIL; the exit status is 0 unless a scenario could not run or
 its stored stream differs from the learners' (2), or, with ``--strict``, a target was missed (1).
 
-    .venv/bin/python benchmarks/bench_loop.py                       # both scenarios, ~4 min
+    .venv/bin/python benchmarks/bench_loop.py                       # all four scenarios, ~5 min
     .venv/bin/python benchmarks/bench_loop.py --scenario sea --json /tmp/loop.json
     .venv/bin/python benchmarks/bench_loop.py --help
 """
@@ -43,8 +51,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import math
 import random
 import shutil
 import sys
@@ -67,6 +77,7 @@ from services.demo_summary import LoopEvent, LoopFigures, Served, to_json
 from services.stack import DEFAULT_PORTS, LocalStack, StackConfig
 from services.trainer.estimators import ALLOWED, build_estimator
 from shared.datasets import DatasetRepository
+from shared.registry import Registry
 from shared.store import FileStore
 
 BEFORE_WINDOW = 1000
@@ -122,6 +133,14 @@ def hyperplane(events: int, concept: int, seed: int) -> list[Sample]:
 
 
 def build_scenario(name: str, estimator: str | None = None) -> Scenario:
+    base = name.removesuffix(PROMOTED)
+    if base != name:
+        scenario = build_scenario(base, estimator)
+        return dataclasses.replace(
+            scenario,
+            description=f"{scenario.description}; a version trained and promoted by hand {OPERATOR_LEAD:,} "
+            "events before the change",
+        )
     estimator = estimator or DEFAULT_ESTIMATORS[name]
     if name == "sea":
         return Scenario(
@@ -145,7 +164,17 @@ def build_scenario(name: str, estimator: str | None = None) -> Scenario:
     raise ValueError(f"unknown scenario {name}")
 
 
-SCENARIOS = ("sea", "hyperplane")
+PROMOTED = "-promoted"
+"""Suffix of a scenario where an operator trains and promotes a version shortly before the change."""
+OPERATOR_LEAD = 600
+"""Events before the change at which the operator promotes."""
+SCENARIOS = ("sea", "hyperplane", "sea-promoted", "hyperplane-promoted")
+BLINDNESS_WINDOW = 200
+"""Labelled events over which the served error is compared with the serving version's expected error."""
+MAX_BLINDNESS = 1000
+"""Issue #15's bound on the longest blind stretch, in labelled events."""
+REACTION_LIMIT = 3000
+"""Events after a drift alarm the loop counts as reacting (retraining, canary) without a promotion."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +240,57 @@ def static_model(scenario: Scenario, sizes: Sizes, served: int, estimator: str) 
 # --- figures ------------------------------------------------------------------------------
 
 
+def expected_errors(store_root: Path, model: str) -> dict[int, float]:
+    """Each registered version's expected error (95 % upper bound of its holdout error rate)."""
+    registry = Registry(FileStore(store_root))
+    out: dict[int, float] = {}
+    for version in registry.versions(model):
+        expected = registry.card(model, version).reference.expected_error
+        if expected is not None:
+            out[version] = expected.upper
+    return out
+
+
+def blind_stretch(served: Sequence[Served], timeline: Sequence[LoopEvent], expected: dict[int, float]) -> int:
+    """The longest run of labelled events during which the loop was blind (issue #15).
+
+    Blind at an event: the champion's error over the last ``BLINDNESS_WINDOW`` labelled events
+    is above the serving version's expected error by more than the window's noise band (one-sided
+    95 %), while no drift alarm has been raised since the stretch began and no retrain is under
+    way (from an alarm to the next promotion, for at most ``REACTION_LIMIT`` events). Every
+    served event is labelled in the benchmark.
+    """
+    events = sorted(timeline, key=lambda e: e.index)
+    champion = [s for s in served if s.variant == "champion"]
+    longest = current = 0
+    reacting_since: int | None = None
+    recent: list[int] = []
+    cursor = 0
+    for s in champion:
+        while cursor < len(events) and events[cursor].index <= s.index:
+            kind = events[cursor].kind
+            if kind == "drift":
+                reacting_since, current = events[cursor].index, 0
+            elif kind in ("promoted", "rolled_back"):
+                reacting_since = None
+            cursor += 1
+        if reacting_since is not None and s.index - reacting_since > REACTION_LIMIT:
+            reacting_since = None  # an alarm no retrain answered: the loop is blind again
+        reacting = reacting_since is not None
+        recent.append(0 if s.correct else 1)
+        if len(recent) > BLINDNESS_WINDOW:
+            del recent[0]
+        bound = expected.get(s.version)
+        if bound is None or len(recent) < BLINDNESS_WINDOW or reacting:
+            current = 0
+            continue
+        rate = sum(recent) / len(recent)
+        band = 1.645 * math.sqrt(max(bound * (1 - bound), 1e-4) / len(recent))
+        current = current + 1 if rate > bound + band else 0
+        longest = max(longest, current)
+    return longest
+
+
 def _mean(values: Sequence[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -271,6 +351,13 @@ class Outcome:
     stream_check: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    expected: dict[int, float] = field(default_factory=dict)
+    """Each version's expected error (the 95 % upper bound of its holdout error)."""
+
+    @property
+    def blindness(self) -> int | None:
+        """The longest blind stretch: see :func:`blind_stretch`."""
+        return blind_stretch(self.served, self.timeline, self.expected) if self.expected else None
 
     @property
     def alarms_after_champion(self) -> int | None:
@@ -303,6 +390,10 @@ class Outcome:
         out["zero drift alarms in the stable phase (before the change)"] = (
             self.figures is not None and self.figures.alarms_before_drift == 0
         )
+        blind = self.blindness
+        out[f"never blind for more than {MAX_BLINDNESS:,} labelled events"] = (
+            blind is not None and blind <= MAX_BLINDNESS
+        )
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -321,6 +412,8 @@ class Outcome:
             "accuracy": self.accuracy,
             "loop": figures,
             "alarms_after_champion": self.alarms_after_champion,
+            "blindness_events": self.blindness,
+            "expected_error": self.expected,
             "last_2000_after_new_champion": self.last_window_after_champion,
             "learner_seconds": self.learner_seconds,
             "stream_check": self.stream_check,
@@ -336,7 +429,7 @@ class Outcome:
 
 def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outcome:
     """Start a stack, play the loop, stop the stack; the learners run later."""
-    estimator = args.estimator or DEFAULT_ESTIMATORS[name]
+    estimator = args.estimator or DEFAULT_ESTIMATORS[name.removesuffix(PROMOTED)]
     scenario = build_scenario(name, estimator)
     sizes = Sizes(args.bootstrap, args.before_drift, args.max_after_drift, args.seed)
     outcome = Outcome(name, scenario, sizes, estimator)
@@ -350,6 +443,7 @@ def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outco
         scenario=scenario,
         faults=False,
         seed=sizes.seed,
+        operator_at=sizes.before_drift - OPERATOR_LEAD if name.endswith(PROMOTED) else None,
     )
     timeout = args.timeout or 90 + 1.5 * (sizes.before_drift + sizes.max_after_drift) / args.rate
     root = Path(args.data_dir) / name if args.data_dir else Path(tempfile.mkdtemp(prefix=f"bench-loop-{name}-"))
@@ -375,6 +469,7 @@ def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outco
         if [s.index for s in served] != list(range(len(served))):
             raise RuntimeError("served events are not the stream's first events in order")
         outcome.stream_check = check_stream(stack.store_root, scenario, sizes, len(served))
+        outcome.expected = expected_errors(stack.store_root, scenario.model)
     except TimeoutError:
         outcome.error = f"the loop did not finish within {timeout:.0f} s"
     except Exception as err:  # a benchmark reports what broke and goes on with the next scenario
@@ -457,6 +552,12 @@ def report(outcome: Outcome, console: Console) -> None:
         ("drift alarms before the change (stable phase)", str(figures.alarms_before_drift)),
         ("drift alarms after the new champion", "—" if after_champion is None else str(after_champion)),
         ("retrains before the change", str(figures.retrains_before_drift)),
+        (
+            "rollbacks",
+            ", ".join(f"to v{e.version} at event {e.index}" for e in outcome.timeline if e.kind == "rolled_back")
+            or "0",
+        ),
+        ("longest blind stretch (labelled events)", "—" if outcome.blindness is None else f"{outcome.blindness:,}"),
         (f"last {LAST_WINDOW:,} events all after the new champion", yes_no(outcome.last_window_after_champion)),
         ("model versions", "\n".join(figures.versions) or "—"),
         (

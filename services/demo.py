@@ -20,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -188,6 +191,9 @@ class DemoPlan:
     faults: bool = True
     """Also publish resends, records that break the spec and undecodable bytes in the bootstrap."""
     seed: int = 7
+    operator_at: int | None = None
+    """At this served event an operator trains a version by hand and promotes it (``driftloop
+    models train`` then ``models promote``), as one does before a change nobody saw coming."""
 
     def streams(self) -> tuple[list[Sample], list[Sample]]:
         """The bootstrap records and the served stream (switching regime at ``before_drift``),
@@ -366,6 +372,7 @@ async def _loop(
     started = watcher.origin = time.monotonic()
     switch_seconds = 0.0
     promoted_at: int | None = None
+    operated = False
     url = stack.endpoints()["services"]["inference"]
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         with _progress(console) as progress:
@@ -374,6 +381,9 @@ async def _loop(
                 if start >= plan.before_drift and not switch_seconds:
                     switch_seconds = time.monotonic() - started
                     progress.update(task, description="concept switched: waiting for the loop")
+                if plan.operator_at is not None and start >= plan.operator_at and not operated:
+                    operated = True
+                    await asyncio.to_thread(train_and_promote, stack, scenario.model)
                 batch_started = time.monotonic()
                 answered = await _serve(client, scenario, run, start, stream[start : start + plan.batch])
                 served += [s for s, _ in answered]
@@ -381,7 +391,11 @@ async def _loop(
                 await publisher.publish_many([t for _, t in answered])
                 progress.update(task, completed=len(served), description=_phase(watcher, first, promoted_at))
                 if promoted_at is None:
-                    promoted = [e for e in watcher.timeline if e.kind == "promoted" and e.version != first]
+                    promoted = [
+                        e
+                        for e in watcher.timeline
+                        if e.kind == "promoted" and e.version != first and e.index >= plan.before_drift
+                    ]
                     if promoted and start >= plan.before_drift:
                         promoted_at = len(served)
                         progress.update(task, total=min(len(stream), promoted_at + plan.after_promotion))
@@ -390,6 +404,25 @@ async def _loop(
                 await asyncio.sleep(max(0.0, plan.batch / plan.rate - (time.monotonic() - batch_started)))
     await asyncio.sleep(1.0)  # the last events of the loop
     return served, plan.before_drift, switch_seconds
+
+
+def train_and_promote(stack: LocalStack, model: str) -> int:
+    """What an operator does from a terminal: ``models train`` (register only), then
+    ``models promote`` of the new version; returns it."""
+    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(stack.data_dir)}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"driftloop {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    trained = json.loads(cli("models", "train", model, "--no-publish", "--json"))
+    version = int(trained["version"])
+    cli("models", "promote", model, str(version), "--reason", "operator: train now")
+    return version
 
 
 def _phase(watcher: Watcher, first: int, promoted_at: int | None) -> str:

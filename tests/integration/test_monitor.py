@@ -103,18 +103,24 @@ def traffic(
         latency_ms=[0.5] * n,
         predicted_at=at,
     )
-    labels = [
+    return event, ground_truth(model, X, truth, ids, [t + timedelta(seconds=30) for t in at])
+
+
+def ground_truth(
+    model: str, X: np.ndarray, truth: np.ndarray, ids: list[str], at: list[datetime]
+) -> list[AnnotationSubmitted]:
+    """The labels of predictions ``ids`` (features ``X``), as an annotation system sends them."""
+    return [
         AnnotationSubmitted(
             model=model,
             record_id=uuid.uuid4().hex,
             features=dict(zip(["x1", "x2", "x3"], X[i].tolist(), strict=True)),
             label=int(truth[i]),
             inference_id=ids[i],
-            occurred_at=at[i] + timedelta(seconds=30),
+            occurred_at=at[i],
         )
-        for i in range(n)
+        for i in range(len(ids))
     ]
-    return event, labels
 
 
 async def send(publisher: Publisher, event: PredictionsLogged, labels: list[AnnotationSubmitted]) -> None:
