@@ -29,6 +29,9 @@ Scenarios:
   version by hand and promoting it 600 events before the change (``driftloop models train``,
   ``models promote``): the change then looks like a bad release, and the loop must retrain
   rather than roll back into the equally stale previous champion (issue #15).
+* ``sea-recurring`` — SEA's change, then back to the first concept halfway through what is
+  served after it (A -> B -> A); ``sea-gradual`` — the change spread over 3,000 events (each
+  event from the new concept with a probability rising from 0 to 1).
 
 Figures per scenario: accuracy over the last 1,000 events before the change, the first 1,000
 after it and the last 2,000 events; detection delay and change-to-new-champion time (events
@@ -42,7 +45,7 @@ scenario and >= max(HAT, ARF) + 5 points on Hyperplane; zero alarms in stable ph
 A missed target is printed as FAIL; the exit status is 0 unless a scenario could not run or
 its stored stream differs from the learners' (2), or, with ``--strict``, a target was missed (1).
 
-    .venv/bin/python benchmarks/bench_loop.py                       # all four scenarios, ~5 min
+    .venv/bin/python benchmarks/bench_loop.py                       # all six scenarios, ~8 min
     .venv/bin/python benchmarks/bench_loop.py --scenario sea --json /tmp/loop.json
     .venv/bin/python benchmarks/bench_loop.py --help
 """
@@ -132,15 +135,34 @@ def hyperplane(events: int, concept: int, seed: int) -> list[Sample]:
     return out
 
 
+def gradual(old: list[Sample], new: list[Sample], over: int, seed: int) -> list[Sample]:
+    """Sample ``i`` from the new regime with probability ``i / over`` (then always): a concept
+    change spread over ``over`` events (the features keep their distribution)."""
+    rng = random.Random(f"gradual-{seed}")
+    return [b if rng.random() < min(1.0, i / over) else a for i, (a, b) in enumerate(zip(old, new, strict=True))]
+
+
 def build_scenario(name: str, estimator: str | None = None) -> Scenario:
-    base = name.removesuffix(PROMOTED)
-    if base != name:
+    base, _, variation = name.partition("-")
+    if variation:
         scenario = build_scenario(base, estimator)
-        return dataclasses.replace(
-            scenario,
-            description=f"{scenario.description}; a version trained and promoted by hand {OPERATOR_LEAD:,} "
-            "events before the change",
-        )
+        before, after = scenario.before, scenario.after
+        if variation == "promoted":
+            text = f"a version trained and promoted by hand {OPERATOR_LEAD:,} events before the change"
+            return dataclasses.replace(scenario, description=f"{scenario.description}; {text}")
+        if variation == "recurring":
+            return dataclasses.replace(
+                scenario,
+                after=lambda n, seed: after(n // 2, seed) + before(n - n // 2, seed + 5),
+                description=f"{scenario.description}, then back to the first concept halfway (A -> B -> A)",
+            )
+        if variation == "gradual":
+            return dataclasses.replace(
+                scenario,
+                after=lambda n, seed: gradual(before(n, seed + 7), after(n, seed), GRADUAL_EVENTS, seed),
+                description=f"{scenario.description}, spread over {GRADUAL_EVENTS:,} events",
+            )
+        raise ValueError(f"unknown scenario {name}")
     estimator = estimator or DEFAULT_ESTIMATORS[name]
     if name == "sea":
         return Scenario(
@@ -168,7 +190,9 @@ PROMOTED = "-promoted"
 """Suffix of a scenario where an operator trains and promotes a version shortly before the change."""
 OPERATOR_LEAD = 600
 """Events before the change at which the operator promotes."""
-SCENARIOS = ("sea", "hyperplane", "sea-promoted", "hyperplane-promoted")
+GRADUAL_EVENTS = 3000
+"""Events over which the ``-gradual`` scenarios move from the first concept to the second."""
+SCENARIOS = ("sea", "hyperplane", "sea-promoted", "hyperplane-promoted", "sea-recurring", "sea-gradual")
 BLINDNESS_WINDOW = 200
 """Labelled events over which the served error is compared with the serving version's expected error."""
 MAX_BLINDNESS = 1000
@@ -429,7 +453,7 @@ class Outcome:
 
 def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outcome:
     """Start a stack, play the loop, stop the stack; the learners run later."""
-    estimator = args.estimator or DEFAULT_ESTIMATORS[name.removesuffix(PROMOTED)]
+    estimator = args.estimator or DEFAULT_ESTIMATORS[name.partition("-")[0]]
     scenario = build_scenario(name, estimator)
     sizes = Sizes(args.bootstrap, args.before_drift, args.max_after_drift, args.seed)
     outcome = Outcome(name, scenario, sizes, estimator)
