@@ -213,11 +213,33 @@ class Served(NamedTuple):
     probabilities: NDArray[np.float32]
     latency_ms: float
     at: float  # seconds since the epoch
+    first_row: int = 0
+    """Where these rows start in the request (a request too wide for one message is split)."""
+    request_rows: int = 0
+    """Rows of the whole request (0: these rows are all of it)."""
 
     def row_ids(self) -> list[str]:
         """One id per row: the inference id, suffixed ``:i`` when the request had several rows."""
         rows = self.X.shape[0]
-        return [self.inference_id] if rows == 1 else [f"{self.inference_id}:{i}" for i in range(rows)]
+        if (self.request_rows or rows) == 1:
+            return [self.inference_id]
+        return [f"{self.inference_id}:{i}" for i in range(self.first_row, self.first_row + rows)]
+
+    def split(self, rows: int) -> list[Served]:
+        """These rows in parts of at most ``rows`` (their ids as if unsplit)."""
+        total = self.X.shape[0]
+        if total <= rows:
+            return [self]
+        return [
+            self._replace(
+                X=self.X[start : start + rows],
+                labels=self.labels[start : start + rows],
+                probabilities=self.probabilities[start : start + rows],
+                first_row=self.first_row + start,
+                request_rows=self.request_rows or total,
+            )
+            for start in range(0, total, rows)
+        ]
 
 
 MAX_VALUES_PER_MESSAGE = 50_000
@@ -226,19 +248,21 @@ MAX_VALUES_PER_MESSAGE = 50_000
 
 def encode_predictions(served: list[Served]) -> list[tuple[bytes, bytes, int]]:
     """Pack served requests into ``PredictionsLogged`` messages: one per run of the same version
-    and variant, split to stay under :data:`MAX_VALUES_PER_MESSAGE` (a contract test decodes them).
+    and variant, split to stay under :data:`MAX_VALUES_PER_MESSAGE` -- a request with more values
+    than that (many rows of a wide table) across several messages (a contract test decodes them).
     """
     messages: list[tuple[bytes, bytes, int]] = []
     group: list[Served] = []
     values = 0
-    for item in served:
-        same = group and group[0].loaded is item.loaded and group[0].variant == item.variant
-        width = item.X.shape[1] + item.probabilities.shape[1]
-        if group and (not same or values + item.X.shape[0] * width > MAX_VALUES_PER_MESSAGE):
-            messages.append(_message(group))
-            group, values = [], 0
-        group.append(item)
-        values += item.X.shape[0] * width
+    for request in served:
+        width = request.X.shape[1] + request.probabilities.shape[1]
+        for item in request.split(max(1, MAX_VALUES_PER_MESSAGE // max(width, 1))):  # a wide request too
+            same = group and group[0].loaded is item.loaded and group[0].variant == item.variant
+            if group and (not same or values + item.X.shape[0] * width > MAX_VALUES_PER_MESSAGE):
+                messages.append(_message(group))
+                group, values = [], 0
+            group.append(item)
+            values += item.X.shape[0] * width
     if group:
         messages.append(_message(group))
     return messages

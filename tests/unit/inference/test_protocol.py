@@ -171,3 +171,29 @@ def test_prediction_messages_follow_the_event_contract() -> None:
     parts = encode_predictions(wide)
     assert sum(rows for _, _, rows in parts) == 40_000 and len(parts) > 1
     assert all(rows * 4 <= MAX_VALUES_PER_MESSAGE for _, _, rows in parts), "each message stays under the cap"
+
+
+def test_a_request_too_wide_for_one_message_is_split_across_several() -> None:
+    """1,000 rows of 300 features in one request: no message over the value cap or Kafka's 1 MB,
+    every row once, with its id as if unsplit."""
+    from services.inference.handlers import MAX_VALUES_PER_MESSAGE, Served, encode_predictions
+    from services.inference.runtime import LoadedModel
+    from shared import topics
+    from shared.events import PredictionsLogged, decode_event
+
+    features = tuple(f"f{i}" for i in range(300))
+    loaded = LoadedModel("wide", 1, None, InputSchema(features=features), [0, 1], 0.0)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 300)).astype(np.float32)
+    proba = np.full((1000, 2), 0.5, dtype=np.float32)
+    one = Served(loaded, "champion", "big", X, np.zeros(1000, dtype=np.int64), proba, 3.0, 0.0)
+    small = Served(loaded, "champion", "small", X[:1], np.zeros(1, dtype=np.int64), proba[:1], 1.0, 0.0)
+    messages = encode_predictions([small, one])
+    assert len(messages) > 1 and sum(rows for _, _, rows in messages) == 1001
+    ids: list[str] = []
+    for _, value, rows in messages:
+        assert rows * 302 <= MAX_VALUES_PER_MESSAGE and len(value) < 1_000_000
+        event = decode_event(topics.PREDICTIONS, value)
+        assert isinstance(event, PredictionsLogged)
+        ids += event.inference_ids
+    assert ids == ["small", *(f"big:{i}" for i in range(1000))]
