@@ -58,7 +58,7 @@ def split_body(raw: bytes, header_length: bytes | None) -> tuple[Any, memoryview
     ({'inputs': []}, 4)
     """
     if header_length is None:
-        return _json(raw, "the request body"), memoryview(b"")
+        return _json(raw, "the request body", f" (binary tensors need the {HEADER} header)"), memoryview(b"")
     text = header_length.decode("latin-1").strip()
     if not text.isdigit():
         raise MalformedRequest(f"{HEADER} must be a whole number of bytes, got {text!r}")
@@ -71,13 +71,12 @@ def split_body(raw: bytes, header_length: bytes | None) -> tuple[Any, memoryview
     return _json(view[:size], f"the JSON part of the body (the first {size} bytes, per {HEADER})"), view[size:]
 
 
-def _json(raw: bytes | memoryview, what: str) -> Any:
+def _json(raw: bytes | memoryview, what: str, hint: str = "") -> Any:
     if not raw:
         raise MalformedRequest(f"{what} is empty; send JSON")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
-        hint = "" if what != "the request body" else f" (binary tensors need the {HEADER} header)"
         raise MalformedRequest(f"{what} is not valid JSON{hint}: {err}") from None
 
 

@@ -284,7 +284,7 @@ class ChampionWatch(State):
     judge). Without the previous champion's outcomes there is no evidence, and no rollback.
     The watch ends after ``horizon`` outcomes (default 10 x window).
 
-    >>> w = ChampionWatch.start(2, 1, 0.1, PromoteAfter(labelled_samples=4), RollbackOn(error_increase=0.0))
+    >>> w = ChampionWatch.start(2, 1, PromoteAfter(labelled_samples=4), RollbackOn(error_increase=0.0))
     >>> [w.record(2, False) for _ in range(4)] == [None] * 4  # no outcome of v1 yet: no evidence
     True
     >>> for _ in range(4):
@@ -295,8 +295,6 @@ class ChampionWatch(State):
 
     version: int
     previous_version: int | None
-    previous_error: float
-    """The error recorded for the previous champion before the promotion (for the reason text)."""
     error_increase: float
     window: int
     horizon: int
@@ -314,7 +312,6 @@ class ChampionWatch(State):
         cls,
         version: int,
         previous_version: int | None,
-        previous_error: float,
         promote_after: PromoteAfter,
         rollback_on: RollbackOn,
         window: int | None = None,
@@ -325,7 +322,6 @@ class ChampionWatch(State):
         return cls(
             version=version,
             previous_version=previous_version,
-            previous_error=previous_error,
             error_increase=rollback_on.error_increase,
             window=window,
             horizon=horizon or 10 * window,

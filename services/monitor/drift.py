@@ -413,19 +413,7 @@ class ModelDrift:
                 # detector picked the split where it looked lowest, and a fresh test cannot undo that.
                 update.suppressed.append(Suppressed(self.model, "concept", None, candidate.detector, "unconfirmed"))
                 return update
-            c = self.monitoring.confirmation_samples
-            settings = self.settings
-            confirmation = MeanRise(
-                reference=signal.reference_mean,
-                reference_n=signal.reference_samples,
-                min_n=max(1, math.ceil(c * settings.min_confirmation_fraction)),
-                max_n=c,
-                z=settings.z_confirm,
-                z_reject=settings.z_reject,
-                extend=settings.confirmation_extend,
-                z_patient=settings.z_patient,
-                patience=settings.confirmation_patience,
-            )
+            confirmation = self._mean_rise(signal.reference_mean, signal.reference_samples)
             pending = self.policy.pending_of("concept", None)
             if pending is not None and pending.candidate.detector == EXPECTED_ERROR:
                 # The detector saw the change happen: its baseline and change point are the better
@@ -477,11 +465,18 @@ class ModelDrift:
             samples=self.labelled,
             change_samples=n,
         )
+        # fresh errors above the holdout's bound by half a unit: a small miss is no drift
+        confirmation = self._mean_rise(min(1.0, expected.upper + ERROR_RISE_UNIT / 2), expected.rows)
+        update.add(policy.propose(candidate, confirmation, at))
+
+    def _mean_rise(self, reference: float, reference_n: int) -> MeanRise:
+        """A concept confirmation: fresh errors against ``reference`` (a rate from ``reference_n``
+        samples), with the spec's confirmation samples and the watch's settings."""
         c = self.monitoring.confirmation_samples
         settings = self.settings
-        confirmation = MeanRise(  # fresh errors above the holdout's bound by half a unit: a small miss is no drift
-            reference=min(1.0, expected.upper + ERROR_RISE_UNIT / 2),
-            reference_n=expected.rows,
+        return MeanRise(
+            reference=reference,
+            reference_n=reference_n,
             min_n=max(1, math.ceil(c * settings.min_confirmation_fraction)),
             max_n=c,
             z=settings.z_confirm,
@@ -490,7 +485,6 @@ class ModelDrift:
             z_patient=settings.z_patient,
             patience=settings.confirmation_patience,
         )
-        update.add(policy.propose(candidate, confirmation, at))
 
     # -- status and checkpoints --
 

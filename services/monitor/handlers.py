@@ -259,7 +259,6 @@ class MonitorHandlers:
             watch.trial = CanaryTrial(champion_version=watch.champion, canary_version=event.version, started_at=at)
         elif event.action == "promoted":
             previous = watch.champion
-            previous_error = self._recent_error(watch, previous)
             watch.champion = event.version
             if watch.canary == event.version:
                 watch.canary = None
@@ -270,9 +269,7 @@ class MonitorHandlers:
             ended, watch.watch = watch.watch, None
             if previous is not None and previous != event.version:
                 spec = watch.spec.deployment
-                watch.watch = ChampionWatch.start(
-                    event.version, previous, previous_error or 0.0, spec.promote_after, spec.rollback_on
-                )
+                watch.watch = ChampionWatch.start(event.version, previous, spec.promote_after, spec.rollback_on)
                 ours = ended is not None and ended.shadowed and shadow == ended.previous_version
                 if shadow is None or ours:  # an operator's or the trainer's shadow is left alone
                     watch.watch.shadowed = True
@@ -302,16 +299,6 @@ class MonitorHandlers:
         watch.mark(event.occurred_at, "retrain", f"{version} trained ({event.trigger}), gate {verdict}")
 
     # --- outcomes and decisions ------------------------------------------------------------
-
-    def _recent_error(self, watch: ModelWatch, version: int | None) -> float | None:
-        """The error recorded for ``version``: its canary-trial figure, else its live total."""
-        if version is None:
-            return None
-        trial = watch.trial
-        if trial is not None and trial.champion_version == version and trial.champion.labelled:
-            return trial.champion.error_rate
-        totals = watch.live.totals(watch.model, version, "champion")
-        return totals.error_rate if totals.labelled else None
 
     def _count_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
         model = watch.model

@@ -242,13 +242,21 @@ def migrate_v1(old: dict[str, Any]) -> dict[str, Any]:
             "canary": _counts_v1(trial["canary"]),
             "decided": trial["decided"],
         },
-        "watch": None if watch is None else {**watch, "recent": [int(c) for c in watch["recent"]]},
+        "watch": None if watch is None else _watch_v1(watch),
         "markers": old["markers"],
         "recent": old["recent"],
         "last_drift": old["last_drift"],
         "handled": old.get("handled", []),
         "change_wait": None if not wait else {"min_rows": int(wait[0]), "rows_after_change": int(wait[1])},
     }
+
+
+def _watch_v1(watch: dict[str, Any]) -> dict[str, Any]:
+    """A champion watch: its window was a ``"0101"`` string; the recorded previous error is no
+    longer kept (the watch compares both versions on the same traffic now)."""
+    migrated = {k: v for k, v in watch.items() if k != "previous_error"}
+    migrated["recent"] = [int(c) for c in watch["recent"]]
+    return migrated
 
 
 def _counts_v1(pair: list[int]) -> dict[str, int]:

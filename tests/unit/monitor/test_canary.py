@@ -75,7 +75,7 @@ def test_canary_trial_counts_the_same_period_and_decides_once() -> None:
 
 
 def test_champion_watch_rolls_back_a_champion_worse_than_its_predecessor_on_the_same_traffic() -> None:
-    watch = ChampionWatch.start(3, 2, 0.10, PromoteAfter(labelled_samples=100), RollbackOn(error_increase=0.05))
+    watch = ChampionWatch.start(3, 2, PromoteAfter(labelled_samples=100), RollbackOn(error_increase=0.05))
     for i in range(100):
         watch.record_previous(2, i % 10 != 0)  # the previous champion, as a shadow: 10% errors
     verdicts = [watch.record(3, i % 3 != 0) for i in range(99)]  # 33% errors, window not full yet
@@ -94,7 +94,7 @@ def test_champion_watch_rolls_back_a_champion_worse_than_its_predecessor_on_the_
 
 def test_a_world_that_changed_after_the_promotion_is_no_reason_to_roll_back() -> None:
     """Both versions degrade together on the same traffic: that is drift, for the concept alarm."""
-    watch = ChampionWatch.start(3, 2, 0.0, PromoteAfter(labelled_samples=100), RollbackOn(error_increase=0.05))
+    watch = ChampionWatch.start(3, 2, PromoteAfter(labelled_samples=100), RollbackOn(error_increase=0.05))
     for i in range(1000):
         watch.record_previous(2, i % 2 == 0)  # 50% errors: the old model is as wrong on the new concept
         assert watch.record(3, i % 2 == 1) is None  # 50% too, against 0.000 recorded for v2 before
@@ -102,18 +102,16 @@ def test_a_world_that_changed_after_the_promotion_is_no_reason_to_roll_back() ->
 
 
 def test_without_the_previous_champions_outcomes_there_is_no_rollback() -> None:
-    watch = ChampionWatch.start(3, 2, 0.0, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05))
+    watch = ChampionWatch.start(3, 2, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05))
     assert all(watch.record(3, False) is None for _ in range(500)) and watch.done
-    watch = ChampionWatch.start(3, 2, 0.0, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05))
+    watch = ChampionWatch.start(3, 2, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05))
     for _ in range(50):
         watch.record_previous(7, True)  # another version's outcomes are not the previous champion's
     assert all(watch.record(3, False) is None for _ in range(100)) and watch.previous_recent == []
 
 
 def test_champion_watch_keeps_a_good_champion_and_ends_at_its_horizon() -> None:
-    watch = ChampionWatch.start(
-        3, 2, 0.10, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05), horizon=200
-    )
+    watch = ChampionWatch.start(3, 2, PromoteAfter(labelled_samples=50), RollbackOn(error_increase=0.05), horizon=200)
     for i in range(50):
         watch.record_previous(2, i % 10 != 0)
     assert all(watch.record(3, i % 10 != 0) is None for i in range(200))  # 10% errors: as before
