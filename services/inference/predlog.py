@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from shared import topics
-from shared.bus import Publisher, confirm
+from shared.bus import Publisher
 from shared.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ class PredictionLog(Generic[Item]):
         Items held in memory before spilling to disk.
     batch
         Items encoded and sent per drain step (the event loop is handed back between steps).
+    ack_timeout_s
+        How long a batch waits for the broker's acknowledgements before it counts as not sent.
     on_change
         Called after every drain step, for metrics (buffer depth, spills, losses).
     """
@@ -61,6 +63,7 @@ class PredictionLog(Generic[Item]):
         encode: Callable[[list[Item]], list[Message]],
         max_buffer: int = 50_000,
         batch: int = 1000,
+        ack_timeout_s: float = 15.0,
         on_change: Callable[[PredictionLog[Item]], None] | None = None,
     ) -> None:
         self.publisher = publisher
@@ -68,6 +71,7 @@ class PredictionLog(Generic[Item]):
         self.encode = encode
         self.max_buffer = max_buffer
         self.batch = batch
+        self.ack_timeout_s = ack_timeout_s
         self.on_change = on_change
         self._buffer: deque[Item] = deque()
         self._ready: deque[Message] = deque()  # encoded, waiting for the broker
@@ -104,13 +108,9 @@ class PredictionLog(Generic[Item]):
     def _spill(self, messages: list[Message]) -> None:
         if not messages:
             return
-        rows = sum(m[2] for m in messages)
+        rows = _rows(messages)
         try:
-            with open(self.journal, "ab") as journal:
-                for key, value, count in messages:
-                    journal.write(b"%s\t%d\t%s\n" % (key.hex().encode(), count, value.replace(b"\n", b" ")))
-                journal.flush()
-                os.fsync(journal.fileno())
+            _write_journal(self.journal, messages)
             self.spilled += rows
         except OSError as err:
             self.lost += rows
@@ -150,13 +150,27 @@ class PredictionLog(Generic[Item]):
         messages = list(self._ready)
         if not messages:
             return
-        try:
-            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value, _ in messages]
-            await asyncio.wait_for(confirm(futures), timeout=15)
-        except (BrokerUnavailable, TimeoutError) as err:
-            raise BrokerUnavailable(str(err) or "timed out") from err
-        self._ready.clear()
-        self.sent += sum(m[2] for m in messages)
+        unacknowledged = await self._deliver(messages)
+        self._ready = deque(unacknowledged)
+        self.sent += _rows(messages) - _rows(unacknowledged)
+        if unacknowledged:
+            raise BrokerUnavailable(f"the broker did not acknowledge {len(unacknowledged)} of {len(messages)} messages")
+
+    async def _deliver(self, messages: list[Message]) -> list[Message]:
+        """Send ``messages``; the ones the broker did not acknowledge, to be sent again.
+
+        Only those: resending a whole batch because one record failed would write the
+        acknowledged ones twice (without an idempotent producer, nothing removes them).
+        """
+        futures: list[asyncio.Future[object]] = []
+        with contextlib.suppress(BrokerUnavailable):
+            for key, value, _ in messages:
+                futures.append(await self.publisher.enqueue(topics.PREDICTIONS, value, key))
+        if futures:
+            await asyncio.wait(futures, timeout=self.ack_timeout_s)
+        acknowledged = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
+        acknowledged += [False] * (len(messages) - len(futures))
+        return [m for m, ok in zip(messages, acknowledged, strict=True) if not ok]
 
     async def _replay_journal(self) -> None:
         replaying = self.journal.with_suffix(".replaying")
@@ -172,9 +186,13 @@ class PredictionLog(Generic[Item]):
                 messages.append((bytes.fromhex(key_hex.decode()), value, int(count)))
         for start in range(0, len(messages), self.batch):
             chunk = messages[start : start + self.batch]
-            futures = [await self.publisher.enqueue(topics.PREDICTIONS, value, key) for key, value, _ in chunk]
-            await asyncio.wait_for(confirm(futures), timeout=15)
-            self.replayed += sum(m[2] for m in chunk)
+            unacknowledged = await self._deliver(chunk)
+            self.replayed += _rows(chunk) - _rows(unacknowledged)
+            if unacknowledged:  # what is left stays on disk, without what already arrived
+                remaining = replaying.with_suffix(".remaining")
+                _write_journal(remaining, [*unacknowledged, *messages[start + self.batch :]], mode="wb")
+                os.replace(remaining, replaying)
+                raise BrokerUnavailable(f"the broker did not acknowledge {len(unacknowledged)} journaled messages")
         replaying.unlink()
         if messages:
             log.info("prediction log: replayed %d journaled messages", len(messages))
@@ -183,3 +201,16 @@ class PredictionLog(Generic[Item]):
         """Flush and end :meth:`run` (entries that cannot be sent go to the journal)."""
         self._stopping = True
         self._wake.set()
+
+
+def _rows(messages: list[Message]) -> int:
+    return sum(m[2] for m in messages)
+
+
+def _write_journal(path: Path, messages: list[Message], mode: str = "ab") -> None:
+    """Write ``messages`` to the journal at ``path`` (appended by default), one per line, synced to disk."""
+    with open(path, mode) as journal:
+        for key, value, count in messages:
+            journal.write(b"%s\t%d\t%s\n" % (key.hex().encode(), count, value.replace(b"\n", b" ")))
+        journal.flush()
+        os.fsync(journal.fileno())

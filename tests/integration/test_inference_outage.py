@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,17 @@ from tests.integration.test_inference import SPEC, register, rows, v2
 from tests.integration.topic_reading import read_predictions, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def restore_topics(options: KafkaOptions, partitions: int) -> None:
+    """Create the topics again before the service can write: blocks this event loop while it runs.
+
+    A real Kafka keeps its topics across a restart. The embedded broker keeps nothing, and
+    auto-creates a topic on the first produce, where concurrent first writes race (the broker
+    answers one of them UnknownError): the test would measure the broker, not the service.
+    """
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, ensure_topics(options, [topics.PREDICTIONS], partitions=partitions)).result()
 
 
 async def test_logs_written_during_an_outage_arrive_after_it(tmp_path: Path) -> None:
@@ -55,7 +67,7 @@ async def test_logs_written_during_an_outage_arrive_after_it(tmp_path: Path) -> 
             await wait_for(lambda: service.predlog.spilled > 0, timeout=20)
 
             broker.start()  # the same port, but memory storage: recreate the topics a real Kafka would keep
-            await ensure_topics(options, [topics.PREDICTIONS], partitions=settings.kafka_partitions)
+            restore_topics(options, settings.kafka_partitions)
             await wait_for(lambda: service.predlog.sent + service.predlog.replayed >= 320, timeout=60)
             logged = await read_predictions(options, model, 300, timeout=30)
             assert {p.inference_id for p in logged} == {f"during-{i}" for i in range(300)}

@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from services.inference.predlog import Message, PredictionLog
 from shared.errors import BrokerUnavailable
 
@@ -16,13 +18,18 @@ class FlakyPublisher:
     def __init__(self) -> None:
         self.up = True
         self.sent: list[bytes] = []
+        self.reject: set[bytes] = set()  # records whose acknowledgement fails, once each
 
     async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
         if not self.up:
             raise BrokerUnavailable("broker down")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        self.sent.append(value)
+        if value in self.reject:
+            self.reject.discard(value)
+            future.set_exception(KafkaError("not leader for partition"))
+        else:
+            future.set_result(None)
+            self.sent.append(value)
         return future
 
 
@@ -99,3 +106,41 @@ async def test_unwritable_journal_counts_losses(tmp_path: Path) -> None:
     for i in range(5):
         plog.append(b"p%d" % i)
     assert plog.lost == 3 and plog.depth == 2
+
+
+async def test_a_failed_record_is_sent_again_alone(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    publisher.reject = {b"p3", b"p7"}
+    plog = log_of(publisher, tmp_path, max_buffer=100, batch=10)
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for i in range(10):
+        plog.append(b"p%d" % i)
+    async with asyncio.timeout(10):
+        while plog.sent < 10:
+            await asyncio.sleep(0.02)
+    plog.stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(publisher.sent) == sorted(b"p%d" % i for i in range(10)), "each once: the batch is not resent whole"
+
+
+async def test_a_replay_cut_short_keeps_only_what_did_not_arrive(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    publisher.up = False
+    plog = log_of(publisher, tmp_path, max_buffer=100, batch=4)
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for i in range(10):
+        plog.append(b"p%d" % i)
+    plog.stop()
+    await asyncio.wait_for(task, 10)  # all ten journaled
+
+    publisher.up = True
+    publisher.reject = {b"p1", b"p6"}
+    again = log_of(publisher, tmp_path, batch=4)
+    task = asyncio.create_task(again.run(interval_s=0.01))
+    async with asyncio.timeout(10):
+        while again.replayed < 10:
+            await asyncio.sleep(0.02)
+    again.stop()
+    await asyncio.wait_for(task, 5)
+    assert sorted(publisher.sent) == sorted(b"p%d" % i for i in range(10))
+    assert len(publisher.sent) == 10 and not list(tmp_path.glob("predictions.*"))
