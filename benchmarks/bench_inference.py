@@ -13,11 +13,20 @@ cost no more than a JSON one, and 32-row binary requests less); in-process
 onnxruntime on the same model is the floor. Targets (issue #5): single-row p99 <= 5 ms at 8
 connections, at least 80% of the bare route's throughput, logging on within 10% of off.
 
-    .venv/bin/python benchmarks/bench_inference.py [SECONDS]
+A mixed-type model (typed features, :mod:`shared.features`: 10 numeric, 6 categorical and 2
+boolean features; a scikit-learn ``ColumnTransformer`` one-hot encoding the categories in front
+of a ``HistGradientBoostingClassifier``, exported with one ``[N, 1]`` input per feature) is
+served by the same inference processes, beside a second bare route serving its ONNX graph:
+one-row V2 requests (one tensor per feature: BYTES, BOOL, FP32) at 8 connections, as JSON to
+both and also binary and as KServe V1 to the inference service. Targets: at least 80% of its
+bare route's throughput, p99 <= 5 ms.
+
+    .venv/bin/python benchmarks/bench_inference.py [SECONDS] [--only forest|mixed]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -29,13 +38,15 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sklearn.datasets import make_classification
 
 from services.trainer.estimators import build_estimator
-from services.trainer.export import to_onnx
+from services.trainer.export import TARGET_OPSET, session_for, to_onnx
 from shared.broker import EmbeddedBroker, free_port
+from shared.features import BOOLEAN, CATEGORICAL, COLUMNS, NUMERIC, frame_columns
 from shared.registry import Registry
 from shared.store import FileStore
 
@@ -56,41 +67,13 @@ def register_model(
     features = [f"f{i}" for i in range(X.shape[1])]
     pipeline = build_estimator(estimator, params, seed=0).fit(X, y)
     onnx, _ = to_onnx(pipeline, X.shape[1])
-    # the registry needs a full card; the trainer's runner builds it, so reuse its pieces minimally
-    from shared.events import GateVerdict
     from shared.reference import build_reference
-    from shared.registry import CodeVersion, InputSchema, ModelCard
+    from shared.registry import InputSchema
 
     proba = pipeline.predict_proba(X[:500])
     ref = build_reference(X, features, pipeline.predict(X[:500]), proba, [0, 1])
-
-    def card(version: int, key: str, sha: str) -> ModelCard:
-        return ModelCard(
-            model=model,
-            version=version,
-            dataset_version=1,
-            dataset_manifest_sha256="0" * 64,
-            window={},
-            code=CodeVersion(package="bench"),
-            estimator=estimator,
-            params={},
-            seed=0,
-            training_rows=len(X),
-            holdout_rows=0,
-            metrics={},
-            gate=GateVerdict(passed=True),
-            onnx_opset=17,
-            input_schema=InputSchema(features=features, label_values=[0, 1]),
-            output_names=["label", "probabilities"],
-            artifact_key=key,
-            artifact_sha256=sha,
-            artifact_bytes=len(onnx),
-            training_seconds=0.0,
-            reference=ref,
-            trigger="bench",
-        )
-
-    registered = Registry(store).register(model, onnx, card)
+    schema = InputSchema(features=features, label_values=[0, 1])
+    registered = Registry(store).register_built(model, onnx, schema, ref, estimator, "bench", training_rows=len(X))
     Registry(store).set_alias(model, "production", registered.version, "bench", "bench")
     return onnx, registered.version
 
@@ -197,21 +180,273 @@ def start_service(env: dict[str, str], port: int, log_predictions: bool) -> subp
     )
 
 
-def main(seconds: int) -> None:
+def start_bare(env: dict[str, str], port: int, onnx_path: Path) -> subprocess.Popen[bytes]:
+    """A bare FastAPI + onnxruntime route (benchmarks/bare_route.py) serving ``onnx_path``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.bare_route:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env={**env, "BARE_ONNX": str(onnx_path)},
+    )
+
+
+# --- the mixed-type model ----------------------------------------------------------------------
+
+MIXED_NUMERIC = [f"n{i}" for i in range(10)]
+MIXED_CATEGORIES = {"c0": 3, "c1": 5, "c2": 8, "c3": 12, "c4": 20, "c5": 40}
+"""Categorical features and how many categories each has in training."""
+MIXED_BOOLEAN = ["b0", "b1"]
+MIXED_FEATURES = [*MIXED_NUMERIC, *MIXED_CATEGORIES, *MIXED_BOOLEAN]
+MIXED_TYPES = [NUMERIC] * len(MIXED_NUMERIC) + [CATEGORICAL] * len(MIXED_CATEGORIES) + [BOOLEAN] * len(MIXED_BOOLEAN)
+V2_DATATYPE = {NUMERIC: "FP32", CATEGORICAL: "BYTES", BOOLEAN: "BOOL"}
+
+
+def mixed_rows(n: int, rng: np.random.Generator) -> tuple[dict[str, list[Any]], np.ndarray]:
+    """``n`` rows of event-form values (floats, category strings, booleans) and their labels."""
+    columns: dict[str, list[Any]] = {f: rng.normal(size=n).round(4).tolist() for f in MIXED_NUMERIC}
+    for name, count in MIXED_CATEGORIES.items():
+        columns[name] = [f"{name}-{k}" for k in rng.integers(0, count, n)]
+    for name in MIXED_BOOLEAN:
+        columns[name] = (rng.random(n) < 0.5).tolist()
+    score = np.array(columns["n0"]) + np.array(columns["b0"], dtype=float)
+    score += np.array([int(v.rsplit("-", 1)[1]) % 3 for v in columns["c2"]]) - 1.0
+    return columns, (score + rng.normal(scale=0.5, size=n) > 0.5).astype(np.int64)
+
+
+def build_mixed(rng: np.random.Generator) -> tuple[bytes, dict[str, list[str]]]:
+    """The mixed-type pipeline fitted on 5,000 rows and exported with one input per feature;
+    its training categories. Parity with scikit-learn is checked on the last 500 rows."""
+    import pandas as pd
+    from skl2onnx import to_onnx as skl_to_onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    columns, y = mixed_rows(5000, rng)
+    frame = pd.DataFrame(frame_columns(MIXED_FEATURES, MIXED_TYPES, columns))
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(MIXED_CATEGORIES))],
+        remainder="passthrough",
+    )
+    estimator = HistGradientBoostingClassifier(random_state=0)
+    pipeline = Pipeline([("encode", encode), ("model", estimator)]).fit(frame[:4500], y[:4500])
+    initial_types = [
+        (name, StringTensorType([None, 1]) if kind == CATEGORICAL else FloatTensorType([None, 1]))
+        for name, kind in zip(MIXED_FEATURES, MIXED_TYPES, strict=True)
+    ]
+    onnx = skl_to_onnx(
+        pipeline, initial_types=initial_types, options={id(estimator): {"zipmap": False}}, target_opset=TARGET_OPSET
+    ).SerializeToString()
+    holdout = frame[4500:]
+    feeds = {
+        name: holdout[name].to_numpy(dtype=object if kind == CATEGORICAL else np.float32).reshape(-1, 1)
+        for name, kind in zip(MIXED_FEATURES, MIXED_TYPES, strict=True)
+    }
+    _, proba = session_for(onnx).run(None, feeds)
+    gap = float(np.abs(np.asarray(proba) - pipeline.predict_proba(holdout)).max())
+    if gap > 1e-4:
+        raise RuntimeError(f"the mixed model's ONNX graph differs from scikit-learn by {gap}")
+    return onnx, {name: sorted(set(columns[name])) for name in MIXED_CATEGORIES}
+
+
+def register_mixed(store: FileStore, rng: np.random.Generator, model: str = "mixed") -> bytes:
+    """Build the mixed-type model and register it as the production version of ``model`` with a
+    card in the COLUMNS layout (types and training categories)."""
+    from shared.reference import PredictionReference, Reference
+    from shared.registry import InputSchema
+
+    onnx, categories = build_mixed(rng)
+    schema = InputSchema(
+        features=MIXED_FEATURES,
+        label_values=[0, 1],
+        types=MIXED_TYPES,  # type: ignore[arg-type]
+        layout=COLUMNS,
+        categories=categories,
+    )
+    reference = Reference(
+        features={},
+        predictions=PredictionReference(label_distribution={"0": 0.5, "1": 0.5}, probability_histograms={}),
+    )
+    registered = Registry(store).register_built(
+        model,
+        onnx,
+        schema,
+        reference,
+        "HistGradientBoostingClassifier",
+        "bench",
+        training_rows=4500,
+        holdout_rows=500,
+        onnx_opset=int(TARGET_OPSET[""]),
+    )
+    Registry(store).set_alias(model, "production", registered.version, "bench", "bench")
+    return onnx
+
+
+def mixed_row(rng: np.random.Generator) -> dict[str, Any]:
+    columns, _ = mixed_rows(1, rng)
+    return {name: values[0] for name, values in columns.items()}
+
+
+def mixed_v2_json(row: dict[str, Any]) -> Request:
+    """One row as one JSON tensor per feature, each ``[1, 1]`` in its datatype."""
+    inputs = [
+        {"name": name, "shape": [1, 1], "datatype": V2_DATATYPE[kind], "data": [[row[name]]]}
+        for name, kind in zip(MIXED_FEATURES, MIXED_TYPES, strict=True)
+    ]
+    return Request(json.dumps({"inputs": inputs}).encode(), {"Content-Type": "application/json"})
+
+
+def mixed_v2_binary(row: dict[str, Any]) -> Request:
+    """The row as tritonclient sends it by default: FP32, BOOL and length-prefixed BYTES tensors."""
+    from services.inference.binary import write_bytes
+
+    tensors, tail = [], b""
+    for name, kind in zip(MIXED_FEATURES, MIXED_TYPES, strict=True):
+        if kind == CATEGORICAL:
+            raw = write_bytes([row[name]])
+        elif kind == BOOLEAN:
+            raw = np.array([row[name]], dtype=np.bool_).tobytes()
+        else:
+            raw = np.array([row[name]], dtype="<f4").tobytes()
+        tail += raw
+        tensors.append(
+            {"name": name, "shape": [1, 1], "datatype": V2_DATATYPE[kind], "parameters": {"binary_data_size": len(raw)}}
+        )
+    header = json.dumps({"inputs": tensors, "parameters": {"binary_data_output": True}}).encode()
+    return Request(
+        header + tail,
+        {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+def mixed_v1(row: dict[str, Any]) -> Request:
+    return Request(json.dumps({"instances": [row]}).encode(), {"Content-Type": "application/json"})
+
+
+def raw_mixed(onnx: bytes, row: dict[str, Any], seconds: float = 2.0) -> float:
+    """Microseconds per in-process onnxruntime call on one mixed row: the floor."""
+    session = session_for(onnx)
+    feeds = {
+        name: np.array([[row[name]]], dtype=object if kind == CATEGORICAL else np.float32)
+        for name, kind in zip(MIXED_FEATURES, MIXED_TYPES, strict=True)
+    }
+    calls = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(None, feeds)
+        calls += 1
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def milliseconds(text: str) -> float:
+    """wrk's latency text (``812.00us``, ``2.31ms``, ``1.02s``) in milliseconds."""
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+
+
+MIXED_CONNECTIONS = 8
+
+
+def bench_mixed(ports: dict[str, int], seconds: int, root: Path, row: dict[str, Any], floor_us: float) -> None:
+    """One-row requests of the mixed-type model at 8 connections: the bare route, driftloop."""
+    print(
+        f"\nmixed types: HistGradientBoosting, {len(MIXED_NUMERIC)} numeric + {len(MIXED_CATEGORIES)} categorical + "
+        f"{len(MIXED_BOOLEAN)} boolean features (one [N, 1] input each), 1 row, {MIXED_CONNECTIONS} connections"
+    )
+    print(f"raw onnxruntime in-process, 1 row: {floor_us:8.1f} us/call ({1e6 / floor_us:,.0f} calls/s)")
+    print(f"{'server':<28} {'req/s':>8} {'p50':>9} {'p99':>9} {'vs bare':>8}")
+    runs = [
+        ("bare route (ceiling)", ports["bare"], "/v2/models/mixed/infer", mixed_v2_json(row)),
+        ("driftloop, logging off", ports["quiet"], "/v2/models/mixed/infer", mixed_v2_json(row)),
+        ("driftloop inference", ports["service"], "/v2/models/mixed/infer", mixed_v2_json(row)),
+        ("driftloop, binary", ports["service"], "/v2/models/mixed/infer", mixed_v2_binary(row)),
+        ("driftloop, KServe V1", ports["service"], "/v1/models/mixed:predict", mixed_v1(row)),
+    ]
+    results: dict[str, tuple[float, str]] = {}
+    for name, port, path, body in runs:
+        rate, p50, p99 = median_run(f"http://127.0.0.1:{port}{path}", body, MIXED_CONNECTIONS, seconds, root)
+        results[name] = (rate, p99)
+        ceiling = results["bare route (ceiling)"][0]
+        vs_bare = f"{rate / ceiling:.0%}" if name != "bare route (ceiling)" else ""
+        print(f"{name:<28} {rate:>8.0f} {p50:>9} {p99:>9} {vs_bare:>8}")
+    rate, p99 = results["driftloop inference"]
+    share = rate / results["bare route (ceiling)"][0]
+    print(
+        f"targets, driftloop inference (V2 JSON, logging on): {share:.0%} of the bare route (>= 80%: "
+        f"{'met' if share >= 0.8 else 'MISSED'}), p99 {p99} (<= 5 ms: {'met' if milliseconds(p99) <= 5 else 'MISSED'})"
+    )
+
+
+def bench_forest(
+    ports: dict[str, int], seconds: int, root: Path, rows_of: dict[int, np.ndarray], floor: dict[int, float]
+) -> None:
+    """The forest: 1 and 32 rows at 1, 8 and 32 connections, JSON and binary, logging on and off."""
+    bodies = {rows: v2_json(X) for rows, X in rows_of.items()}
+    binary = {rows: v2_binary(X) for rows, X in rows_of.items()}
+    servers = {
+        "bare route (ceiling)": ports["bare"],
+        "driftloop, logging off": ports["quiet"],
+        "driftloop inference": ports["service"],
+    }
+    print(f"inference: RandomForest 100 trees depth 10, 20 features, V2 requests, wrk {seconds}s per row")
+    for rows, us in floor.items():
+        print(f"raw onnxruntime in-process, {rows:>2} rows: {us:8.1f} us/call ({1e6 / us:,.0f} calls/s)")
+    print(f"{'server':<24} {'rows':>4} {'conns':>5} {'req/s':>8} {'p50':>9} {'p99':>9} {'vs bare':>8} {'vs raw':>7}")
+    for rows, body in bodies.items():
+        for connections in (1, 8, 32):
+            rates: dict[str, float] = {}
+            for name, each in servers.items():
+                url = f"http://127.0.0.1:{each}/v2/models/bench/infer"
+                rate, p50, p99 = median_run(url, body, connections, seconds, root)
+                rates[name] = rate
+                ceiling = rates["bare route (ceiling)"]
+                vs_bare = f"{rate / ceiling:.0%}" if name != "bare route (ceiling)" else ""
+                # time per request over the floor, at one connection (no queueing)
+                vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
+                print(f"{name:<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} {vs_bare:>8} {vs_raw:>7}")
+            url = f"http://127.0.0.1:{ports['service']}/v2/models/bench/infer"
+            rate, p50, p99 = median_run(url, binary[rows], connections, seconds, root)
+            vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
+            print(
+                f"{'driftloop, binary':<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
+                f"{rate / rates['bare route (ceiling)']:>8.0%} {vs_raw:>7}"
+            )
+            on, off = rates["driftloop inference"], rates["driftloop, logging off"]
+            print(f"{'  logging on vs off':<24} {rows:>4} {connections:>5} {on / off - 1:>+8.1%}")
+            print(f"{'  binary vs JSON':<24} {rows:>4} {connections:>5} {rate / on - 1:>+8.1%}")
+            if rows == 1 and connections in ANCHOR:
+                print(f"{'  (anchor: bare route)':<24} {rows:>4} {connections:>5} {ANCHOR[connections]:>8.0f}")
+
+
+def main(seconds: int, only: str | None = None) -> None:
     if shutil.which("wrk") is None:
         print("bench_inference: wrk is not installed (Debian: apt-get install -y wrk); skipped")
         return
     rng = np.random.default_rng(1)
     rows_of = {rows: rng.normal(size=(rows, 20)) for rows in (1, 32)}
-    bodies = {rows: v2_json(X) for rows, X in rows_of.items()}
-    binary = {rows: v2_binary(X) for rows, X in rows_of.items()}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         root = Path(tmp)
         store = FileStore(root / "store")
         onnx, _ = register_forest(store)
         (root / "model.onnx").write_bytes(onnx)
-        floor = {rows: raw_onnxruntime(onnx, rows, rng) for rows in bodies}
-        port, quiet_port, bare_port = free_port(), free_port(), free_port()
+        mixed = register_mixed(store, np.random.default_rng(2))
+        (root / "mixed.onnx").write_bytes(mixed)
+        row = mixed_row(np.random.default_rng(3))
+        floor = {rows: raw_onnxruntime(onnx, rows, rng) for rows in rows_of}
+        mixed_floor = raw_mixed(mixed, row)
+        port, quiet_port, bare_port, mixed_bare_port = free_port(), free_port(), free_port(), free_port()
         env = {
             **os.environ,
             "DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -220,68 +455,24 @@ def main(seconds: int) -> None:
             "DRIFTLOOP_STORE_ROOT": str(store.root),
             "DRIFTLOOP_DATA_DIR": str(root),
             "DRIFTLOOP_LOG_LEVEL": "WARNING",
-            "BARE_ONNX": str(root / "model.onnx"),
         }
-        service = start_service(env, port, log_predictions=True)
-        quiet = start_service(env, quiet_port, log_predictions=False)
-        bare = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchmarks.bare_route:app",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            env=env,
-        )
-        servers = {
-            "bare route (ceiling)": bare_port,
-            "driftloop, logging off": quiet_port,
-            "driftloop inference": port,
-        }
+        processes = [
+            start_service(env, port, log_predictions=True),
+            start_service(env, quiet_port, log_predictions=False),
+            start_bare(env, bare_port, root / "model.onnx"),
+            start_bare(env, mixed_bare_port, root / "mixed.onnx"),
+        ]
         try:
-            for each in servers.values():
+            for each in (port, quiet_port, bare_port, mixed_bare_port):
                 wait_http(f"http://127.0.0.1:{each}/openapi.json")
-            wait_http(f"http://127.0.0.1:{port}/v2/models/bench/ready")
-            wait_http(f"http://127.0.0.1:{quiet_port}/v2/models/bench/ready")
-            print(f"inference: RandomForest 100 trees depth 10, 20 features, V2 requests, wrk {seconds}s per row")
-            for rows, us in floor.items():
-                print(f"raw onnxruntime in-process, {rows:>2} rows: {us:8.1f} us/call ({1e6 / us:,.0f} calls/s)")
-            print(
-                f"{'server':<24} {'rows':>4} {'conns':>5} {'req/s':>8} {'p50':>9} {'p99':>9} "
-                f"{'vs bare':>8} {'vs raw':>7}"
-            )
-            for rows, body in bodies.items():
-                for connections in (1, 8, 32):
-                    rates: dict[str, float] = {}
-                    for name, each in servers.items():
-                        url = f"http://127.0.0.1:{each}/v2/models/bench/infer"
-                        rate, p50, p99 = median_run(url, body, connections, seconds, root)
-                        rates[name] = rate
-                        ceiling = rates["bare route (ceiling)"]
-                        vs_bare = f"{rate / ceiling:.0%}" if name != "bare route (ceiling)" else ""
-                        # time per request over the floor, at one connection (no queueing)
-                        vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
-                        print(
-                            f"{name:<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
-                            f"{vs_bare:>8} {vs_raw:>7}"
-                        )
-                    url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
-                    rate, p50, p99 = median_run(url, binary[rows], connections, seconds, root)
-                    vs_raw = f"{1e6 / rate / floor[rows]:.1f}x" if connections == 1 else ""
-                    print(
-                        f"{'driftloop, binary':<24} {rows:>4} {connections:>5} {rate:>8.0f} {p50:>9} {p99:>9} "
-                        f"{rate / rates['bare route (ceiling)']:>8.0%} {vs_raw:>7}"
-                    )
-                    on, off = rates["driftloop inference"], rates["driftloop, logging off"]
-                    print(f"{'  logging on vs off':<24} {rows:>4} {connections:>5} {on / off - 1:>+8.1%}")
-                    print(f"{'  binary vs JSON':<24} {rows:>4} {connections:>5} {rate / on - 1:>+8.1%}")
-                    if rows == 1 and connections in ANCHOR:
-                        print(f"{'  (anchor: bare route)':<24} {rows:>4} {connections:>5} {ANCHOR[connections]:>8.0f}")
+            for each in (port, quiet_port):
+                for model in ("bench", "mixed"):
+                    wait_http(f"http://127.0.0.1:{each}/v2/models/{model}/ready")
+            ports = {"service": port, "quiet": quiet_port, "bare": bare_port}
+            if only in (None, "forest"):
+                bench_forest(ports, seconds, root, rows_of, floor)
+            if only in (None, "mixed"):
+                bench_mixed({**ports, "bare": mixed_bare_port}, seconds, root, row, mixed_floor)
             metrics = f"http://127.0.0.1:{port}/metrics"
             time.sleep(1.0)  # the last batch
             print(
@@ -291,10 +482,14 @@ def main(seconds: int) -> None:
                 f"{metric(metrics, 'driftloop_inference_prediction_log_lost')}"
             )
         finally:
-            for process in (service, quiet, bare):
+            for process in processes:
                 process.terminate()
                 process.wait(timeout=20)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("seconds", nargs="?", type=int, default=4, help="seconds per wrk run (default 4)")
+    parser.add_argument("--only", choices=("forest", "mixed"), help="run one of the two models only")
+    arguments = parser.parse_args()
+    main(arguments.seconds, arguments.only)

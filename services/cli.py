@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from services.console import emit_json, settings_from
@@ -26,7 +27,7 @@ from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig
 from shared import __version__
 from shared.bus import KafkaOptions
 from shared.config import build_store
-from shared.datasets import DatasetRepository, manifest_summary
+from shared.datasets import DatasetRepository, FeatureStats, manifest_summary
 from shared.errors import DriftloopError, InvalidInput, NotFound
 from shared.lifecycle import configure_logging
 from shared.spec import SpecCatalog, apply_spec
@@ -132,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the local stack, run the demo scenario, stop."""
-    from services.demo import DemoPlan, run_demo
+    from services.demo import SCENARIOS, DemoPlan, run_demo
 
     console = Console(stderr=True)
     config = _stack_config(args)
@@ -140,7 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     stack = LocalStack(config)
     with stack.running() as endpoints:
         _print_endpoints(console, stack, endpoints)
-        return run_demo(stack, console, DemoPlan(rate=args.rate))
+        return run_demo(stack, console, DemoPlan(rate=args.rate, scenario=SCENARIOS[args.scenario]))
 
 
 def cmd_specs_apply(args: argparse.Namespace) -> int:
@@ -229,14 +230,50 @@ def cmd_datasets_show(args: argparse.Namespace) -> int:
         return 0
     console = Console()
     console.print(manifest_summary(manifest))
-    stats = Table(title=f"{manifest.model} v{manifest.version}: feature statistics")
-    for column in ("feature", "count", "mean", "std", "min", "max"):
-        stats.add_column(column, justify="right")
-    for name, st in manifest.stats.items():
-        stats.add_row(name, str(st.count), f"{st.mean:.4g}", f"{st.std:.4g}", f"{st.min}", f"{st.max}")
-    console.print(stats)
+    title = f"{manifest.model} v{manifest.version}"
+    stats = Table(title=f"{title}: numeric features")
+    for column in ("feature", "count", "missing", "mean", "std", "min", "max"):
+        stats.add_column(column, justify="left" if column == "feature" else "right")
+    categories = Table(title=f"{title}: categorical and boolean features")
+    for column in ("feature", "type", "count", "missing", "distinct"):
+        categories.add_column(column, justify="left" if column in ("feature", "type") else "right")
+    categories.add_column(f"top {TOP_CATEGORIES} categories: rows")
+    for name, kind in zip(manifest.features, manifest.feature_types, strict=True):
+        missing = str(manifest.missing[name]) if name in manifest.missing else "-"
+        if kind == "numeric":
+            st = manifest.stats.get(name, FeatureStats())
+            stats.add_row(name, str(st.count), missing, f"{st.mean:.4g}", f"{st.std:.4g}", f"{st.min}", f"{st.max}")
+            continue
+        counts = manifest.categories.get(name, {})
+        other = manifest.categories_other.get(name, 0)
+        distinct = f"{len(counts)}{'+' if other else ''}"
+        shown = escape(_top_categories(counts, other, quoted=kind == "categorical"))
+        categories.add_row(name, kind, str(sum(counts.values()) + other), missing, distinct, shown)
+    if stats.row_count:
+        console.print(stats)
+    if categories.row_count:
+        console.print(categories)
     console.print({"checks": manifest.checks})
     return 0
+
+
+TOP_CATEGORIES = 10
+
+
+def _top_categories(counts: dict[str, int], other_rows: int, quoted: bool = True) -> str:
+    """The most frequent categories with their rows, then how many more there are.
+
+    >>> _top_categories({"a": 3, "b": 1}, 0)
+    "'a': 3, 'b': 1"
+    """
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    text = ", ".join(f"{repr(category) if quoted else category}: {rows}" for category, rows in ordered[:TOP_CATEGORIES])
+    more = len(ordered) - TOP_CATEGORIES
+    if more > 0:
+        text += f", … {more} more"
+    if other_rows:
+        text += f" (and {other_rows} rows of rarer categories)"
+    return text
 
 
 def cmd_publish_annotations(args: argparse.Namespace) -> int:
@@ -287,16 +324,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="start the local stack and run the demo scenario",
-        description="Start the local stack and run the closed loop on River's SEA stream: bootstrap a first "
-        "model, serve the stream over HTTP with ground truth following, switch the labelling rule at event "
-        "3,000, and watch the monitor detect it, the trainer retrain on the new regime, the canary get "
-        "judged and promoted. Prints a summary (accuracy before / after the drift / after recovery, "
-        "detection delay, drift-to-new-champion time) and writes the monitor's HTML report and a PNG of "
-        "accuracy over time under DATA_DIR/results/sea-demo/. About a minute.",
+        description="Start the local stack and run the closed loop on a drifting stream: bootstrap a first "
+        "model, serve the stream over HTTP with ground truth following, change the world at event 3,000, "
+        "and watch the monitor detect it, the trainer retrain on the new regime, the canary get judged and "
+        "promoted. Scenarios: 'sea' (River's SEA stream, three numbers, the labelling rule switches) and "
+        "'loan' (a loan table from River's Agrawal generator with string categories, flags and missing "
+        "values; the applicant mix shifts and the approval rule changes). Prints a summary (accuracy before "
+        "/ after the drift / after recovery, detection delay, drift-to-new-champion time) and writes the "
+        "monitor's HTML report and a PNG of accuracy over time under DATA_DIR/results/MODEL/. About a "
+        "minute.",
     )
     _add_stack_flags(demo, _data_dir_default() / "demo", fixed_ports=False)
     demo.add_argument(
         "--rate", type=float, default=300.0, help="served events per second while the loop runs (default 300)"
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=("sea", "loan", "loan-tiers"),
+        default="sea",
+        help="the drifting stream: sea (numeric), loan (categories, flags, missing values) or loan-tiers "
+        "(the same table, three classes); default sea",
     )
     demo.set_defaults(func=cmd_demo)
 

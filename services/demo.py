@@ -48,6 +48,8 @@ from shared.events import (
     DeadLetter,
     DeploymentChanged,
     DriftDetected,
+    FeatureValue,
+    Label,
     TrainingCompleted,
     decode_as,
 )
@@ -55,13 +57,13 @@ from shared.registry import Registry
 from shared.spec import apply_spec
 from shared.store import FileStore
 
-Sample = tuple[dict[str, float | None], int]
+Sample = tuple[dict[str, FeatureValue], Label]
 """One labelled event of a stream: features by name, and the label."""
 
 LOOP_SPEC = """
 name: {model}
 features: [@FEATURES@]
-label: {{values: [0, 1]}}
+label: {{values: [@LABELS@]}}
 validation: {{min_confidence: 0.6, max_rejection_rate: 0.2, label_shift_alert: 0.15}}
 training:
   estimator: @ESTIMATOR@
@@ -78,13 +80,13 @@ deployment:
 monitoring: {{concept_detector: ADWIN, confirmation_samples: 200, alarm_cooldown: 2m}}
 """
 """The spec of every loop scenario; YAML braces doubled for :attr:`Scenario.spec_text`'s
-``format(model=...)``; :func:`loop_spec` fills in @FEATURES@ and @ESTIMATOR@."""
+``format(model=...)``; :func:`loop_spec` fills in @FEATURES@, @LABELS@ and @ESTIMATOR@."""
 
 
 def loop_spec(features: Sequence[tuple[str, float, float]], estimator: str) -> str:
     """A loop scenario's spec: its features with their ranges, and its estimator."""
     declared = ", ".join(f"{{{{name: {name}, min: {low:g}, max: {high:g}}}}}" for name, low, high in features)
-    return LOOP_SPEC.replace("@FEATURES@", declared).replace("@ESTIMATOR@", estimator)
+    return LOOP_SPEC.replace("@FEATURES@", declared).replace("@ESTIMATOR@", estimator).replace("@LABELS@", "0, 1")
 
 
 SEA_SPEC = loop_spec([("x1", 0, 10), ("x2", 0, 10), ("x3", 0, 10)], "HistGradientBoostingClassifier")
@@ -103,6 +105,8 @@ class Scenario:
     after: Callable[[int, int], list[Sample]]
     """``(events, seed)`` → samples after the change."""
     description: str
+    types: tuple[str, ...] = ()
+    """Each feature's type (``shared.features``); empty: all numeric, served as one ``[1, F]`` tensor."""
 
     @property
     def spec_text(self) -> str:
@@ -126,6 +130,99 @@ SEA_SWITCH = Scenario(
     after=lambda n, seed: sea(n, variant=3, seed=seed),
     description="River SEA, labelling rule switching from variant 0 to 3",
 )
+
+EDUCATION = ("none", "high-school", "bachelor", "master", "doctorate")
+CAR_MAKES = tuple(f"make-{c}" for c in "abcdefghijklmnopqrst")
+LOAN_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("salary", "numeric", "min: 0"),
+    ("commission", "numeric", "min: 0"),
+    ("age", "numeric", "min: 18, max: 100, allow_missing: true"),
+    ("loan", "numeric", "min: 0"),
+    ("house_years", "numeric", "min: 0, max: 40"),
+    ("education", "categorical", "values: [" + ", ".join(EDUCATION) + "]"),
+    ("car", "categorical", "allow_missing: true"),
+    ("zipcode", "categorical", ""),
+    ("has_commission", "boolean", ""),
+    ("repaid_before", "boolean", ""),
+)
+"""The loan table: name, type and the rest of each feature's spec entry."""
+
+
+def loan(
+    events: int, function: int, seed: int, shifted: bool = False, missing: float = 0.05, tiers_with: int | None = None
+) -> list[Sample]:
+    """``events`` loan applications from River's Agrawal generator, as a real table holds them.
+
+    Education level, car make and zip code are categories (Agrawal's integer codes mapped to
+    names), two flags are booleans, ``age`` and ``car`` are missing in ``missing`` of the rows.
+    The label is Agrawal's classification function ``function`` (with 5 % perturbation of the
+    numbers). ``shifted`` changes who applies: applicants with a master's or a doctorate, and
+    from zip codes Z4-Z9, become the majority (a covariate shift the monitor sees in the
+    category shares). With ``tiers_with`` the label is one of three tiers (:data:`TIERS`): how
+    many of the two rules, ``function`` and ``tiers_with``, approve the application.
+    """
+    rng = random.Random(seed + 1000)
+    out: list[Sample] = []
+    rule = synth.Agrawal(classification_function=function, seed=seed, perturbation=0.05)
+    second = synth.Agrawal(classification_function=tiers_with or 0, seed=seed, perturbation=0.05)
+    for (x, y), (_, y2) in zip(rule, second, strict=False):  # same seed: the same applications
+        if shifted and (
+            (int(x["elevel"]) < 3 and rng.random() < 0.7) or (int(x["zipcode"]) < 3 and rng.random() < 0.6)
+        ):
+            continue
+        row: dict[str, FeatureValue] = {
+            "salary": round(float(x["salary"]), 2),
+            "commission": round(float(x["commission"]), 2),
+            "age": None if rng.random() < missing else float(x["age"]),
+            "loan": round(float(x["loan"]), 2),
+            "house_years": float(x["hyears"]),
+            "education": EDUCATION[int(x["elevel"])],
+            "car": None if rng.random() < missing else CAR_MAKES[int(x["car"]) - 1],
+            "zipcode": f"Z{int(x['zipcode']) + 1}",
+            "has_commission": float(x["commission"]) > 0,
+            "repaid_before": rng.random() < 0.7,
+        }
+        out.append((row, int(y) if tiers_with is None else TIERS[int(y) + int(y2)]))
+        if len(out) == events:
+            break
+    return out
+
+
+TIERS = ("decline", "review", "approve")
+"""The three classes of the tiered loan scenario."""
+
+
+def _loan_spec(labels: Sequence[str]) -> str:
+    declared = ", ".join(
+        f"{{{{name: {name}, type: {kind}{', ' + rest if rest else ''}}}}}" for name, kind, rest in LOAN_FEATURES
+    )
+    spec = LOOP_SPEC.replace("@FEATURES@", declared).replace("@ESTIMATOR@", "HistGradientBoostingClassifier")
+    return spec.replace("@LABELS@", ", ".join(labels))
+
+
+LOAN_SHIFT = Scenario(
+    model="loan-demo",
+    spec=_loan_spec(["0", "1"]),
+    features=tuple(name for name, _, _ in LOAN_FEATURES),
+    types=tuple(kind for _, kind, _ in LOAN_FEATURES),
+    before=lambda n, seed: loan(n, function=2, seed=seed),
+    after=lambda n, seed: loan(n, function=8, seed=seed, shifted=True),
+    description="loan applications (River Agrawal): categories, flags and missing values; "
+    "the applicant mix shifts and the approval rule changes",
+)
+LOAN_TIERS = Scenario(
+    model="loan-tiers-demo",
+    spec=_loan_spec(TIERS),
+    features=LOAN_SHIFT.features,
+    types=LOAN_SHIFT.types,
+    before=lambda n, seed: loan(n, function=2, seed=seed, tiers_with=0),
+    after=lambda n, seed: loan(n, function=8, seed=seed, shifted=True, tiers_with=0),
+    description="loan applications in three tiers (decline / review / approve): categories, flags, missing "
+    "values; the applicant mix shifts and one of the two approval rules changes",
+)
+SCENARIOS: dict[str, Scenario] = {"sea": SEA_SWITCH, "loan": LOAN_SHIFT, "loan-tiers": LOAN_TIERS}
+"""The demo's scenarios by the name ``driftloop demo --scenario`` takes."""
+
 POISON = (b"{not json", b"\xff\xfe", b"[1, 2, 3]")
 
 
@@ -137,24 +234,34 @@ def labelled_records(model: str, samples: list[Sample], prefix: str) -> list[Ann
     ]
 
 
-def broken_records(model: str, features: tuple[str, ...], count: int, seed: int = 11) -> list[AnnotationSubmitted]:
-    """Records an annotation tool might really send: out of range, unsure, unknown label, missing feature."""
+def broken_records(scenario: Scenario, count: int, seed: int = 11) -> list[AnnotationSubmitted]:
+    """Records an annotation tool might really send: out of range, unsure, unknown label, a
+    missing feature; for a typed table also a string where a number belongs and a category
+    outside the declared ones."""
     rng = random.Random(seed)
-    base = dict.fromkeys(features, 0.5)
-    kinds: list[tuple[dict[str, float], int, float]] = [
-        ({**base, features[0]: 1000.0}, 1, 1.0),
-        (base, 1, 0.3),
-        (base, 7, 1.0),
-        ({k: v for k, v in base.items() if k != features[-1]}, 0, 1.0),
+    features = scenario.features
+    base, good = scenario.before(1, seed)[0]
+    bad = 7 if isinstance(good, int) else "no-such-class"
+    numeric = [f for f in features if isinstance(base[f], float)]  # present, not a flag
+    kinds: list[tuple[dict[str, FeatureValue], Label, float]] = [
+        ({**base, numeric[0]: -1000.0}, good, 1.0),
+        (base, good, 0.3),
+        (base, bad, 1.0),
+        ({k: v for k, v in base.items() if k != features[0]}, good, 1.0),
     ]
+    if scenario.types:
+        kinds.append(({**base, numeric[-1]: "n/a"}, good, 1.0))
+        if "education" in base:
+            kinds.append(({**base, "education": "kindergarten"}, good, 1.0))
     out = []
     for i in range(count):
         values, label, confidence = kinds[i % len(kinds)]
+        jittered = {k: v + rng.random() * 0.01 if isinstance(v, float) else v for k, v in values.items()}
         out.append(
             AnnotationSubmitted(
-                model=model,
+                model=scenario.model,
                 record_id=f"broken-{i}",
-                features={k: v + rng.random() * 0.01 for k, v in values.items()},
+                features=jittered,
                 label=label,
                 confidence=confidence,
                 annotator="careless-tool",
@@ -255,7 +362,7 @@ async def _bootstrap(
     scenario = plan.scenario
     model = scenario.model
     records = labelled_records(model, plan.streams()[0], "boot")
-    broken = broken_records(model, scenario.features, max(4, plan.bootstrap // 50)) if plan.faults else []
+    broken = broken_records(scenario, max(6, plan.bootstrap // 50)) if plan.faults else []
     resent = records[: plan.bootstrap // 20] if plan.faults else []  # an upstream retry: stored once
     poison = POISON if plan.faults else ()
     outgoing = records + broken + resent
@@ -324,26 +431,48 @@ async def _bootstrap(
     }
 
 
+def v2_inputs(scenario: Scenario, x: dict[str, FeatureValue]) -> list[dict[str, Any]]:
+    """One event as Open Inference Protocol V2 inputs: one ``[1, F]`` FP64 tensor for an
+    all-numeric model; for a typed one a tensor per feature — FP64, BYTES for a category, BOOL
+    for a flag, and a missing value as an empty BYTES element."""
+    if not scenario.types:
+        return [
+            {
+                "name": "input",
+                "shape": [1, len(scenario.features)],
+                "datatype": "FP64",
+                "data": [x[f] for f in scenario.features],
+            }
+        ]
+    inputs = []
+    for name, kind in zip(scenario.features, scenario.types, strict=True):
+        value = x.get(name)
+        if value is None:
+            inputs.append({"name": name, "shape": [1], "datatype": "BYTES", "data": [""]})
+        elif kind == "boolean":
+            inputs.append({"name": name, "shape": [1], "datatype": "BOOL", "data": [value]})
+        elif kind == "categorical":
+            inputs.append({"name": name, "shape": [1], "datatype": "BYTES", "data": [value]})
+        else:
+            inputs.append({"name": name, "shape": [1], "datatype": "FP64", "data": [value]})
+    return inputs
+
+
 async def _serve(
     client: httpx.AsyncClient, scenario: Scenario, run: str, start: int, samples: list[Sample]
 ) -> list[tuple[Served, AnnotationSubmitted]]:
     """Send a batch of events to inference; pair each answer with its ground truth to publish."""
-    model, features = scenario.model, scenario.features
+    model = scenario.model
 
-    async def one(i: int, x: dict[str, float | None], y: int) -> tuple[Served, AnnotationSubmitted]:
+    async def one(i: int, x: dict[str, FeatureValue], y: Label) -> tuple[Served, AnnotationSubmitted]:
         inference_id = f"{run}-{start + i}"
-        body = {
-            "id": inference_id,
-            "inputs": [
-                {"name": "input", "shape": [1, len(features)], "datatype": "FP64", "data": [x[f] for f in features]}
-            ],
-        }
+        body = {"id": inference_id, "inputs": v2_inputs(scenario, x)}
         response = await client.post(f"/v2/models/{model}/infer", json=body)
         response.raise_for_status()
         answer = response.json()
         served = Served(
             start + i,
-            int(answer["outputs"][0]["data"][0]) == y,
+            str(answer["outputs"][0]["data"][0]) == str(y),
             int(answer["model_version"]),
             str(answer["parameters"]["variant"]),
         )

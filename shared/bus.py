@@ -8,6 +8,13 @@ permanently invalid, goes to ``<topic>.dlq`` with the reason, the original bytes
 was read; the loop carries on. Transient failures (broker or store down) are retried with
 capped exponential backoff, never busy-looping and never dead-lettering good data.
 
+Every record is bounded by bytes (``kafka_max_message_bytes``, under the broker's
+``message.max.bytes``): producers split or truncate what they send to stay under it, and a
+record still over it is refused with :class:`PayloadTooLarge` naming the topic and sizes
+before it reaches the client -- never aiokafka's ``MessageSizeTooLargeError``, which looks like
+a broker failure and would be retried for ever. Dead letters are truncated to fit, so a
+consumer always moves past a message it cannot handle, however large.
+
 Shutdown is cooperative: :meth:`Subscriber.stop` (wired to SIGTERM by the service) lets the
 in-flight message finish, commits, and closes.
 """
@@ -27,13 +34,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, RecordMetadata
 
 from shared import topics as topic_names
 from shared.config import DriftloopSettings
-from shared.errors import BrokerUnavailable, CorruptArtifact, DriftloopError, InvalidEvent, StoreError
+from shared.errors import (
+    BrokerUnavailable,
+    CorruptArtifact,
+    DriftloopError,
+    InvalidEvent,
+    PayloadTooLarge,
+    StoreError,
+)
 from shared.events import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    MIN_MESSAGE_BYTES,
     Contract,
     DeadLetter,
     Event,
@@ -56,6 +72,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Failures that say "try again later", not "this message is bad"."""
 
+RECORD_FRAMING_BYTES = 1024
+"""What the producer's ``max_request_size`` allows beyond ``max_message_bytes``: a record's
+batch header and length fields (aiokafka counts them in), so the bus's own check, on the
+record's value, key and headers, is the one that refuses."""
+
 
 @dataclass(frozen=True)
 class KafkaOptions:
@@ -73,6 +94,8 @@ class KafkaOptions:
     fetch_max_wait_ms: int = 50
     request_timeout_ms: int = 10000
     linger_ms: int = 5
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """Largest record published (value, key and headers); see ``kafka_max_message_bytes``."""
 
     @classmethod
     def from_settings(cls, settings: DriftloopSettings, client_id: str | None = None) -> KafkaOptions:
@@ -81,7 +104,17 @@ class KafkaOptions:
             bootstrap=settings.resolved_bootstrap(),
             client_id=client_id or settings.kafka_client_id,
             idempotence=settings.resolved_idempotence(),
+            max_message_bytes=settings.kafka_max_message_bytes,
         )
+
+
+def record_bytes(value: bytes | None, key: bytes | None = None, headers: Sequence[tuple[str, bytes]] = ()) -> int:
+    """The size a record is bounded by: its value, key and headers (names and values).
+
+    >>> record_bytes(b'{"a": 1}', b"credit", [("trace", b"abc")])
+    22
+    """
+    return len(value or b"") + len(key or b"") + sum(len(name.encode()) + len(v or b"") for name, v in headers)
 
 
 @dataclass
@@ -176,7 +209,24 @@ class Publisher:
             enable_idempotence=self.options.idempotence,
             linger_ms=self.options.linger_ms,
             request_timeout_ms=self.options.request_timeout_ms,
+            max_request_size=self.options.max_message_bytes + RECORD_FRAMING_BYTES,
         )
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest record this publisher sends; producers split or truncate to it."""
+        return self.options.max_message_bytes
+
+    def _check_size(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Refuse a record over the limit, before the client does (its error would read as an outage)."""
+        size = record_bytes(value, key, headers)
+        if size > self.options.max_message_bytes:
+            raise PayloadTooLarge(
+                f"a {size:,}-byte record for {topic} is over the {self.options.max_message_bytes:,}-byte "
+                "limit (kafka_max_message_bytes); the producer must split or truncate it"
+            )
 
     async def start(self, stopping: asyncio.Event | None = None, max_wait_s: float | None = None) -> None:
         """Connect, retrying with backoff while the broker is unreachable.
@@ -220,11 +270,20 @@ class Publisher:
         key: bytes | None = None,
         headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> RecordMetadata:
-        """Send raw bytes and wait for the broker's acknowledgement."""
+        """Send raw bytes and wait for the broker's acknowledgement.
+
+        A record over :attr:`max_message_bytes`, or one the broker refuses as too large (its
+        limit is lower than ours), raises :class:`PayloadTooLarge`.
+        """
         producer = self._require()
+        self._check_size(topic, value, key, headers or ())
         try:
             future = await producer.send(topic, value=value, key=key, headers=list(headers or []) or None)
             return await future
+        except MessageSizeTooLargeError as err:
+            raise PayloadTooLarge(
+                f"{topic} refused a {record_bytes(value, key, headers or ()):,}-byte record as too large: {err}"
+            ) from err
         except KafkaError as err:
             raise BrokerUnavailable(f"publishing to {topic} on {self.options.bootstrap} failed: {err}") from err
 
@@ -232,8 +291,10 @@ class Publisher:
         """Queue a record for the next batch without waiting; await :func:`confirm` on the futures.
 
         For handlers that buffer: they enqueue as they go and confirm before releasing offsets.
+        A record over :attr:`max_message_bytes` raises :class:`PayloadTooLarge`.
         """
         producer = self._require()
+        self._check_size(topic, value, key)
         try:
             future: asyncio.Future[RecordMetadata] = await producer.send(topic, value=value, key=key)
             return future
@@ -247,9 +308,14 @@ class Publisher:
     async def publish_many(self, events: Iterable[Event]) -> int:
         """Publish several events in shared batches; returns how many were acknowledged."""
         producer = self._require()
+        records = [(topic_of(e), encode_event(e), e.model.encode()) for e in events]
+        for topic, value, key in records:
+            self._check_size(topic, value, key)
         try:
-            futures = [await producer.send(topic_of(e), value=encode_event(e), key=e.model.encode()) for e in events]
+            futures = [await producer.send(topic, value=value, key=key) for topic, value, key in records]
             await asyncio.gather(*futures)
+        except MessageSizeTooLargeError as err:
+            raise PayloadTooLarge(f"the broker refused a record as too large: {err}") from err
         except KafkaError as err:
             raise BrokerUnavailable(f"publishing on {self.options.bootstrap} failed: {err}") from err
         return len(futures)
@@ -259,12 +325,30 @@ class Publisher:
         return await self.send(topic, encode_event(item), None if key is None else key.encode())
 
     async def dead_letter(self, position: SourcePosition, key: bytes | None, value: bytes | None, reason: str) -> None:
-        """Send a record that cannot be handled to ``<topic>.dlq`` with the reason, and say so."""
-        letter = DeadLetter.of(reason, position, key, value)
+        """Send a record that cannot be handled to ``<topic>.dlq`` with the reason, and say so.
+
+        The letter is truncated to fit :attr:`max_message_bytes` when the whole would not; if
+        the broker still refuses it (its own limit is lower), a letter of
+        :data:`~shared.events.MIN_MESSAGE_BYTES` is sent instead, so the consumer moves on.
+        """
+        letter = DeadLetter.of(reason, position, key, value, self.options.max_message_bytes)
         target = topic_names.dlq(position.topic)
-        await self.publish_contract(target, letter, letter.key)
+        try:
+            await self.publish_contract(target, letter, letter.key)
+        except PayloadTooLarge as err:
+            log.error("%s refused a %d-byte dead letter (%s); sending a shorter one", target, letter.record_size(), err)
+            letter = DeadLetter.of(reason, position, key, value, MIN_MESSAGE_BYTES)
+            await self.publish_contract(target, letter, letter.key)
         log.warning(
-            "%s[%d]@%d dead-lettered to %s: %s", position.topic, position.partition, position.offset, target, reason
+            "%s[%d]@%d dead-lettered to %s%s: %s",
+            position.topic,
+            position.partition,
+            position.offset,
+            target,
+            f" (truncated: {len(letter.payload_hex) // 2:,} of {letter.payload_bytes:,} bytes kept)"
+            if letter.payload_truncated
+            else "",
+            reason[:500],
         )
 
     async def stop(self) -> None:
@@ -279,6 +363,8 @@ async def confirm(futures: Iterable[asyncio.Future[RecordMetadata]]) -> int:
     pending = list(futures)
     try:
         await asyncio.gather(*pending)
+    except MessageSizeTooLargeError as err:
+        raise PayloadTooLarge(f"the broker refused one of {len(pending)} records as too large: {err}") from err
     except KafkaError as err:
         raise BrokerUnavailable(f"the broker did not acknowledge {len(pending)} records: {err}") from err
     return len(pending)
@@ -610,6 +696,9 @@ class Subscriber(Generic[T]):
             await self._publisher.dead_letter(delivery.position, delivery.key, delivery.value, reason)
         except TRANSIENT_ERRORS as err:
             log.warning("cannot write dead letter to %s yet (%s); will retry", topic_names.dlq(delivery.topic), err)
+            return Outcome.RETRY
+        except PayloadTooLarge as err:  # not even a minimal letter fits: the broker's limits need fixing
+            log.error("cannot write dead letter to %s (%s); will retry", topic_names.dlq(delivery.topic), err)
             return Outcome.RETRY
         self.stats.dead_lettered += 1
         short = reason.split(":", 1)[0]

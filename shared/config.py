@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.events import DEFAULT_MAX_MESSAGE_BYTES, MIN_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from shared.store import ObjectStore
@@ -49,6 +50,16 @@ class DriftloopSettings(BaseSettings):
         default=4, ge=1, description="Partitions of the topics driftloop creates (replicas split them)."
     )
     kafka_replication: int = Field(default=1, ge=1, description="Replication factor of created topics.")
+    kafka_max_message_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        ge=MIN_MESSAGE_BYTES,
+        description=(
+            "Largest record (value, key and headers) driftloop publishes, in bytes. Producers split "
+            "(prediction log) or truncate (dead letters, rejections) to stay under it, and a larger "
+            "record is refused before it reaches the broker. Keep it under the broker's and topics' "
+            "message.max.bytes (Kafka's default: 1048588) minus ~1 KiB of batch framing."
+        ),
+    )
     store_kind: Literal["file", "minio"] | None = Field(
         default=None, description="Object store: 'file' (local directory) or 'minio' (S3 API). Unset: local stack."
     )

@@ -13,6 +13,11 @@ written before the manifest that names it; a crash in between leaves an unrefere
 
 Rows are kept in arrival order (shard order, then row order), which is the time order the
 trainer's holdout split and "last N rows" window rely on.
+
+Columns are typed as the spec's features are (:mod:`shared.features`): float64 for numeric,
+string for categorical, bool for boolean, with nulls where a value is missing. Datasets
+written before features had types are all-float64, which is exactly the numeric form, so
+they load unchanged; their manifests (without ``feature_types``) read as all-numeric.
 """
 
 from __future__ import annotations
@@ -22,20 +27,30 @@ import io
 import logging
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import AlreadyExists, CorruptArtifact, KeyNotFound, NotFound
-from shared.events import DatasetVersionCreated, Label, UtcDatetime, utc_now
+from shared.events import DatasetVersionCreated, FeatureValue, Label, UtcDatetime, utc_now
+from shared.features import (
+    BOOLEAN,
+    CATEGORICAL,
+    MATRIX,
+    NUMERIC,
+    FeatureType,
+    category_key,
+    category_text,
+    layout_of,
+)
 from shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +63,12 @@ ANNOTATOR = "_annotator"
 INFERENCE_ID = "_inference_id"
 META_COLUMNS = (RECORD_ID, OCCURRED_AT, LABEL, CONFIDENCE, ANNOTATOR, INFERENCE_ID)
 MAX_VERSION_ATTEMPTS = 50
+MAX_CATEGORIES = 1000
+"""Categories a manifest lists per feature; rarer ones are only counted (``categories_other``).
+
+A categorical feature can be an identifier with a new value per row: listing every one in
+every shard and version would make manifests grow with the data instead of with its shape.
+"""
 
 
 def shard_key(model: str, sha256: str) -> str:
@@ -67,7 +88,11 @@ def versions_prefix(model: str) -> str:
 
 @dataclass(slots=True)
 class AcceptedRecord:
-    """A validated annotation, ready to be stored. ``features`` follow the spec's order."""
+    """A validated annotation, ready to be stored.
+
+    ``features`` follow the spec's order, each in its type's dataset form: a float (numeric),
+    the category's text (categorical) or a bool (boolean); None where the value is missing.
+    """
 
     record_id: str
     occurred_at: datetime
@@ -75,7 +100,7 @@ class AcceptedRecord:
     confidence: float
     annotator: str | None
     inference_id: str | None
-    features: tuple[float | None, ...]
+    features: tuple[FeatureValue, ...]
 
 
 class FeatureStats(BaseModel):
@@ -133,7 +158,14 @@ class FeatureStats(BaseModel):
 
 
 class ShardInfo(BaseModel):
-    """One shard as a manifest lists it."""
+    """One shard as a manifest lists it.
+
+    ``stats`` summarise its numeric features; ``categories`` count the rows of each category
+    of its categorical and boolean features (booleans as ``"true"`` / ``"false"``), most
+    frequent first, at most :data:`MAX_CATEGORIES` of them (``categories_other`` counts the
+    rows of the rest); ``missing`` counts the rows where each feature is null. Shards written
+    before features had types have no ``categories`` and no ``missing``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,10 +176,30 @@ class ShardInfo(BaseModel):
     stats: dict[str, FeatureStats]
     first_occurred_at: UtcDatetime | None = None
     last_occurred_at: UtcDatetime | None = None
+    categories: dict[str, dict[str, int]] = Field(default_factory=dict)
+    categories_other: dict[str, int] = Field(default_factory=dict)
+    missing: dict[str, int] = Field(default_factory=dict)
+
+    def missing_of(self, name: str) -> int:
+        """Rows where ``name`` is missing, also for a shard written before that was counted.
+
+        A stored numeric value is always finite (ingest rejects the rest), so there the rows
+        without a statistic are exactly the missing ones.
+        """
+        if name in self.missing:
+            return self.missing[name]
+        stats = self.stats.get(name)
+        return self.rows - stats.count if stats is not None else 0
 
 
 class DatasetManifest(BaseModel):
-    """An immutable dataset version: its shards and what they hold."""
+    """An immutable dataset version: its shards and what they hold.
+
+    ``feature_types`` give each feature's type in ``features`` order (a manifest written
+    before features had types reads as all-numeric). ``stats`` cover the numeric features;
+    ``categories`` / ``categories_other`` the categorical and boolean ones, and ``missing``
+    every feature, merged over all shards as in :class:`ShardInfo`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -164,6 +216,24 @@ class DatasetManifest(BaseModel):
     label_counts: dict[str, int]
     stats: dict[str, FeatureStats]
     checks: dict[str, Any] = Field(default_factory=dict)
+    feature_types: list[FeatureType] = Field(default_factory=list)
+    categories: dict[str, dict[str, int]] = Field(default_factory=dict)
+    categories_other: dict[str, int] = Field(default_factory=dict)
+    missing: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _untyped_is_numeric(cls, data: Any) -> Any:
+        """A manifest from before features had types: every feature was a float."""
+        if isinstance(data, dict) and not data.get("feature_types") and isinstance(data.get("features"), list):
+            data = {**data, "feature_types": [NUMERIC] * len(data["features"])}
+        return data
+
+    @model_validator(mode="after")
+    def _one_type_per_feature(self) -> DatasetManifest:
+        if len(self.feature_types) != len(self.features):
+            raise ValueError(f"{len(self.features)} features but {len(self.feature_types)} feature types")
+        return self
 
     def label_distribution(self) -> dict[str, float]:
         """Share of each label over the whole dataset."""
@@ -185,7 +255,14 @@ class DatasetManifest(BaseModel):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset version as arrays, rows in arrival order."""
+    """A dataset version as arrays, rows in arrival order.
+
+    ``columns`` hold every feature in spec order, each in its training form: numeric as
+    float64 with NaN where missing, boolean as an object array of True / False / None,
+    categorical as an object array of str / None. ``X`` is the float matrix of an
+    all-numeric dataset (as it always was); a dataset with any categorical or boolean
+    feature has no such matrix, and ``X`` is ``(rows, 0)``: use ``columns``.
+    """
 
     model: str
     version: int
@@ -194,9 +271,26 @@ class Dataset:
     y: NDArray[Any]
     record_ids: NDArray[Any]
     occurred_at: NDArray[Any]
+    types: list[str] = field(default_factory=list)
+    columns: dict[str, NDArray[Any]] = field(default_factory=dict)
 
 
-def _arrow_schema(feature_names: Sequence[str]) -> pa.Schema:
+_ARROW_TYPES: dict[str, pa.DataType] = {NUMERIC: pa.float64(), CATEGORICAL: pa.string(), BOOLEAN: pa.bool_()}
+
+
+def _types_of(feature_names: Sequence[str], feature_types: Sequence[str] | None) -> list[FeatureType]:
+    """The feature types to store, checked against the names (None: all numeric, as before types)."""
+    types = [NUMERIC] * len(feature_names) if feature_types is None else list(feature_types)
+    if len(types) != len(feature_names):
+        raise ValueError(f"{len(feature_names)} features but {len(types)} feature types")
+    unknown = sorted({t for t in types if t not in _ARROW_TYPES})
+    if unknown:
+        raise ValueError(f"unknown feature types: {', '.join(unknown)}")
+    return cast("list[FeatureType]", types)
+
+
+def _arrow_schema(feature_names: Sequence[str], feature_types: Sequence[str] | None = None) -> pa.Schema:
+    types = _types_of(feature_names, feature_types)
     return pa.schema(
         [
             pa.field(RECORD_ID, pa.string(), nullable=False),
@@ -205,22 +299,77 @@ def _arrow_schema(feature_names: Sequence[str]) -> pa.Schema:
             pa.field(CONFIDENCE, pa.float64(), nullable=False),
             pa.field(ANNOTATOR, pa.string()),
             pa.field(INFERENCE_ID, pa.string()),
-            *[pa.field(name, pa.float64()) for name in feature_names],
+            *[pa.field(name, _ARROW_TYPES[kind]) for name, kind in zip(feature_names, types, strict=True)],
         ]
     )
 
 
 def _feature_matrix(records: Sequence[AcceptedRecord], n_features: int) -> NDArray[np.float64]:
-    """Features as a float matrix; a missing value (None) becomes NaN, which validation never lets in otherwise."""
+    """All-numeric features as a float matrix; a missing value (None) becomes NaN.
+
+    Validation never lets NaN in otherwise, so NaN here always means missing.
+    """
     if not records:
         return np.empty((0, n_features), dtype=np.float64)
     return np.array([r.features for r in records], dtype=np.float64).reshape(len(records), n_features)
 
 
-def encode_shard(records: Sequence[AcceptedRecord], feature_names: Sequence[str]) -> bytes:
-    """Records as Parquet bytes; the same records always give the same bytes. Missing values are nulls."""
-    schema = _arrow_schema(feature_names)
-    matrix = _feature_matrix(records, len(feature_names))
+def _feature_columns(records: Sequence[AcceptedRecord], n_features: int) -> list[tuple[FeatureValue, ...]]:
+    """Typed features column by column, each a tuple of the records' values in row order."""
+    if not records:
+        return [()] * n_features
+    columns = list(zip(*(r.features for r in records), strict=True))
+    if len(columns) != n_features:
+        raise ValueError(f"records have {len(columns)} features, the dataset {n_features}")
+    return columns
+
+
+def _float_column(values: Sequence[FeatureValue]) -> NDArray[np.float64]:
+    return np.array(values, dtype=np.float64)  # None becomes NaN
+
+
+def _category_texts(values: Sequence[FeatureValue]) -> Sequence[FeatureValue]:
+    """A categorical column as text, ``""`` as missing (:mod:`shared.features`).
+
+    Ingest's validation already sends text; records built elsewhere (a backfill, a test)
+    may carry integer codes, which become their text here rather than a failed write.
+    """
+    if all(v is None or (v.__class__ is str and v != "") for v in values):
+        return values
+    texts: list[FeatureValue] = []
+    for value in values:
+        text = None if value is None or value == "" else category_text(value)
+        if value is not None and value != "" and text is None:
+            raise ValueError(f"{value!r} is not a category (expected a string or an integer code)")
+        texts.append(text)
+    return texts
+
+
+def _float_arrow(column: NDArray[np.float64]) -> pa.Array:
+    """A numeric column as float64, NaN (a missing value) as null."""
+    missing = np.isnan(column)
+    return pa.array(column, type=pa.float64(), mask=missing if missing.any() else None)
+
+
+def _arrow_column(values: Sequence[FeatureValue], kind: str) -> pa.Array:
+    """One feature's values as the Arrow array of its type; None is null."""
+    if kind == NUMERIC:
+        return _float_arrow(_float_column(values))
+    if kind == CATEGORICAL:
+        values = _category_texts(values)
+    return pa.array(values, type=_ARROW_TYPES[kind])
+
+
+def encode_shard(
+    records: Sequence[AcceptedRecord], feature_names: Sequence[str], feature_types: Sequence[str] | None = None
+) -> bytes:
+    """Records as Parquet bytes; the same records always give the same bytes.
+
+    Each feature is a column of its type (``feature_types``, spec order; None: all numeric):
+    float64, string or bool, with nulls where a value is missing.
+    """
+    types = _types_of(feature_names, feature_types)
+    schema = _arrow_schema(feature_names, types)
     arrays = [
         pa.array([r.record_id for r in records], type=pa.string()),
         pa.array([r.occurred_at for r in records], type=pa.timestamp("us", tz="UTC")),
@@ -229,10 +378,12 @@ def encode_shard(records: Sequence[AcceptedRecord], feature_names: Sequence[str]
         pa.array([r.annotator for r in records], type=pa.string()),
         pa.array([r.inference_id for r in records], type=pa.string()),
     ]
-    for i in range(len(feature_names)):
-        column = matrix[:, i]
-        missing = np.isnan(column)
-        arrays.append(pa.array(column, type=pa.float64(), mask=missing if missing.any() else None))
+    if all(kind == NUMERIC for kind in types):
+        matrix = _feature_matrix(records, len(feature_names))
+        arrays.extend(_float_arrow(matrix[:, i]) for i in range(len(feature_names)))
+    else:
+        columns = _feature_columns(records, len(feature_names))
+        arrays.extend(_arrow_column(column, kind) for column, kind in zip(columns, types, strict=True))
     table = pa.Table.from_arrays(arrays, schema=schema)
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
@@ -244,14 +395,47 @@ def decode_shard(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data))
 
 
-def shard_info(model: str, records: Sequence[AcceptedRecord], feature_names: Sequence[str], data: bytes) -> ShardInfo:
-    """Describe a shard for its manifest."""
+def _capped(counts: Mapping[str, int], other: int = 0) -> tuple[dict[str, int], int]:
+    """Counts most frequent first (ties by text), at most :data:`MAX_CATEGORIES`; the rest's rows."""
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return dict(ordered[:MAX_CATEGORIES]), other + sum(n for _, n in ordered[MAX_CATEGORIES:])
+
+
+def shard_info(
+    model: str,
+    records: Sequence[AcceptedRecord],
+    feature_names: Sequence[str],
+    data: bytes,
+    feature_types: Sequence[str] | None = None,
+) -> ShardInfo:
+    """Describe a shard for its manifest: rows, labels, numeric statistics, category counts, missing values."""
+    types = _types_of(feature_names, feature_types)
     sha = hashlib.sha256(data).hexdigest()
-    matrix = _feature_matrix(records, len(feature_names))
-    stats = {}
-    for i, name in enumerate(feature_names):
-        column = matrix[:, i]
-        stats[name] = FeatureStats.of(column[np.isfinite(column)])
+    stats: dict[str, FeatureStats] = {}
+    categories: dict[str, dict[str, int]] = {}
+    other: dict[str, int] = {}
+    missing: dict[str, int] = {}
+    if all(kind == NUMERIC for kind in types):
+        matrix = _feature_matrix(records, len(feature_names))
+        numeric: list[tuple[str, NDArray[np.float64]]] = [(n, matrix[:, i]) for i, n in enumerate(feature_names)]
+    else:
+        numeric = []
+        for name, kind, values in zip(feature_names, types, _feature_columns(records, len(feature_names)), strict=True):
+            if kind == NUMERIC:
+                numeric.append((name, _float_column(values)))
+                continue
+            counts = Counter(_category_texts(values) if kind == CATEGORICAL else values)
+            missing[name] = counts.pop(None, 0)
+            keyed: Counter[str] = Counter()
+            for value, n in counts.items():
+                keyed[str(category_key(value, kind))] += n
+            categories[name], rest = _capped(keyed)
+            if rest:
+                other[name] = rest
+    for name, column in numeric:
+        finite = np.isfinite(column)
+        stats[name] = FeatureStats.of(column[finite])
+        missing[name] = int(np.isnan(column).sum())
     times = [r.occurred_at for r in records]
     return ShardInfo(
         key=shard_key(model, sha),
@@ -261,6 +445,9 @@ def shard_info(model: str, records: Sequence[AcceptedRecord], feature_names: Seq
         stats=stats,
         first_occurred_at=min(times) if times else None,
         last_occurred_at=max(times) if times else None,
+        categories=categories,
+        categories_other=other,
+        missing={name: missing[name] for name in feature_names},
     )
 
 
@@ -338,13 +525,16 @@ class DatasetRepository:
         records: Sequence[AcceptedRecord],
         known_version: int | None,
         checks: dict[str, Any] | None = None,
+        feature_types: Sequence[str] | None = None,
     ) -> DatasetManifest | None:
         """Store ``records`` as a new shard and a new version; returns its manifest.
 
         ``known_version`` is the newest version the caller deduplicated ``records`` against.
         Rows another writer stored in a later version are dropped first; returns None when
-        nothing new is left to store.
+        nothing new is left to store. ``feature_types`` are the spec's (``ModelSpec.feature_types``,
+        None for all numeric): they type the shard's columns and the manifest's summaries.
         """
+        types = _types_of(feature_names, feature_types)
         pending = list(records)
         parent_version = known_version
         for _ in range(MAX_VERSION_ATTEMPTS):
@@ -371,12 +561,20 @@ class DatasetRepository:
                 parent_shards: list[ShardInfo] = []
             else:
                 parent_shards = list(parent.shards) if parent else []
-            data = encode_shard(pending, feature_names)
-            info = shard_info(model, pending, feature_names, data)
+            data = encode_shard(pending, feature_names, types)
+            info = shard_info(model, pending, feature_names, data, types)
             if not self.store.exists(info.key):
                 self.store.put(info.key, data)
             manifest = self._manifest(
-                model, schema_hash, feature_names, label_values, parent_version, parent_shards, info, checks or {}
+                model,
+                schema_hash,
+                feature_names,
+                types,
+                label_values,
+                parent_version,
+                parent_shards,
+                info,
+                checks or {},
             )
             try:
                 self.store.put_if_absent(manifest_key(model, manifest.version), manifest.model_dump_json().encode())
@@ -399,6 +597,7 @@ class DatasetRepository:
         model: str,
         schema_hash: str,
         feature_names: Sequence[str],
+        feature_types: Sequence[str],
         label_values: Sequence[Label],
         parent_version: int | None,
         parent_shards: list[ShardInfo],
@@ -407,11 +606,27 @@ class DatasetRepository:
     ) -> DatasetManifest:
         shards = [*parent_shards, added]
         label_counts: Counter[str] = Counter()
-        stats = {name: FeatureStats() for name in feature_names}
+        numeric = [n for n, kind in zip(feature_names, feature_types, strict=True) if kind == NUMERIC]
+        counted = [n for n, kind in zip(feature_names, feature_types, strict=True) if kind != NUMERIC]
+        stats = {name: FeatureStats() for name in numeric}
+        counts: dict[str, Counter[str]] = {name: Counter() for name in counted}
+        other = dict.fromkeys(counted, 0)
+        missing = dict.fromkeys(feature_names, 0)
         for shard in shards:
             label_counts.update(shard.label_counts)
-            for name in feature_names:
+            for name in numeric:
                 stats[name] = stats[name].merge(shard.stats.get(name, FeatureStats()))
+            for name in counted:
+                counts[name].update(shard.categories.get(name, {}))
+                other[name] += shard.categories_other.get(name, 0)
+            for name in feature_names:
+                missing[name] += shard.missing_of(name)
+        categories: dict[str, dict[str, int]] = {}
+        categories_other: dict[str, int] = {}
+        for name in counted:
+            categories[name], rest = _capped(counts[name], other[name])
+            if rest:
+                categories_other[name] = rest
         return DatasetManifest(
             model=model,
             version=(parent_version or 0) + 1,
@@ -425,6 +640,10 @@ class DatasetRepository:
             label_counts=dict(label_counts),
             stats=stats,
             checks=checks,
+            feature_types=_types_of(feature_names, feature_types),
+            categories=categories,
+            categories_other=categories_other,
+            missing=missing,
         )
 
     def rows_since(self, model: str, version: int, since: datetime) -> int:
@@ -467,20 +686,25 @@ class DatasetRepository:
                 whole = since is None or (shard.first_occurred_at is not None and shard.first_occurred_at >= since)
                 total += shard.rows if whole else 0  # a shard straddling `since` may hold fewer
             shards = list(reversed(kept))
-        schema = _arrow_schema(manifest.features)
-        tables = [self.shard_table(s) for s in shards]
+        types = list(manifest.feature_types)
+        schema = _arrow_schema(manifest.features, types)
+        tables = [_conform(self.shard_table(s), schema) for s in shards]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         if since is not None:
             table = table.filter(pc.greater_equal(table.column(OCCURRED_AT), _utc_scalar(since)))
         if last_rows is not None and table.num_rows > last_rows:
             table = table.slice(table.num_rows - last_rows)
-        X = (
-            np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in manifest.features]).astype(
-                np.float64
+        columns = {
+            name: _numpy_column(table.column(name), kind) for name, kind in zip(manifest.features, types, strict=True)
+        }
+        if layout_of(types) == MATRIX:
+            X = (
+                np.column_stack([columns[name] for name in manifest.features])
+                if table.num_rows
+                else np.empty((0, len(manifest.features)), dtype=np.float64)
             )
-            if table.num_rows
-            else np.empty((0, len(manifest.features)), dtype=np.float64)
-        )
+        else:
+            X = np.empty((table.num_rows, 0), dtype=np.float64)
         by_text = {str(v): v for v in manifest.label_values}
         y = np.array([by_text.get(v, v) for v in table.column(LABEL).to_pylist()])
         return Dataset(
@@ -491,7 +715,26 @@ class DatasetRepository:
             y=y,
             record_ids=np.array(table.column(RECORD_ID).to_pylist(), dtype=object),
             occurred_at=table.column(OCCURRED_AT).to_numpy(zero_copy_only=False),
+            types=list(types),
+            columns=columns,
         )
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A shard's table in the manifest's schema (column order and types), so shards concatenate."""
+    if table.schema.equals(schema, check_metadata=False):
+        return table
+    return table.select(schema.names).cast(schema)
+
+
+def _numpy_column(column: pa.ChunkedArray, kind: str) -> NDArray[Any]:
+    """One feature's values in its training form (see :class:`Dataset`)."""
+    if kind == NUMERIC:
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)  # nulls become NaN
+    values = column.to_pylist()
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _utc_scalar(at: datetime) -> pa.Scalar:
@@ -510,5 +753,6 @@ def manifest_summary(manifest: DatasetManifest) -> dict[str, Any]:
         "label_counts": manifest.label_counts,
         "created_at": manifest.created_at.isoformat(),
         "schema_hash": manifest.schema_hash[:12],
+        "feature_types": dict(Counter(manifest.feature_types)),
         "flags": [name for name, check in manifest.checks.items() if isinstance(check, dict) and check.get("flagged")],
     }

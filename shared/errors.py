@@ -19,7 +19,7 @@ the message that caused a 4xx to ``<topic>.dlq``.
     │   └── UnsupportedEncoding (415) a request body in a Content-Encoding the service does not read
     ├── Forbidden (403)              the admin token is missing or wrong
     ├── MethodNotAllowed (405)       a route called with a method it does not take
-    ├── PayloadTooLarge (413)
+    ├── PayloadTooLarge (413)        a request body, or a record to publish, is over its limit
     ├── NotFound (404)
     │   ├── KeyNotFound (404)        an object-store key does not exist
     │   ├── ModelNotFound (404)
@@ -92,7 +92,8 @@ class MethodNotAllowed(DriftloopError):
 
 
 class PayloadTooLarge(DriftloopError):
-    """A request body is over the configured limit."""
+    """A request body, or a Kafka record about to be published, is over the configured limit
+    (the message names the limit, and for a record its topic and size)."""
 
 
 class NotFound(DriftloopError):

@@ -33,6 +33,15 @@ from shared.errors import InvalidEvent
 
 SCHEMA_VERSION: Literal[1] = 1
 
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
+"""The largest record (value and key) driftloop publishes unless configured otherwise.
+
+Under Apache Kafka's default ``message.max.bytes`` (1,048,588) with room for the record
+batch's framing; the setting is ``kafka_max_message_bytes`` (:mod:`shared.config`).
+"""
+MIN_MESSAGE_BYTES = 16_384
+"""The smallest limit the setting takes: a bounded dead letter's reason, source and key fit in it."""
+
 
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
@@ -44,6 +53,8 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Label = str | int
 """Class labels: strings (``"good"``) or integers (``0``/``1``) as a data set gives them."""
+FeatureValue = bool | float | str | None
+"""A feature's value in an event: a number, a category (string), a flag, or null (missing)."""
 
 
 def utc_now() -> datetime:
@@ -93,13 +104,14 @@ class Event(Contract):
 class AnnotationSubmitted(Event):
     """A labelled record from an annotation system.
 
-    ``features`` may hold ``None`` (missing) or non-finite numbers: the contract carries
-    what the annotator sent, and ingest's validation rejects it with a named rule.
+    ``features`` hold numbers, strings (categories), booleans or ``None`` (missing), and may
+    hold non-finite numbers: the contract carries what the annotator sent, and ingest's
+    validation checks it against the spec's feature types and rejects with a named rule.
     ``inference_id`` is set when the label is ground truth for an earlier prediction.
     """
 
     record_id: Annotated[str, Field(min_length=1, max_length=256)]
-    features: dict[str, float | None]
+    features: dict[str, FeatureValue]
     label: Label
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     annotator: str | None = None
@@ -123,11 +135,91 @@ class SourcePosition(Contract):
 
 
 class AnnotationRejected(Event):
-    """A record ingest refused, with the original payload verbatim and every failed rule."""
+    """A record ingest refused, with the original payload and every failed rule.
+
+    The payload is verbatim unless the whole event would not fit in one message
+    (:meth:`of`): then ``payload`` is its beginning, ``payload_truncated`` says so, and
+    ``reasons`` may keep only the first rules (``reasons_omitted`` counts the others).
+    """
 
     payload: str
     reasons: Annotated[list[RejectionReason], Field(min_length=1)]
     source: SourcePosition
+    payload_truncated: bool = False
+    """True when ``payload`` holds only the beginning of the original value."""
+    payload_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Size of the original value in bytes (None in events written before it was recorded)."""
+    reasons_omitted: Annotated[int, Field(ge=0)] = 0
+    """Failed rules left out of ``reasons`` (the first ones are kept) so the event fits one message."""
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        value: bytes | None,
+        reasons: list[RejectionReason],
+        source: SourcePosition,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> AnnotationRejected:
+        """The rejection of the raw record ``value``, bounded to ``max_bytes`` as a record
+        (its JSON and its key, the model name).
+
+        What fits is kept whole, as it always was. Otherwise the reasons get up to half the
+        room (the first ones, each text clipped to :data:`REASON_TEXT_BYTES`) and the payload's
+        beginning fills the rest.
+
+        >>> where = SourcePosition(topic=topics.ANNOTATIONS, partition=0, offset=9)
+        >>> why = [RejectionReason(field="features.x", rule="type", message="x is numeric")]
+        >>> small = AnnotationRejected.of("credit", b'{"x": "a"}', why, where)
+        >>> (small.payload, small.payload_truncated, small.payload_bytes)
+        ('{"x": "a"}', False, 10)
+        >>> big = AnnotationRejected.of("credit", b"y" * 50_000, why, where, max_bytes=20_000)
+        >>> big.payload_truncated, big.payload_bytes, big.record_size() <= 20_000
+        (True, 50000, True)
+        """
+        raw = value or b""
+        text = raw.decode("utf-8", "replace")
+        if len(raw) < max_bytes:  # the payload alone is at least this long in JSON
+            whole = cls(model=model, payload=text, reasons=reasons, source=source, payload_bytes=len(raw))
+            if whole.record_size() <= max_bytes:
+                return whole
+        clipped = [
+            RejectionReason(
+                field=clip_json_text(r.field, REASON_TEXT_BYTES),
+                rule=clip_json_text(r.rule, REASON_TEXT_BYTES),
+                message=clip_json_text(r.message, REASON_TEXT_BYTES),
+            )
+            for r in reasons
+        ]
+        shell = cls(
+            model=model,
+            payload="",
+            reasons=clipped[:1],
+            source=source,
+            payload_truncated=True,
+            payload_bytes=len(raw),
+            reasons_omitted=len(reasons) - 1,
+        )
+        room = max_bytes // 2 - shell.record_size()
+        kept = 1
+        for reason in clipped[1:]:
+            room -= len(encode_event(reason)) + 1
+            if room < 0:
+                break
+            kept += 1
+        shell = shell.model_copy(update={"reasons": clipped[:kept], "reasons_omitted": len(reasons) - kept})
+        budget = max_bytes - shell.record_size() + len(b'""')
+        while True:
+            head = clip_json_text(text, budget)
+            event = shell.model_copy(update={"payload": head, "payload_truncated": len(head) < len(text)})
+            over = event.record_size() - max_bytes
+            if over <= 0 or not head:
+                return event
+            budget -= over
+
+    def record_size(self) -> int:
+        """Bytes of the record this event is published as: its JSON and its key (the model name)."""
+        return len(encode_event(self)) + len(self.model.encode())
 
 
 # --- datasets ------------------------------------------------------------------------------
@@ -222,7 +314,7 @@ class PredictionsLogged(Event):
     feature_names: Annotated[list[str], Field(min_length=1)]
     classes: list[str]
     inference_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
-    features: list[list[float | None]]
+    features: list[list[FeatureValue]]
     labels: list[Label]
     probabilities: list[list[float]]
     latency_ms: list[Annotated[float, Field(ge=0.0)]]
@@ -274,7 +366,10 @@ class DeadLetter(Contract):
 
     Not an :class:`Event` (it has no model of its own: the bytes may not even be JSON).
     ``payload`` is the original value decoded as UTF-8 with replacement; ``payload_hex``
-    keeps the exact bytes.
+    keeps the exact bytes. A letter must fit in one message, or the consumer could never
+    move past what it dead-letters: when the whole would not (a value carried twice takes
+    three times its size), both hold only the value's first bytes, ``payload_truncated``
+    says so and ``payload_bytes`` gives the original size (:meth:`of`).
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -284,22 +379,105 @@ class DeadLetter(Contract):
     key: str | None
     payload: str
     payload_hex: str
+    payload_truncated: bool = False
+    """True when ``payload`` and ``payload_hex`` hold only the first bytes of the value."""
+    payload_bytes: Annotated[int, Field(ge=0)] | None = None
+    """Size of the original value in bytes (None in letters written before it was recorded)."""
 
     @classmethod
-    def of(cls, reason: str, source: SourcePosition, key: bytes | None, value: bytes | None) -> DeadLetter:
-        """Build a dead letter from the raw record."""
+    def of(
+        cls,
+        reason: str,
+        source: SourcePosition,
+        key: bytes | None,
+        value: bytes | None,
+        max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> DeadLetter:
+        """Build a dead letter from the raw record, at most ``max_bytes`` as a record (its JSON
+        and its key).
+
+        A record that fits is kept whole. Otherwise the reason is clipped to a quarter of
+        the room, the key to :data:`DEAD_LETTER_KEY_BYTES`, and ``payload`` and
+        ``payload_hex`` keep the first bytes of the value that fit in the rest.
+
+        >>> where = SourcePosition(topic=topics.ANNOTATIONS, partition=0, offset=3)
+        >>> small = DeadLetter.of("not JSON", where, b"m", b"{oops")
+        >>> small.original_bytes(), small.payload_truncated, small.payload_bytes
+        (b'{oops', False, 5)
+        >>> big = DeadLetter.of("not JSON", where, b"m", b"z" * 100_000, max_bytes=30_000)
+        >>> big.payload_truncated, big.payload_bytes, big.record_size() <= 30_000
+        (True, 100000, True)
+        >>> big.original_bytes() == b"z" * len(big.original_bytes()) and big.payload == "z" * len(big.payload)
+        True
+        """
         raw = value or b""
-        return cls(
-            reason=reason,
+        key_text = None if key is None else key.decode("utf-8", "replace")
+        if 3 * len(raw) + len(reason) < max_bytes:  # hex and text take at least three bytes per byte
+            whole = cls(
+                reason=reason,
+                source=source,
+                key=key_text,
+                payload=raw.decode("utf-8", "replace"),
+                payload_hex=raw.hex(),
+                payload_bytes=len(raw),
+            )
+            if whole.record_size() <= max_bytes:
+                return whole
+        shell = cls(
+            reason=clip_json_text(reason, max_bytes // 4),
             source=source,
-            key=None if key is None else key.decode("utf-8", "replace"),
-            payload=raw.decode("utf-8", "replace"),
-            payload_hex=raw.hex(),
+            key=None if key_text is None else clip_json_text(key_text, DEAD_LETTER_KEY_BYTES),
+            payload="",
+            payload_hex="",
+            payload_truncated=True,
+            payload_bytes=len(raw),
         )
+        base = shell.record_size()
+        room = max_bytes - base
+        kept = min(len(raw), max(0, room // 3))  # a byte takes three bytes or more: two hex digits, its text
+        while True:
+            head = raw[:kept]
+            letter = shell.model_copy(update={"payload": head.decode("utf-8", "replace"), "payload_hex": head.hex()})
+            size = letter.record_size()
+            if size <= max_bytes or kept == 0:
+                return letter
+            kept = max(0, min(kept - 1, room * kept // (size - base)))  # what these bytes cost each
 
     def original_bytes(self) -> bytes:
-        """The record's value exactly as it was read."""
+        """The record's value exactly as it was read (its first bytes, when ``payload_truncated``)."""
         return bytes.fromhex(self.payload_hex)
+
+    def record_size(self) -> int:
+        """Bytes of the record this letter is published as: its JSON and its key."""
+        return len(encode_event(self)) + (0 if self.key is None else len(self.key.encode()))
+
+
+REASON_TEXT_BYTES = 1024
+"""What each text of a rejection reason keeps (in JSON bytes) when a rejection must be bounded."""
+DEAD_LETTER_KEY_BYTES = 1024
+"""What a dead letter's key keeps (in JSON bytes) when the letter must be bounded."""
+
+
+def clip_json_text(text: str, max_bytes: int) -> str:
+    """``text``, or its beginning, such that it takes at most ``max_bytes`` as a JSON string.
+
+    For what an event carries from outside (payloads, keys, reasons), so a message stays
+    under the broker's limit. Quotes count; escapes and multi-byte characters count as
+    what they take in JSON.
+
+    >>> clip_json_text("hello", 7), clip_json_text("hello", 5), clip_json_text('"quoted"', 8)
+    ('hello', 'hel', '"quot')
+    """
+    size = len(orjson.dumps(text))
+    if size <= max_bytes:
+        return text
+    keep = min(len(text), max(0, len(text) * max_bytes // size))  # the average bytes per character
+    while keep > 0:
+        over = len(orjson.dumps(text[:keep])) - max_bytes
+        if over <= 0:
+            break
+        keep = max(0, keep - over)  # each character takes at least one byte
+    return text[:keep]
 
 
 # --- topic ↔ event, encoding ---------------------------------------------------------------

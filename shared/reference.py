@@ -1,7 +1,8 @@
 """Reference statistics: what normal looks like, written by the trainer, read by the monitor.
 
-A model card carries one :class:`Reference`: per feature, the training window's summary and a
-histogram; for the predictions on the holdout, the share of each class and a histogram of
+A model card carries one :class:`Reference`: per numeric feature, the training window's summary
+and a histogram; per categorical or boolean feature, each category's share
+(:func:`category_reference`); for the predictions on the holdout, the share of each class and a histogram of
 each class's probability. The trainer builds it (:func:`build_reference`); the monitor bins
 live values with the same rule (:func:`bin_of`, :func:`column_counts`) to compute PSI against
 it. Both sides import this module, so the rule is written once.
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,9 +25,15 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
 from shared.datasets import FeatureStats
+from shared.features import BOOLEAN, NUMERIC, category_key
 
 HISTOGRAM_BINS = 10
 """Bins of every reference histogram (fewer when a feature has fewer distinct values)."""
+MAX_REFERENCE_CATEGORIES = 50
+"""Categories a :class:`CategoryReference` lists by name at most: the most frequent in training."""
+OTHER_CATEGORIES = "__other__"
+"""The key under which a :class:`CategoryReference` sums the shares of the categories beyond
+:data:`MAX_REFERENCE_CATEGORIES` (present only when there are such categories)."""
 
 
 class _Frozen(BaseModel):
@@ -51,6 +59,21 @@ class FeatureReference(_Frozen):
     histogram: ReferenceHistogram
 
 
+class CategoryReference(_Frozen):
+    """A categorical (or boolean) feature as the model saw it in training: each category's share.
+
+    Keys are :func:`shared.features.category_key` texts (``"true"`` / ``"false"`` for a
+    boolean, both always present). The monitor compares live shares with these (PSI, unseen
+    categories counted apart); shares are of the non-missing values, ``missing`` the share of
+    missing ones. Past the :data:`MAX_REFERENCE_CATEGORIES` most frequent, the rest are summed
+    under :data:`OTHER_CATEGORIES` (a real category of that name would be merged into it).
+    """
+
+    shares: dict[str, float]
+    missing: float = 0.0
+    rows: int
+
+
 class PredictionReference(_Frozen):
     """The model's predictions on its holdout."""
 
@@ -70,7 +93,7 @@ class ExpectedError(_Frozen):
 
     >>> e = ExpectedError.of(accuracy=0.9, rows=400)
     >>> round(e.rate, 3), e.rows, round(e.upper, 3)
-    (0.1, 400, 0.128)
+    (0.1, 400, 0.127)
     """
 
     rate: float
@@ -93,9 +116,12 @@ class Reference(_Frozen):
     """What normal looks like, for the monitor's drift detectors."""
 
     features: dict[str, FeatureReference]
+    """Numeric features (a categorical or boolean one is in ``categories`` instead)."""
     predictions: PredictionReference
     expected_error: ExpectedError | None = None
     """The version's holdout error (None on cards written before it was recorded)."""
+    categories: dict[str, CategoryReference] = {}
+    """Categorical and boolean features: category shares in training."""
 
 
 # --- the binning rule --------------------------------------------------------------------------
@@ -168,20 +194,92 @@ def build_reference(
 ) -> Reference:
     """What normal looks like: every feature of the training window, predictions and the error
     rate on the holdout."""
-    features = {
-        name: FeatureReference(
-            stats=FeatureStats.of(X[:, i][np.isfinite(X[:, i])]),
-            histogram=histogram(X[:, i]),
-        )
-        for i, name in enumerate(feature_names)
-    }
+    features = {name: numeric_reference(X[:, i]) for i, name in enumerate(feature_names)}
+    return Reference(
+        features=features,
+        predictions=prediction_reference(y_pred, proba, classes),
+        expected_error=expected_error,
+    )
+
+
+def build_typed_reference(
+    columns: Mapping[str, Sequence[Any] | NDArray[Any]],
+    feature_names: Sequence[str],
+    types: Sequence[str],
+    y_pred: NDArray[Any],
+    proba: NDArray[Any],
+    classes: Sequence[Any],
+    expected_error: ExpectedError | None = None,
+) -> Reference:
+    """:func:`build_reference` for features of any type, given one column per feature.
+
+    Numeric features (float, NaN for missing) go to ``features`` as they always did;
+    categorical and boolean ones to ``categories`` (:func:`category_reference`).
+    """
+    features: dict[str, FeatureReference] = {}
+    categories: dict[str, CategoryReference] = {}
+    for name, kind in zip(feature_names, types, strict=True):
+        values = columns[name]
+        if kind == NUMERIC:
+            features[name] = numeric_reference(_float_values(values))
+        else:
+            categories[name] = category_reference(values, kind)
+    return Reference(
+        features=features,
+        predictions=prediction_reference(y_pred, proba, classes),
+        expected_error=expected_error,
+        categories=categories,
+    )
+
+
+def numeric_reference(values: NDArray[np.float64]) -> FeatureReference:
+    """A numeric feature's summary and histogram (missing and non-finite values left out)."""
+    return FeatureReference(stats=FeatureStats.of(values[np.isfinite(values)]), histogram=histogram(values))
+
+
+def category_reference(values: Iterable[Any], kind: str, limit: int = MAX_REFERENCE_CATEGORIES) -> CategoryReference:
+    """Each category's share among the non-missing values, and the share of missing ones.
+
+    Categories are :func:`shared.features.category_key` texts; a value that has none (None,
+    NaN, a value of another type) is missing. A boolean feature always lists ``"true"`` and
+    ``"false"``. Beyond the ``limit`` most frequent categories (ties broken by text), the
+    rest are summed under :data:`OTHER_CATEGORIES`.
+
+    >>> ref = category_reference(["a", "b", "a", None], "categorical")
+    >>> ref.shares, round(ref.missing, 2), ref.rows
+    ({'a': 0.6666666666666666, 'b': 0.3333333333333333}, 0.25, 4)
+    >>> category_reference([True, True, None], "boolean").shares
+    {'true': 1.0, 'false': 0.0}
+    """
+    counts: Counter[str] = Counter()
+    rows = 0
+    for value in values:
+        rows += 1
+        key = category_key(value, kind)
+        if key is not None:
+            counts[key] += 1
+    present = sum(counts.values())
+    if kind == BOOLEAN:
+        counts.update({"true": 0, "false": 0})
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shares = {key: count / present if present else 0.0 for key, count in ranked[:limit]}
+    rest = sum(count for _, count in ranked[limit:])
+    if len(ranked) > limit:
+        shares[OTHER_CATEGORIES] = shares.get(OTHER_CATEGORIES, 0.0) + (rest / present if present else 0.0)
+    return CategoryReference(shares=shares, missing=(rows - present) / rows if rows else 0.0, rows=rows)
+
+
+def prediction_reference(y_pred: NDArray[Any], proba: NDArray[Any], classes: Sequence[Any]) -> PredictionReference:
+    """The share of each predicted class, and a histogram of each class's probability."""
     predicted = np.asarray([str(v) for v in y_pred])
     distribution = {str(c): float(np.mean(predicted == str(c))) if predicted.size else 0.0 for c in classes}
     probabilities = {
         str(c): probability_histogram(np.asarray(proba, dtype=np.float64)[:, k]) for k, c in enumerate(classes)
     }
-    return Reference(
-        features=features,
-        predictions=PredictionReference(label_distribution=distribution, probability_histograms=probabilities),
-        expected_error=expected_error,
-    )
+    return PredictionReference(label_distribution=distribution, probability_histograms=probabilities)
+
+
+def _float_values(values: Sequence[Any] | NDArray[Any]) -> NDArray[np.float64]:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+        return values.astype(np.float64, copy=False)
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, KeyNotFound, ModelNotFound, StoreError
 from shared.events import GateVerdict, Label, UtcDatetime, utc_now
+from shared.features import FeatureType, Layout
 from shared.reference import Reference
 from shared.store import ObjectStore
 
@@ -97,6 +98,17 @@ class InputSchema(_Frozen):
     features: list[str]
     dtype: str = "float32"
     label_values: list[Label]
+    types: list[FeatureType] = Field(default_factory=list)
+    """Each feature's type in ``features`` order; empty on cards of all-numeric models."""
+    layout: Layout = "matrix"
+    """The ONNX graph's inputs (see :mod:`shared.features`): one ``[N, F]`` matrix, or one per feature."""
+    categories: dict[str, list[str]] = Field(default_factory=dict)
+    """Per categorical feature, the categories seen in training (others are unseen at serving)."""
+
+    @property
+    def feature_types(self) -> list[str]:
+        """Each feature's type, ``numeric`` for cards written before features had types."""
+        return list(self.types) if self.types else ["numeric"] * len(self.features)
 
 
 class ModelCard(_Frozen):
@@ -325,6 +337,56 @@ class Registry:
         self.store.put(card_key(model, version), card.model_dump_json(indent=2).encode())
         log.info("%s: registered version %d (%d bytes, sha256 %s)", model, version, len(onnx), sha256[:12])
         return card
+
+    def register_built(
+        self,
+        model: str,
+        onnx: bytes,
+        input_schema: InputSchema,
+        reference: Reference,
+        estimator: str,
+        source: str,
+        **card: Any,
+    ) -> ModelCard:
+        """Register a graph built outside the trainer (a benchmark's, a test's, an imported one).
+
+        The card carries what serving and monitoring read -- ``input_schema``, ``reference``,
+        ``estimator`` -- and no dataset lineage (dataset version 1, a zero manifest digest,
+        ``source`` as the code package and the trigger); ``card`` overrides any other field
+        (``metrics``, ``training_rows``, ``window``, ...).
+        """
+
+        def build(version: int, artifact_key: str, sha256: str) -> ModelCard:
+            fields: dict[str, Any] = {
+                "dataset_version": 1,
+                "dataset_manifest_sha256": "0" * 64,
+                "window": {},
+                "code": CodeVersion(package=source),
+                "params": {},
+                "seed": 0,
+                "training_rows": 0,
+                "holdout_rows": 0,
+                "metrics": {},
+                "gate": GateVerdict(passed=True, reasons=[f"registered by {source}"]),
+                "onnx_opset": 17,
+                "output_names": ["label", "probabilities"],
+                "training_seconds": 0.0,
+                "trigger": source,
+                **card,
+            }
+            return ModelCard(
+                model=model,
+                version=version,
+                estimator=estimator,
+                input_schema=input_schema,
+                reference=reference,
+                artifact_key=artifact_key,
+                artifact_sha256=sha256,
+                artifact_bytes=len(onnx),
+                **fields,
+            )
+
+        return self.register(model, onnx, build)
 
     def card(self, model: str, version: int) -> ModelCard:
         """A version's card.

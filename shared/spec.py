@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEC_PREFIX = "specs/"
+GRAPH_OUTPUTS = frozenset({"label", "probabilities"})
+"""The ONNX graph's output names, which a per-feature input cannot share."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -60,15 +62,32 @@ class _Section(BaseModel):
 
 
 class FeatureSpec(_Section):
-    """A numeric input feature, with an optional declared range."""
+    """An input feature: its type, and what a valid value is.
+
+    ``numeric`` (the default, so older specs keep working) takes numbers, with an optional
+    declared range; ``categorical`` takes strings (integers are read as their text), from the
+    declared ``values`` when there are any; ``boolean`` takes true / false. ``allow_missing``
+    lets a value be null or absent, for every type.
+    """
 
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")]
+    type: Literal["numeric", "categorical", "boolean"] = "numeric"
     min: float | None = None
     max: float | None = None
+    values: Annotated[list[Annotated[str, Field(max_length=256)]], Field(min_length=1)] | None = None
+    """Declared categories (categorical only); a value outside them is rejected at ingest."""
     allow_missing: bool = False
 
     @model_validator(mode="after")
-    def _range_is_ordered(self) -> FeatureSpec:
+    def _consistent(self) -> FeatureSpec:
+        if self.type != "numeric" and (self.min is not None or self.max is not None):
+            raise ValueError(f"min and max apply to numeric features; {self.name} is {self.type}")
+        if self.type != "categorical" and self.values is not None:
+            raise ValueError(f"values apply to categorical features; {self.name} is {self.type}")
+        if self.values is not None and len(set(self.values)) != len(self.values):
+            raise ValueError(f"the values of {self.name} must be distinct")
+        if self.values is not None and "" in self.values:
+            raise ValueError(f"{self.name}: the empty string is not a category (it stands for a missing value)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -201,6 +220,13 @@ class ModelSpec(_Section):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(duplicated)}")
+        if any(f.type != "numeric" for f in features):
+            clashing = sorted(set(names) & GRAPH_OUTPUTS)
+            if clashing:
+                raise ValueError(
+                    f"{', '.join(clashing)}: a model with categorical or boolean features takes one input per "
+                    "feature, and these names are its outputs; rename the feature"
+                )
         return features
 
     @property
@@ -216,10 +242,25 @@ class ModelSpec(_Section):
                 return value
         return None
 
+    @property
+    def feature_types(self) -> list[str]:
+        """Each feature's type, in spec order."""
+        return [f.type for f in self.features]
+
+    @property
+    def typed(self) -> bool:
+        """True when any feature is categorical or boolean (the model takes one input per feature)."""
+        return any(f.type != "numeric" for f in self.features)
+
     def schema_hash(self) -> str:
-        """sha256 of what shapes a dataset: feature names and order, and the label set."""
-        text = repr((self.feature_names, [str(v) for v in self.label.values]))
-        return hashlib.sha256(text.encode()).hexdigest()
+        """sha256 of what shapes a dataset: feature names, order and types, and the label set.
+
+        An all-numeric spec hashes as it did before features had types, so its datasets go on.
+        """
+        shape: tuple[Any, ...] = (self.feature_names, [str(v) for v in self.label.values])
+        if self.typed:
+            shape = (*shape, self.feature_types)
+        return hashlib.sha256(repr(shape).encode()).hexdigest()
 
 
 def spec_key(model: str) -> str:

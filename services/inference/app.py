@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import uuid
@@ -31,6 +32,7 @@ from shared import __version__, topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.errors import InvalidInput, VersionNotLoaded
+from shared.features import COLUMNS
 from shared.http import add_error_handler, error_response
 from shared.lifecycle import configure_logging, run_forever
 from shared.registry import Registry
@@ -75,7 +77,7 @@ class InferenceService(BusService):
         self.predlog: PredictionLog[Served] = PredictionLog(
             self.publisher,
             journal,
-            encode_predictions,
+            functools.partial(encode_predictions, max_bytes=self.options.max_message_bytes),
             max_buffer=settings.prediction_buffer,
             on_change=self._log_metrics,
         )
@@ -187,18 +189,29 @@ def add_routes(service: InferenceService) -> None:
             raise VersionNotLoaded(f"model {model!r} version {version} is not loaded; call its infer route to load it")
         n_classes = len(loaded.classes)
         label_type = "BYTES" if any(isinstance(c, str) for c in loaded.classes) else "INT64"
+        schema = loaded.schema
+        if schema.layout == COLUMNS:  # one tensor per feature, in its own datatype
+            inputs = [
+                {"name": name, "datatype": datatype, "shape": [-1, 1]}
+                for name, datatype in zip(schema.features, schema.datatypes(), strict=True)
+            ]
+        else:
+            inputs = [{"name": "input", "datatype": "FP32", "shape": [-1, len(schema.features)]}]
         return {
             "name": model,
             "versions": [str(m.version) for m in slots.loaded()],
             "platform": "onnxruntime_onnx",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, len(loaded.schema.features)]}],
+            "inputs": inputs,
             "outputs": [
                 {"name": OUTPUT_NAMES[0], "datatype": label_type, "shape": [-1]},
                 {"name": OUTPUT_NAMES[1], "datatype": "FP32", "shape": [-1, n_classes]},
             ],
             "parameters": {
                 "version": str(loaded.version),
-                "features": list(loaded.schema.features),
+                "features": list(schema.features),
+                "feature_types": list(schema.kinds),
+                "layout": schema.layout,
+                "optional": [f for f in schema.features if f in schema.optional],
                 "classes": [str(c) for c in loaded.classes],
                 "canary": slots.canary.version if slots.canary else None,
                 "canary_traffic": slots.canary_traffic if slots.canary else 0.0,

@@ -22,6 +22,7 @@ class InferenceMetrics:
     log_spilled: Gauge
     log_lost: Gauge
     log_sent: Gauge
+    unseen_categories: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> InferenceMetrics:
@@ -73,5 +74,11 @@ class InferenceMetrics:
             ),
             log_sent=Gauge(
                 "driftloop_inference_prediction_log_sent", "Predictions published to Kafka.", registry=registry
+            ),
+            unseen_categories=Counter(
+                "driftloop_inference_unseen_categories_total",
+                "Categorical values the answering version did not see in training (answered as valid inputs).",
+                ["model", "feature"],
+                registry=registry,
             ),
         )

@@ -9,6 +9,10 @@ is sent with two ASGI messages — JSON, or a JSON header and binary outputs whe
 uses the binary tensor data extension (:mod:`.binary`). Every other route — health, metadata,
 metrics, the OpenAPI docs — is FastAPI's.
 
+A request is routed (champion or canary, by inference id) before it is decoded, and decoded
+against the schema of the version that answers it: a canary trained on other features (typed
+ones, say, beside an all-numeric champion) reads its requests as it takes them.
+
 Errors take their status and body from the one mapping, :func:`shared.http.encode_error`: a
 :class:`DriftloopError` is its status with ``{"error": "..."}``, anything else a logged 500 with
 no detail leaked.
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,11 +187,11 @@ class PredictRoutes:
         if route.protocol == "v1":
             if body.header_length is not None:
                 raise MalformedRequest("the binary tensor data extension is for the V2 infer route; send V1 as JSON")
-            slots = handlers.model_slots(model)
-            assert slots.champion is not None
-            decoded = decode_v1(split_body(body.raw, None)[0], slots.champion.schema)
-            answer = handlers.predict(model, decoded, body.inference_id)
-            classes = [str(c) for c in slots.champion.classes]
+            inference_id = body.inference_id or uuid.uuid4().hex
+            routed = handlers.route(model, inference_id)
+            decoded = decode_v1(split_body(body.raw, None)[0], routed[0].schema)
+            answer = handlers.predict(model, decoded, inference_id, routed=routed)
+            classes = [str(c) for c in routed[0].classes]
             predictions = [
                 {
                     "label": label.item() if hasattr(label, "item") else label,
@@ -202,10 +207,11 @@ class PredictRoutes:
             return 200, payload, b"", self._count(answer), self._shadow(model, decoded, answer, pinned=False)
         header, tail = split_body(body.raw, body.header_length)
         pinned = await handlers.pinned(model, route.version) if route.version is not None else None
-        loaded = pinned or handlers.model_slots(model).champion
-        assert loaded is not None
-        decoded = decode_v2(header, loaded.schema, tail)
-        answer = handlers.predict(model, decoded, body.inference_id, route.version, pinned)
+        request_id = header.get("id") if isinstance(header, Mapping) else None
+        inference_id = body.inference_id or (request_id if isinstance(request_id, str) else None) or uuid.uuid4().hex
+        routed = handlers.route(model, inference_id, pinned)
+        decoded = decode_v2(header, routed[0].schema, tail)
+        answer = handlers.predict(model, decoded, inference_id, route.version, pinned, routed)
         outputs, binary = encode_v2_outputs(
             answer.labels, answer.probabilities, decoded.outputs, decoded.binary_outputs
         )

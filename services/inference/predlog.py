@@ -18,9 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 from shared import topics
 from shared.bus import Publisher
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -150,27 +152,54 @@ class PredictionLog(Generic[Item]):
         messages = list(self._ready)
         if not messages:
             return
-        unacknowledged = await self._deliver(messages)
+        unacknowledged, refused = await self._deliver(messages)
         self._ready = deque(unacknowledged)
-        self.sent += _rows(messages) - _rows(unacknowledged)
+        self.sent += _rows(messages) - _rows(unacknowledged) - refused
         if unacknowledged:
             raise BrokerUnavailable(f"the broker did not acknowledge {len(unacknowledged)} of {len(messages)} messages")
 
-    async def _deliver(self, messages: list[Message]) -> list[Message]:
-        """Send ``messages``; the ones the broker did not acknowledge, to be sent again.
+    async def _deliver(self, messages: list[Message]) -> tuple[list[Message], int]:
+        """Send ``messages``; the ones the broker did not acknowledge, to be sent again, and the
+        predictions of those refused for their size (counted lost).
 
         Only those: resending a whole batch because one record failed would write the
-        acknowledged ones twice (without an idempotent producer, nothing removes them).
+        acknowledged ones twice (without an idempotent producer, nothing removes them). A
+        message refused for its size (over ``kafka_max_message_bytes``, or over the broker's
+        own limit) can never be sent: it is counted lost, not retried for ever.
         """
-        futures: list[asyncio.Future[object]] = []
+        futures: list[asyncio.Future[object] | None] = []
         with contextlib.suppress(BrokerUnavailable):
             for key, value, _ in messages:
-                futures.append(await self.publisher.enqueue(topics.PREDICTIONS, value, key))
-        if futures:
-            await asyncio.wait(futures, timeout=self.ack_timeout_s)
-        acknowledged = [f.done() and not f.cancelled() and f.exception() is None for f in futures]
-        acknowledged += [False] * (len(messages) - len(futures))
-        return [m for m, ok in zip(messages, acknowledged, strict=True) if not ok]
+                try:
+                    futures.append(await self.publisher.enqueue(topics.PREDICTIONS, value, key))
+                except PayloadTooLarge as err:
+                    futures.append(None)
+                    self._refused(err)
+        pending = [f for f in futures if f is not None]
+        if pending:
+            await asyncio.wait(pending, timeout=self.ack_timeout_s)
+        unacknowledged: list[Message] = []
+        refused = 0
+        for i, message in enumerate(messages):
+            future = futures[i] if i < len(futures) else None
+            if i < len(futures) and future is None:
+                refused += message[2]
+                continue
+            if future is not None and future.done() and not future.cancelled():
+                error = future.exception()
+                if error is None:
+                    continue
+                if isinstance(error, MessageSizeTooLargeError):
+                    refused += message[2]
+                    self._refused(error)
+                    continue
+            unacknowledged.append(message)
+        self.lost += refused
+        return unacknowledged, refused
+
+    @staticmethod
+    def _refused(err: BaseException) -> None:
+        log.error("prediction log: a message was refused for its size and is lost: %s", err)
 
     async def _replay_journal(self) -> None:
         replaying = self.journal.with_suffix(".replaying")
@@ -186,8 +215,8 @@ class PredictionLog(Generic[Item]):
                 messages.append((bytes.fromhex(key_hex.decode()), value, int(count)))
         for start in range(0, len(messages), self.batch):
             chunk = messages[start : start + self.batch]
-            unacknowledged = await self._deliver(chunk)
-            self.replayed += _rows(chunk) - _rows(unacknowledged)
+            unacknowledged, refused = await self._deliver(chunk)
+            self.replayed += _rows(chunk) - _rows(unacknowledged) - refused
             if unacknowledged:  # what is left stays on disk, without what already arrived
                 remaining = replaying.with_suffix(".remaining")
                 _write_journal(remaining, [*unacknowledged, *messages[start + self.batch :]], mode="wb")

@@ -1,6 +1,8 @@
 """Loaded models and the routing between them: champion, canary, shadow, pinned versions.
 
-A version is loaded from the registry (sha256 verified), warmed up with one row, and only then
+A version is loaded from the registry (sha256 verified), its graph's inputs checked against its
+card's layout (:mod:`shared.features`: one ``input`` matrix, or one input per feature), warmed
+up with one row, and only then
 swapped in by replacing a reference — requests already running keep the session they started
 with, new ones get the new one, nobody waits. A version that fails to load leaves the current
 one serving.
@@ -18,8 +20,10 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from services.inference.protocol import InputSchema, canary_bucket
-from shared.errors import ModelNotFound
+from services.inference.protocol import Inputs, InputSchema, canary_bucket
+from shared.errors import CorruptArtifact, InvalidInput, ModelNotFound
+from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY
+from shared.registry import InputSchema as CardSchema
 from shared.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -39,10 +43,63 @@ class LoadedModel:
     classes: list[Any]
     load_seconds: float
 
-    def predict(self, X: NDArray[np.float32]) -> tuple[NDArray[Any], NDArray[np.float32]]:
-        """Labels and class probabilities for the rows of ``X``."""
-        label, proba = self.session.run(["label", "probabilities"], {"input": X})
+    def predict(self, inputs: Inputs) -> tuple[NDArray[Any], NDArray[np.float32]]:
+        """Labels and class probabilities for the rows of ``inputs``: the ``[N, F]`` matrix of a
+        MATRIX graph, or the per-feature feeds of a COLUMNS graph (as the request was decoded
+        against this version's schema)."""
+        if isinstance(inputs, np.ndarray):
+            if self.schema.layout == COLUMNS:
+                raise InvalidInput(
+                    f"{self.model} v{self.version} takes one input per feature; "
+                    "the request was read for a model that takes one matrix"
+                )
+            feeds: dict[str, Any] = {"input": inputs}
+        elif self.schema.layout != COLUMNS:
+            raise InvalidInput(
+                f"{self.model} v{self.version} takes one matrix of numeric features; "
+                "the request was read for a model with typed features"
+            )
+        else:
+            feeds = inputs
+        label, proba = self.session.run(["label", "probabilities"], feeds)
         return np.asarray(label), np.asarray(proba, dtype=np.float32)
+
+
+def schema_of(card: CardSchema, optional: frozenset[str] = frozenset()) -> InputSchema:
+    """What the service needs of a card's input schema (``optional``: the spec's ``allow_missing``)."""
+    kinds = card.feature_types
+    return InputSchema(
+        features=tuple(card.features),
+        optional=optional,
+        types=tuple(card.types),
+        layout=card.layout,
+        categories={
+            name: frozenset(card.categories[name])
+            for name, kind in zip(card.features, kinds, strict=True)
+            if kind == CATEGORICAL and name in card.categories
+        },
+    )
+
+
+def warm_up_row(schema: InputSchema) -> Inputs:
+    """One row in the graph's layout (zeros; an empty category, i.e. missing, for categorical)."""
+    if schema.layout != COLUMNS:
+        return np.zeros((1, len(schema.features)), dtype=np.float32)
+    return {
+        name: np.full((1, 1), MISSING_CATEGORY, dtype=object) if kind == CATEGORICAL else np.zeros((1, 1), np.float32)
+        for name, kind in zip(schema.features, schema.kinds, strict=True)
+    }
+
+
+def _check_graph(session: ort.InferenceSession, schema: InputSchema, where: str) -> None:
+    """The graph takes what the card says: ``input`` for MATRIX, the features' names for COLUMNS."""
+    names = sorted(i.name for i in session.get_inputs())
+    expected = sorted(schema.features) if schema.layout == COLUMNS else ["input"]
+    if names != expected:
+        raise CorruptArtifact(
+            f"{where}: the ONNX graph's inputs {names} do not match its card's {schema.layout} layout "
+            f"(expected {expected})"
+        )
 
 
 def load_version(registry: Registry, model: str, version: int, optional: frozenset[str] = frozenset()) -> LoadedModel:
@@ -55,9 +112,10 @@ def load_version(registry: Registry, model: str, version: int, optional: frozens
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
-    schema = InputSchema(features=tuple(card.input_schema.features), optional=optional)
+    schema = schema_of(card.input_schema, optional)
+    _check_graph(session, schema, f"{model} v{version}")
     loaded = LoadedModel(model, version, session, schema, list(card.input_schema.label_values), 0.0)
-    loaded.predict(np.zeros((1, len(schema.features)), dtype=np.float32))  # warm-up: first run allocates
+    loaded.predict(warm_up_row(schema))  # warm-up: first run allocates
     loaded.load_seconds = time.perf_counter() - started
     return loaded
 

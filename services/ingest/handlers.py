@@ -1,6 +1,7 @@
 """Ingest's use-cases: an annotation arrived; the buffer is due; a partition is taken away.
 
-Accepted records are buffered; rejections are queued to ``annotations.rejected`` at once.
+Accepted records are buffered; rejections are queued to ``annotations.rejected`` at once
+(each bounded to the bus's message size: a huge payload is kept in part, and says so).
 A flush confirms the queued rejections, writes one dataset version per model (shard, then
 manifest), publishes ``DatasetVersionCreated``, and only then releases the consumed offsets
 for commit. A crash anywhere before the release makes Kafka redeliver the window, and the
@@ -124,12 +125,9 @@ class IngestHandlers:
         return validator
 
     async def _reject(self, model: str, reasons: list[RejectionReason], delivery: Delivery) -> None:
-        event = AnnotationRejected(
-            model=model,
-            payload=(delivery.value or b"").decode("utf-8", "replace"),
-            reasons=reasons,
-            source=delivery.position,
-        )
+        # bounded to one message: a payload too large for it is kept in part, and says so
+        limit = self.publisher.max_message_bytes
+        event = AnnotationRejected.of(model, delivery.value, reasons, delivery.position, limit)
         self._unconfirmed.append(
             await self.publisher.enqueue(topics.ANNOTATIONS_REJECTED, encode_event(event), model.encode())
         )
@@ -211,6 +209,7 @@ class IngestHandlers:
                 window.records,
                 cursor.version,
                 checks,
+                spec.feature_types,
             )
             if self.crash_at == "after_manifest":
                 crash_here("after_manifest")
@@ -272,5 +271,5 @@ class IngestHandlers:
 
 
 def _schema_changed(before: ModelSpec | None, now: ModelSpec) -> bool:
-    """The stored layout differs: feature names or order, or the label values."""
+    """The stored layout differs: feature names, order or types, or the label values."""
     return before is None or before.schema_hash() != now.schema_hash()

@@ -4,7 +4,9 @@ Pure: no I/O.
 Why a stable stream does not raise alarms -- a drift is published only after three filters:
 
 1. **A candidate** comes from a River detector (:mod:`services.monitor.detectors`) or from a
-   tumbling-window PSI above ``psi_alert`` (:mod:`services.monitor.drift` proposes them). Data
+   tumbling-window PSI above ``psi_alert`` (:mod:`services.monitor.drift` proposes them; for a
+   categorical feature, :mod:`services.monitor.category_drift`: a window's category PSI, largest
+   per-bucket share z or unseen-category rate above its own alert). Data
    detectors use a small ADWIN delta (1e-4), so candidates on stable features are already rare.
 2. **Confirmation on fresh samples.** River resets a detector after it fires, so "keeps
    signalling" cannot be observed directly; instead the candidate's claim is tested on samples
@@ -18,34 +20,42 @@ Why a stable stream does not raise alarms -- a drift is published only after thr
      the PSI of the fresh samples against the training reference must exceed ``psi_alert`` --
      over ``max(confirmation_samples, 200)`` values for a feature (fewer would let PSI's own
      sampling noise, about ``bins / n``, reach the threshold), and over the next whole window
-     for window-sourced candidates.
+     for window-sourced candidates;
+   * categorical features (:class:`CategoryPsiAbove`, :class:`UnseenAbove`): the category PSI of
+     the fresh values, or the share of the bucket the window named (moved the same way), or their
+     unseen-category rate, must exceed its alert for that many values -- an alert set by the
+     sampling noise (:mod:`services.monitor.categorical`), looked at every
+     ``max(confirmation_samples, 200)`` values for up to a window.
 
    A fluke passes step 1 with small probability and step 2 with a small one again; a real
    change passes step 2 almost surely because the fresh samples come from the new regime.
 3. **Cooldown and latch** (:class:`AlarmPolicy`). Not again for the same ``(kind, feature)``
-   within ``alarm_cooldown``. After a data or prediction alarm the cause is latched until a
-   window's PSI falls back below the alert (or a new version resets the policy): its
-   confirmation tests against the training reference, which a drifted stream keeps failing, so
-   a later candidate (a detector's fluke in the new regime) would be "confirmed" by the old
-   news. A lasting difference alarms once. :meth:`AlarmPolicy.reset` (a new version promoted)
-   clears everything.
+   (a feature's unseen categories are a cause of their own) within ``alarm_cooldown``. After a
+   data or prediction alarm the cause is latched until a window's PSI falls back below the
+   alert (or a new version resets the policy): its confirmation tests against the training
+   reference, which a drifted stream keeps failing, so a later candidate (a detector's fluke in
+   the new regime) would be "confirmed" by the old news. A lasting difference alarms once.
+   :meth:`AlarmPolicy.reset` (a new version promoted) clears everything.
 
 Severity: ``r = max(statistic / threshold of the detector, the confirmation's own ratio)``;
 ``r < 1.5`` low, ``< 3`` medium, else high. A concept confirmation's ratio is the rise of the
 error rate in units of :data:`ERROR_RISE_UNIT` (5 points): below 7.5 points low, below 15 medium.
 
-Every class here is its own checkpoint (a :class:`~services.monitor.state.State`).
+Candidates, confirmations and the policy are each their own checkpoint (a
+:class:`~services.monitor.state.State`); :class:`Alarm`, :class:`Suppressed` and
+:class:`DriftUpdate` are what an observation hands the handlers, never saved.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, cast
 
 from pydantic import ConfigDict, Field
 
+from services.monitor.categorical import category_psi, psi_alert, share_z, unseen_alert
 from services.monitor.psi import psi_from_counts
 from services.monitor.state import State
 from shared.events import DriftDetected, epoch
@@ -83,6 +93,15 @@ class DriftCandidate(State):
     threshold: float
     samples: int
     change_samples: int | None
+    stream: str | None = None
+    """The policy's cause when it is not ``feature``: a second signal of one feature (its unseen
+    categories, :func:`services.monitor.categorical.unseen_stream`), confirmed, cooled down and
+    latched apart from the feature's PSI; the alarm still names the feature."""
+
+    @property
+    def cause(self) -> str | None:
+        """What the policy keys this candidate by (with ``kind``)."""
+        return self.stream if self.stream is not None else self.feature
 
     @property
     def ratio(self) -> float:
@@ -139,6 +158,30 @@ class Suppressed:
     feature: str | None
     detector: str
     reason: SuppressReason
+
+
+@dataclass
+class DriftUpdate:
+    """What one observation of a model's drift watch (:class:`~services.monitor.drift.ModelDrift`)
+    produced: alarms to publish, suppressions to count, and the statistics to show
+    (``statistics[(kind, feature)]`` from detectors, ``psi[stream]`` when a window closed -- a
+    categorical feature's is its category PSI; prediction streams are ``label`` and
+    ``proba:<class>``; ``unseen[feature]``, a closed window's unseen-category rate, and
+    ``unseen_values[feature]``, the unseen values of the observed rows)."""
+
+    alarms: list[Alarm] = field(default_factory=list)
+    suppressed: list[Suppressed] = field(default_factory=list)
+    statistics: dict[tuple[DriftKind, str | None], float] = field(default_factory=dict)
+    psi: dict[str, float] = field(default_factory=dict)
+    chi_square: float | None = None
+    unseen: dict[str, float] = field(default_factory=dict)
+    unseen_values: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: Alarm | Suppressed | None) -> None:
+        if isinstance(outcome, Alarm):
+            self.alarms.append(outcome)
+        elif isinstance(outcome, Suppressed):
+            self.suppressed.append(outcome)
 
 
 # --- confirmations ---------------------------------------------------------------------------
@@ -225,6 +268,96 @@ class PsiAbove(State):
         return value_psi > self.alert
 
 
+class CategoryPsiAbove(State):
+    """Categories: the fresh values' category shares differ from the reference -- their PSI
+    exceeds its noise-calibrated alert, or the share of the bucket the candidate's window saw
+    move most has moved on the same way.
+
+    Sequential, because the noise of a category PSI is ``df / n`` (a 12-category feature's PSI of
+    200 stable values averages 0.05): it looks every ``step`` fresh values, up to ``looks`` times,
+    and confirms as soon as the PSI exceeds ``max(floor, quantile / seen)`` -- ``quantile`` being
+    the chi-square quantile of ``alpha / looks`` (Bonferroni: all looks together confirm a stable
+    stream with probability ``alpha`` at most) and ``noise`` added to ``1 / seen`` the reference's
+    own sampling noise (:func:`services.monitor.categorical.psi_alert`) -- or as soon as the
+    :func:`~services.monitor.categorical.share_z` of ``bucket``, in the direction the window saw,
+    exceeds ``z`` (the normal quantile of ``alpha / looks``: one named bucket and side, so only
+    the looks divide its allowance; the fresh values are independent of the window that named
+    it). The PSI sees a change spread over many buckets; the share z a change of one small
+    bucket, which the PSI dilutes over its degrees of freedom. A strong change confirms on the
+    first look, a smaller one within a window. ``value`` is a bucket index
+    (:meth:`services.monitor.categorical.CategoryBuckets.code`; unseen values are not fed).
+    """
+
+    kind: Literal["category_psi_above"] = "category_psi_above"
+    expected: list[float]
+    step: int
+    looks: int
+    quantile: float
+    floor: float
+    reference_rows: float = 0.0
+    bucket: int | None = None
+    """The bucket whose share the window saw move most (None: the PSI alone, as before share z)."""
+    rise: bool = True
+    """The window saw that share rise (False: fall); the fresh values must move it the same way."""
+    z: float = math.inf
+    """The share z of ``bucket`` that confirms at a look."""
+    counts: list[int] = []
+    seen: int = 0
+    ratio: float = 0.0
+
+    def model_post_init(self, context: Any, /) -> None:
+        if not self.counts:
+            self.counts = [0] * len(self.expected)
+
+    def observe(self, value: float) -> bool | None:
+        """One fresh value's bucket: True confirmed, False rejected, None not decided yet."""
+        self.counts[int(value)] += 1
+        self.seen += 1
+        if self.seen % self.step:
+            return None
+        alert = psi_alert(self.quantile, self.seen, self.floor, self.reference_rows)
+        statistic = category_psi(self.expected, self.counts)
+        self.ratio = statistic / alert
+        confirmed = statistic > alert
+        if self.bucket is not None:
+            z = share_z(self.counts[self.bucket], self.seen, self.expected[self.bucket], self.reference_rows)
+            moved = z if self.rise else -z
+            self.ratio = max(self.ratio, moved / self.z)
+            confirmed = confirmed or moved > self.z
+        if confirmed:
+            return True
+        return False if self.seen >= self.step * self.looks else None
+
+
+class UnseenAbove(State):
+    """Unseen categories: the fresh values' unseen rate is well above the expected one
+    (:func:`services.monitor.categorical.unseen_alert`), looked at every ``step`` values up to
+    ``looks`` times. ``value`` is 1 for an unseen category, 0 for a known one."""
+
+    kind: Literal["unseen_above"] = "unseen_above"
+    expected: float
+    step: int
+    looks: int
+    z: float
+    rise: float
+    unseen: int = 0
+    seen: int = 0
+    ratio: float = 0.0
+
+    def observe(self, value: float) -> bool | None:
+        """One fresh value: True confirmed, False rejected, None not decided yet."""
+        self.seen += 1
+        self.unseen += 1 if value > 0.5 else 0
+        if self.seen % self.step:
+            return None
+        alert = unseen_alert(self.expected, self.seen, self.z, self.rise)
+        rate = self.unseen / self.seen
+        self.ratio = rate / alert
+        if rate > alert:
+            return True
+        return False if self.seen >= self.step * self.looks else None
+
+
 class StaysAbove(State):
     """Windows: the next ``windows`` window statistics all stay above ``alert``."""
 
@@ -244,7 +377,7 @@ class StaysAbove(State):
         return True if self.seen >= self.windows else None
 
 
-Confirmation = Annotated[MeanRise | PsiAbove | StaysAbove, Field(discriminator="kind")]
+Confirmation = Annotated[MeanRise | PsiAbove | StaysAbove | CategoryPsiAbove | UnseenAbove, Field(discriminator="kind")]
 """Evidence gathered on fresh samples after a candidate; ``ratio`` is its strength, for severity."""
 
 
@@ -325,12 +458,12 @@ class AlarmPolicy(State):
         self, candidate: DriftCandidate, confirmation: Confirmation, at: datetime, window_size: int = 1
     ) -> Suppressed | None:
         """Start confirming ``candidate``; a latched or cooling cause is suppressed, a pending one ignored."""
-        key = _key(candidate.kind, candidate.feature)
+        key = _key(candidate.kind, candidate.cause)
         if key in self.confirming:
             return None
         if key in self.latched_causes:
             return Suppressed(self.model, candidate.kind, candidate.feature, candidate.detector, "latched")
-        if self.cooling(candidate.kind, candidate.feature, at):
+        if self.cooling(candidate.kind, candidate.cause, at):
             return Suppressed(self.model, candidate.kind, candidate.feature, candidate.detector, "cooldown")
         self.confirming[key] = Pending(candidate=candidate, confirmation=confirmation, window_size=window_size)
         return None
@@ -338,7 +471,8 @@ class AlarmPolicy(State):
     def observe(
         self, kind: DriftKind, feature: str | None, value: float, at: datetime, started_at: datetime | None = None
     ) -> Alarm | Suppressed | None:
-        """Feed one fresh sample (or window statistic) of a cause under confirmation.
+        """Feed one fresh sample (or window statistic) of a cause under confirmation (``feature``:
+        the cause, i.e. the candidate's ``stream`` when it has one).
 
         ``started_at`` is the time of the first sample in the new regime, when the caller can
         tell it (see :class:`services.monitor.drift.ModelDrift`); it is copied into the alarm.

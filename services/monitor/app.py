@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -73,6 +75,12 @@ class MonitorSettings(ServiceSettings):
         "awaiting predictions, recent joins; ~250 bytes each, measured), oldest dropped first. Size it to the "
         "prediction rate x the usual label lag.",
     )
+    faust_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "driftloop-monitor",
+        description="Directory faust keeps its table files in. Tables live in memory and are rebuilt from "
+        "their changelog topic, so nothing of value is written there; without it faust writes an empty "
+        "`<group>-data/` into the working directory.",
+    )
     changelog_batch: int | None = Field(
         default=None,
         ge=1,
@@ -95,10 +103,12 @@ class MonitorService:
         batching: dict[str, Any] = (
             {"producer_max_batch_size": settings.changelog_batch} if settings.changelog_batch else {}
         )
+        settings.faust_dir.mkdir(parents=True, exist_ok=True)
         self.faust = faust.App(
             settings.monitor_group,
             broker=";".join(f"kafka://{host}" for host in self.options.bootstrap.split(",")),
             store="memory://",
+            datadir=str(settings.faust_dir / "{conf.name}-data"),
             web_enabled=False,
             topic_partitions=settings.kafka_partitions,
             topic_replication_factor=settings.kafka_replication,

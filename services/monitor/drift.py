@@ -1,19 +1,23 @@
 """One model's drift watch: every drift stream behind one alarm policy. Pure: no I/O.
 
-Data drift: a River detector per feature and windowed PSI against the model card's reference;
-prediction drift: windows of predicted classes and probabilities; concept drift: a detector on
-the champion's joined 0/1 error stream. Each proposes candidates to the model's
-:class:`~services.monitor.alarms.AlarmPolicy`, which confirms them on fresh samples (see
-:mod:`services.monitor.alarms` for why a stable stream stays quiet). The watch dates each
-confirmed change (``change_started_at``) from a bounded history of sample times.
+Data drift: a River detector per numeric feature and windowed PSI against the model card's
+reference; per categorical or boolean feature, windowed category statistics and the
+unseen-category rate (:mod:`services.monitor.category_drift`; the statistics themselves in
+:mod:`services.monitor.categorical`); prediction drift: windows of predicted classes and
+probabilities; concept drift: a detector on the champion's joined 0/1 error stream. Each
+proposes candidates to the model's :class:`~services.monitor.alarms.AlarmPolicy`, which confirms
+them on fresh samples (see :mod:`services.monitor.alarms` for why a stable stream stays quiet).
+The watch dates each confirmed change (``change_started_at``) from a bounded history of sample
+times (:mod:`services.monitor.sample_times`). Its tuning beyond the spec is
+:class:`~services.monitor.drift_settings.DriftSettings`; what an observation produced, a
+:class:`~services.monitor.alarms.DriftUpdate`.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,23 +27,29 @@ from numpy.typing import ArrayLike, NDArray
 from services.monitor.alarms import (
     ERROR_RISE_UNIT,
     MIN_PSI_SAMPLES,
-    Alarm,
     AlarmPolicy,
     Confirmation,
     DriftCandidate,
     DriftKind,
+    DriftUpdate,
     MeanRise,
     PsiAbove,
     StaysAbove,
     Suppressed,
 )
+from services.monitor.categorical import UNSEEN, CategoryBuckets, CategoryWindowState
+from services.monitor.category_drift import CategoryDrift, Outcome
 from services.monitor.detectors import concept_detector, data_detector, detector_from_state
+from services.monitor.drift_settings import DriftSettings
 from services.monitor.psi import PredictionWindow, PredictionWindowState, PsiWindowState, WindowedPsi
+from services.monitor.sample_times import SampleTimes
 from services.monitor.signals import Detector, DriftSignal, update_many
 from services.monitor.state import State
-from shared.events import Label, epoch, from_epoch
+from shared.events import FeatureValue, Label, epoch
 from shared.reference import Reference
 from shared.spec import MonitoringSpec
+
+__all__ = ["EXPECTED_ERROR", "DriftSettings", "DriftUpdate", "ModelDrift", "ModelDriftState"]
 
 EXPECTED_ERROR = "expected_error"
 """The detector name of candidates from the watch against the version's expected error."""
@@ -64,95 +74,14 @@ class ModelDriftState(State):
     """The last ``expected_window`` outcomes (1 = wrong), for the watch against the expected error."""
     expected_hold: int = 0
     """No candidate against the expected error before this many outcomes (one window after the last)."""
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    """Tuning that is not in the spec (the spec's ``monitoring`` section holds the rest)."""
-
-    psi_window: int = 1000
-    """Rows per tumbling window of feature PSI."""
-    prediction_window: int = 1000
-    """Predictions per tumbling window of prediction drift."""
-    z_confirm: float = 3.0
-    """Standard errors by which fresh errors must exceed the pre-change rate (concept)."""
-    min_confirmation_fraction: float = 0.25
-    """Share of ``confirmation_samples`` a concept confirmation waits for before it may decide."""
-    min_reference_samples: int = 500
-    """A concept candidate needs this many pre-change samples (burn-in after a start or reset)."""
-    z_reject: float = 0.0
-    """Below this z after ``confirmation_samples`` fresh errors, a concept candidate is rejected."""
-    confirmation_extend: int = 4
-    """A concept confirmation confirms at ``z_confirm`` within this many x ``confirmation_samples``."""
-    z_patient: float = 3.5
-    """After that, an undecided concept confirmation needs this z (it looked at the data more often)."""
-    confirmation_patience: int = 10
-    """An undecided concept confirmation gives up after this many x ``confirmation_samples``."""
-    time_history: int = 16384
-    """Sample times kept per stream to date a change point (``change_started_at``)."""
-    expected_window: int = 200
-    """Most recent labelled outcomes held against the version's expected (holdout) error."""
-    z_expected: float = 3.0
-    """Standard errors by which that window must exceed the expected error to be a candidate."""
-
-
-@dataclass
-class DriftUpdate:
-    """What one observation produced: alarms to publish, suppressions to count, and the
-    statistics to show (``statistics[(kind, feature)]`` from detectors, ``psi[stream]`` when a
-    window closed; prediction streams are ``label`` and ``proba:<class>``)."""
-
-    alarms: list[Alarm] = field(default_factory=list)
-    suppressed: list[Suppressed] = field(default_factory=list)
-    statistics: dict[tuple[DriftKind, str | None], float] = field(default_factory=dict)
-    psi: dict[str, float] = field(default_factory=dict)
-    chi_square: float | None = None
-
-    def add(self, outcome: Alarm | Suppressed | None) -> None:
-        if isinstance(outcome, Alarm):
-            self.alarms.append(outcome)
-        elif isinstance(outcome, Suppressed):
-            self.suppressed.append(outcome)
-
-
-class _Times:
-    """A bounded history of sample times, to date "the n-th most recent sample"."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._times: deque[float] = deque(maxlen=size)
-
-    def add(self, at: datetime) -> None:
-        self._times.append(epoch(at))
-
-    def extend(self, epochs: Iterable[float]) -> None:
-        """Add many sample times (epoch seconds), oldest first."""
-        self._times.extend(epochs)
-
-    def ago(self, samples: int | None, newer: Sequence[float] = ()) -> datetime | None:
-        """Time of the sample ``samples`` back (1 = the latest); the oldest kept if further.
-
-        ``newer``: epoch times of samples not added yet, as if they had been (a batch that
-        is being observed sample by sample).
-        """
-        if samples is None:
-            return None
-        kept = min(self._size, len(self._times) + len(newer))
-        if kept == 0:
-            return None
-        back = min(max(samples, 1), kept)
-        if back <= len(newer):
-            return from_epoch(newer[-back])
-        return from_epoch(self._times[len(newer) - back])
-
-    def values(self) -> list[float]:
-        """The kept times, oldest first (epoch seconds)."""
-        return list(self._times)
+    categories: CategoryWindowState | None = None
+    """The open window of the categorical features (None: the model has none, or an older checkpoint)."""
 
 
 class ModelDrift:
-    """Every drift stream of one model: feature detectors + windowed PSI (data), prediction
-    windows (prediction), the error-stream detector (concept), behind one :class:`AlarmPolicy`.
+    """Every drift stream of one model: feature detectors + windowed PSI (data), the categorical
+    features' :class:`~services.monitor.category_drift.CategoryDrift` (data), prediction windows
+    (prediction), the error-stream detector (concept), behind one :class:`AlarmPolicy`.
 
     Feed every batch of logged predictions to :meth:`observe_predictions` (data drift uses all
     variants; prediction drift only rows of the current ``version``) and the champion's joined outcomes to
@@ -185,11 +114,12 @@ class ModelDrift:
         }
         self._concept: Detector = concept_detector(self.monitoring.concept_detector)
         self._psi = WindowedPsi(self._histograms, self.settings.psi_window)
+        self._categories = CategoryDrift(self._category_buckets(reference), self.settings, self.monitoring)
         self._predictions = (
             PredictionWindow(reference.predictions, self.settings.prediction_window) if reference else None
         )
-        self._prediction_times = _Times(self.settings.time_history)
-        self._outcome_times = _Times(self.settings.time_history)
+        self._prediction_times = SampleTimes(self.settings.time_history)
+        self._outcome_times = SampleTimes(self.settings.time_history)
         self._expected = reference.expected_error if reference else None
         self._recent_errors: deque[int] = deque(maxlen=self.settings.expected_window)
         self._recent_sum = 0
@@ -197,10 +127,24 @@ class ModelDrift:
         self.labelled = 0
         self.predictions = 0
 
+    def _category_buckets(self, reference: Reference | None) -> dict[str, CategoryBuckets]:
+        """PSI buckets of the reference's categorical features (a numeric reference wins a name)."""
+        categories = reference.categories if reference else {}
+        return {
+            name: CategoryBuckets.of(c, self.settings.category_rare_share)
+            for name, c in categories.items()
+            if name not in self._histograms
+        }
+
     @property
     def features(self) -> list[str]:
-        """Features with a reference, in reference order."""
+        """Numeric features with a reference, in reference order."""
         return list(self._histograms)
+
+    @property
+    def categorical(self) -> dict[str, CategoryBuckets]:
+        """Categorical and boolean features with a reference, and their PSI buckets."""
+        return dict(self._categories.buckets)
 
     def reset(self, version: int | None, reference: Reference | None) -> None:
         """A new version is champion: fresh detectors against its reference, alarms cleared."""
@@ -212,7 +156,7 @@ class ModelDrift:
     def observe_predictions(
         self,
         feature_names: Sequence[str],
-        features: ArrayLike,
+        features: ArrayLike | Sequence[Sequence[FeatureValue]],
         labels: Sequence[Label],
         probabilities: ArrayLike,
         classes: Sequence[str],
@@ -228,7 +172,9 @@ class ModelDrift:
         feature_names
             Column names of ``features``; reference features without a column count as missing.
         features
-            ``rows x len(feature_names)`` values; ``None``, NaN and infinities are missing.
+            ``rows x len(feature_names)`` values, typed as
+            :attr:`~shared.events.PredictionsLogged.features` (numbers, category strings,
+            booleans); ``None``, NaN and infinities are missing (and ``""`` for a category).
         labels, times
             The predicted label and the event time of each row.
         probabilities
@@ -246,9 +192,10 @@ class ModelDrift:
             return update
         if len(labels) != n:
             raise ValueError(f"{len(labels)} labels for {n} rows")
-        matrix = np.asarray(features, dtype=np.float64).reshape(n, len(feature_names))
-        index = {name: i for i, name in enumerate(feature_names)}
-        columns = {name: matrix[:, index[name]] for name in self._data if name in index}
+        columns, codes = self._columns(features, n, feature_names)
+        for name, column in codes.items():
+            update.unseen_values[name] = int(np.count_nonzero(column == UNSEEN))
+        categories = self._categories
         counted = self._predictions is not None and (version is None or version == self.version)
         proba: dict[str, NDArray[np.float64]] = {}
         if counted and classes:
@@ -259,9 +206,11 @@ class ModelDrift:
         start = 0
         while start < n:
             end = start + min(n - start, self._psi.remaining)
+            if categories.remaining is not None:
+                end = min(end, start + categories.remaining)
             if counted and self._predictions is not None:
                 end = min(end, start + self._predictions.remaining)
-            self._observe_features(columns, start, end, epochs, times, update)
+            self._observe_features(columns, start, end, epochs, times, update, codes)
             at = times[end - 1]
             self._close_windows(
                 self._psi.add_columns({name: c[start:end] for name, c in columns.items()}, end - start),
@@ -269,11 +218,33 @@ class ModelDrift:
                 at,
                 update,
             )
+            if categories.buckets:
+                categories.add(codes, start, end, self.policy, at, update)
             if counted and self._predictions is not None:
                 closed = self._predictions.add_many(labels[start:end], {c: v[start:end] for c, v in proba.items()})
                 self._close_windows(None, closed, at, update)
             start = end
         return update
+
+    def _columns(
+        self, features: ArrayLike | Sequence[Sequence[FeatureValue]], n: int, feature_names: Sequence[str]
+    ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.int64]]]:
+        """The float column of each numeric reference feature, and the coded column
+        (:meth:`CategoryBuckets.codes`) of each categorical one."""
+        width = len(feature_names)
+        index = {name: i for i, name in enumerate(feature_names)}
+        buckets = self._categories.buckets
+        if not buckets:
+            try:
+                matrix = np.asarray(features, dtype=np.float64).reshape(n, width)
+            except (TypeError, ValueError):  # categories in columns this reference does not watch
+                pass
+            else:
+                return {name: matrix[:, index[name]] for name in self._data if name in index}, {}
+        table = np.asarray(features, dtype=object).reshape(n, width)
+        columns = {name: _numbers(table[:, index[name]]) for name in self._data if name in index}
+        codes = {name: b.codes(table[:, index[name]]) for name, b in buckets.items() if name in index}
+        return columns, codes
 
     def _observe_features(
         self,
@@ -283,12 +254,14 @@ class ModelDrift:
         epochs: Sequence[float],
         times: Sequence[datetime],
         update: DriftUpdate,
+        codes: Mapping[str, NDArray[np.int64]] | None = None,
     ) -> None:
         """Rows ``start:end`` (no window closes before ``end - 1``) through the feature detectors,
-        column by column; the rare policy steps (a pending confirmation, a drift) row by row."""
+        column by column; the rare policy steps (a pending confirmation, a drift) row by row.
+        Categorical features have no detector: only their pending confirmations see the rows."""
         policy = self.policy
         newer = epochs[start:end]
-        outcomes: list[tuple[int, int, int, Alarm | Suppressed]] = []
+        outcomes: list[Outcome] = []
         for order, (name, detector) in enumerate(self._data.items()):
             column = columns.get(name)
             if column is None:
@@ -324,6 +297,10 @@ class ModelDrift:
                     proposed = DriftUpdate()
                     self._propose_data(name, detector.name, signal, at, proposed)
                     outcomes.extend((row, order, 1, o) for o in proposed.suppressed)
+        if codes and policy.has_pending:
+            self._categories.confirm(
+                codes, start, end, policy, self._prediction_times, newer, times, outcomes, len(self._data)
+            )
         self._prediction_times.extend(newer)
         for *_, outcome in sorted(outcomes, key=lambda o: o[:3]):
             update.add(outcome)
@@ -347,14 +324,10 @@ class ModelDrift:
                 self._window_psi("prediction", stream, value, self.settings.prediction_window, at, update)
 
     def _started(
-        self, kind: DriftKind, feature: str | None, times: _Times, newer: Sequence[float] = ()
+        self, kind: DriftKind, feature: str | None, times: SampleTimes, newer: Sequence[float] = ()
     ) -> datetime | None:
         """Time of the first new-regime sample if the pending candidate confirms on this observation."""
-        pending = self.policy.pending_of(kind, feature)
-        if pending is None:
-            return None
-        change = pending.candidate.change_samples or 0
-        return times.ago(change + (pending.confirmation.seen + 1) * pending.window_size, newer)
+        return times.change_started(self.policy.pending_of(kind, feature), newer)
 
     def _propose_data(self, name: str, detector: str, signal: DriftSignal, at: datetime, update: DriftUpdate) -> None:
         candidate = _candidate("data", name, detector, signal)
@@ -490,7 +463,7 @@ class ModelDrift:
 
     def status(self) -> dict[str, Any]:
         """JSON for ``GET /v1/models/{m}/status``: what is pending, latched, and how much was seen."""
-        return {
+        status: dict[str, Any] = {
             "version": self.version,
             "predictions": self.predictions,
             "labelled": self.labelled,
@@ -501,6 +474,9 @@ class ModelDrift:
             "latched": [{"kind": k, "feature": f} for k, f in self.policy.latched_list()],
             "detectors": {"data": self.monitoring.data_detector, "concept": self.monitoring.concept_detector},
         }
+        if self._categories.buckets:
+            status["categorical"] = self._categories.status()
+        return status
 
     def state(self) -> ModelDriftState:
         """Everything but the reference (it is in the model card) and the spec."""
@@ -518,6 +494,7 @@ class ModelDrift:
             predictions=self.predictions,
             recent_errors=list(self._recent_errors),
             expected_hold=self._expected_hold,
+            categories=self._categories.state,
         )
 
     @classmethod
@@ -541,6 +518,9 @@ class ModelDrift:
         if state.concept.get("type") == drift._concept.name:
             drift._concept = _restore_or(state.concept, drift._concept)
         drift._psi = WindowedPsi(drift._histograms, drift.settings.psi_window, state.psi)
+        drift._categories = CategoryDrift.restore(
+            drift._categories.buckets, drift.settings, monitoring, state.categories, drift._psi.state
+        )
         if drift._predictions is not None and state.predictions_window is not None:
             drift._predictions = PredictionWindow(
                 drift._predictions.reference, drift.settings.prediction_window, state.predictions_window
@@ -564,6 +544,18 @@ def _candidate(kind: DriftKind, feature: str | None, detector: str, signal: Drif
         threshold=signal.threshold,
         samples=signal.samples,
         change_samples=signal.change_samples,
+    )
+
+
+def _numbers(column: NDArray[np.object_]) -> NDArray[np.float64]:
+    """A numeric feature's values as floats; missing, and anything that is not a number, as NaN."""
+    return np.fromiter(
+        (
+            float(v) if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) else math.nan
+            for v in column
+        ),
+        dtype=np.float64,
+        count=len(column),
     )
 
 

@@ -18,9 +18,8 @@ from collections.abc import Callable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
-
 from services.monitor.canary import CanaryJudge, CanaryTrial, ChampionWatch, ChangeWait, Verdict
+from services.monitor.categorical import category_of
 from services.monitor.drift import DriftUpdate
 from services.monitor.join import JoinedPair
 from services.monitor.metrics import MonitorMetrics
@@ -72,6 +71,9 @@ class MonitorHandlers:
         self.join_max_rows = join_max_rows
         self.models: dict[str, ModelWatch] = {}
         self._lock = asyncio.Lock()
+        self._settling: dict[str, asyncio.Lock] = {}
+        """Per model: one ``_settle`` at a time. The agents of different topics run concurrently,
+        and two settling the same queue would both carry out its first decision."""
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -193,10 +195,9 @@ class MonitorHandlers:
                 self._remember_values(watch, event, fresh)
                 everything = len(fresh) == len(event.inference_ids)
                 features = event.features if everything else [event.features[i] for i in fresh]
-                matrix = np.array(features, dtype=np.float64)  # None -> nan
-                update = watch.drift.observe_predictions(
+                update = watch.drift.observe_predictions(  # typed rows: numbers, categories, flags, null
                     event.feature_names,
-                    matrix,
+                    features,
                     event.labels if everything else [event.labels[i] for i in fresh],
                     event.probabilities if everything else [event.probabilities[i] for i in fresh],
                     event.classes,
@@ -211,10 +212,22 @@ class MonitorHandlers:
 
     @staticmethod
     def _remember_values(watch: ModelWatch, event: PredictionsLogged, rows: list[int]) -> None:
-        """Recent values of every feature, for the report's live histograms."""
+        """Recent values of every feature, for the report's live histograms and category bars:
+        numbers of the numeric features, categories of the others (a feature without a categorical
+        reference is numeric unless its values are text or flags)."""
+        categorical = watch.drift.categorical
+        kept = rows[-RECENT_VALUES:]
         for k, name in enumerate(event.feature_names):
-            recent = watch.recent.setdefault(name, deque(maxlen=RECENT_VALUES))
-            recent.extend(v for v in (event.features[i][k] for i in rows[-RECENT_VALUES:]) if v is not None)
+            values = [event.features[i][k] for i in kept]
+            buckets = categorical.get(name)
+            if buckets is None and not any(isinstance(v, str | bool) for v in values):
+                recent = watch.recent.setdefault(name, deque(maxlen=RECENT_VALUES))
+                recent.extend(v for v in values if isinstance(v, int | float) and not isinstance(v, bool))
+                continue
+            boolean = buckets is not None and buckets.boolean
+            keys = (category_of(v, boolean) for v in values)
+            categories = watch.recent_categories.setdefault(name, deque(maxlen=RECENT_VALUES))
+            categories.extend(key for key in keys if key is not None)
 
     async def on_annotation(self, event: AnnotationSubmitted) -> None:
         """A label; when it is ground truth for an earlier prediction, the join's label side."""
@@ -343,6 +356,11 @@ class MonitorHandlers:
             self._child(self.metrics.drift_statistic, model, kind, feature or "").set(value)
         for stream, value in update.psi.items():
             self._child(self.metrics.psi, model, stream).set(value)
+        for feature, count in update.unseen_values.items():
+            if count:
+                self._child(self.metrics.unseen_categories, model, feature).inc(count)
+        for feature, rate in update.unseen.items():
+            self._child(self.metrics.unseen_rate, model, feature).set(rate)
         for suppressed in update.suppressed:
             self.metrics.suppressed_alarms.labels(model, suppressed.kind, suppressed.reason).inc()
         for alarm in update.alarms:
@@ -384,6 +402,10 @@ class MonitorHandlers:
         (``DeploymentChanged``, applied here too, or ``DriftDetected``). A decision leaves the
         queue only once moved and published, so a store or broker outage on the way (retried by
         the consumer, whose redelivered message is a duplicate by then) delays it, never loses it."""
+        async with self._settling.setdefault(watch.model, asyncio.Lock()):
+            await self._settle_queue(watch)
+
+    async def _settle_queue(self, watch: ModelWatch) -> None:
         model = watch.model
         while watch.decisions:
             decision = watch.decisions[0]

@@ -23,6 +23,8 @@ class MonitorMetrics:
     predictions: Counter
     drift_statistic: Gauge
     psi: Gauge
+    unseen_categories: Counter
+    unseen_rate: Gauge
     drift_detections: Counter
     suppressed_alarms: Counter
     label_lag: Histogram
@@ -68,7 +70,20 @@ class MonitorMetrics:
             ),
             psi=Gauge(
                 "driftloop_monitor_psi",
-                "Population stability index of the last closed window against the training reference.",
+                "Population stability index of the last closed window against the training reference "
+                "(category shares for a categorical or boolean feature).",
+                ["model", "feature"],
+                registry=registry,
+            ),
+            unseen_categories=Counter(
+                "driftloop_monitor_unseen_categories_total",
+                "Logged values of categorical and boolean features whose category is not in the training reference.",
+                ["model", "feature"],
+                registry=registry,
+            ),
+            unseen_rate=Gauge(
+                "driftloop_monitor_unseen_category_ratio",
+                "Share of unseen categories among a feature's values in the last closed window.",
                 ["model", "feature"],
                 registry=registry,
             ),

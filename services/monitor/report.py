@@ -1,5 +1,6 @@
 """The monitor's HTML report of one model: accuracy over time with what happened, and every
-feature's current distribution against its training reference. Pure: state in, HTML out.
+feature's current distribution against its training reference -- a histogram for a numeric
+feature, bars of category shares for a categorical or boolean one. Pure: state in, HTML out.
 
 Plots are inline SVG — no plotting library, no script, no network: the page can be saved,
 mailed or attached to an incident as one file.
@@ -13,10 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from services.monitor.categorical import UNSEEN, CategoryBuckets
 from services.monitor.psi import psi
 from services.monitor.watch import ModelWatch
+from shared.reference import OTHER_CATEGORIES, CategoryReference
 
 WIDTH, HEIGHT, PAD = 760, 260, 40
+MAX_BARS = 12
+"""Categories drawn one by one (by training share); the rest share one bar."""
+OTHER_BAR = "other categories"
+UNSEEN_BAR = "unseen"
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 MARKER_COLOURS = {
     "drift": "#d62728",
@@ -89,6 +96,77 @@ def _histogram_svg(name: str, edges: list[float], reference: list[float], curren
     return "".join(parts)
 
 
+def _bars_svg(name: str, labels: list[str], reference: list[float], current: list[float]) -> str:
+    """Reference and live share of each category, side by side, the category under each pair."""
+    bars = len(labels)
+    w, h = max(360, 40 * bars + 20), 160
+    top = max([*reference, *current, 1e-9])
+    bar = (w - 20) / bars / 2
+    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="{html.escape(name)} categories">']
+    for i, label in enumerate(labels):
+        for j, (values, colour) in enumerate(((reference, "#9ecae1"), (current, "#fd8d3c"))):
+            bh = values[i] / top * (h - 45)
+            parts.append(
+                f'<rect x="{10 + (2 * i + j) * bar:.1f}" y="{h - 35 - bh:.1f}" width="{bar:.1f}" '
+                f'height="{bh:.1f}" fill="{colour}"><title>{html.escape(label)}: {values[i]:.1%}</title></rect>'
+            )
+        shown = label if len(label) <= 8 else label[:7] + "…"
+        parts.append(
+            f'<text x="{10 + (2 * i + 1) * bar:.1f}" y="{h - 22}" font-size="9" text-anchor="middle">'
+            f"{html.escape(shown)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _category_card(name: str, reference: CategoryReference, buckets: CategoryBuckets, recent: list[str]) -> str:
+    """One categorical feature: training share vs share of the recent live values, per category
+    (the most common :data:`MAX_BARS`; the others, with the reference's own
+    :data:`~shared.reference.OTHER_CATEGORIES`, in one bar; then the unseen ones), and the PSI
+    of those values over the monitor's buckets."""
+    named = sorted(
+        ((k, max(v, 0.0)) for k, v in reference.shares.items() if k != OTHER_CATEGORIES), key=lambda kv: (-kv[1], kv[0])
+    )
+    tail = max(reference.shares.get(OTHER_CATEGORIES, 0.0), 0.0)
+    total = sum(v for _, v in named) + tail or 1.0
+    slot = {k: i for i, (k, _) in enumerate(named[:MAX_BARS])}
+    labels = [k for k, _ in named[:MAX_BARS]]
+    expected = [v / total for _, v in named[:MAX_BARS]]
+    rest: int | None = None
+    if len(named) > MAX_BARS or OTHER_CATEGORIES in reference.shares:
+        rest = len(labels)
+        labels.append(OTHER_BAR)
+        expected.append((sum(v for _, v in named[MAX_BARS:]) + tail) / total)
+    counts = [0] * len(labels)
+    unseen = 0
+    for key in recent:
+        if key in slot:
+            counts[slot[key]] += 1
+        elif rest is not None and (key in reference.shares or buckets.unseen_bucket is not None):
+            counts[rest] += 1  # a training category beyond those drawn, or one the reference does not name
+        else:
+            unseen += 1
+    if unseen:
+        labels.append(UNSEEN_BAR)
+        expected.append(0.0)
+        counts.append(unseen)
+    n = len(recent)
+    current = [c / n if n else 0.0 for c in counts]
+    if n:
+        codes = buckets.codes(recent)
+        psi_counts, _ = buckets.counts(codes)
+        score = (
+            f"PSI {buckets.psi(psi_counts):.3f} over the last {n} values; unseen categories "
+            f"{int((codes == UNSEEN).sum()) / n:.1%} (training: {buckets.unseen_expected:.1%})"
+        )
+    else:
+        score = "no live values yet"
+    return (
+        f'<div class="card"><h3>{html.escape(name)}</h3>'
+        f"{_bars_svg(name, labels, expected, current)}<p>{html.escape(score)}</p></div>"
+    )
+
+
 def _features_html(watch: ModelWatch) -> str:
     reference = watch.drift.reference
     if reference is None:
@@ -110,6 +188,10 @@ def _features_html(watch: ModelWatch) -> str:
             f"{_histogram_svg(name, edges, list(feature.histogram.proportions), current)}"
             f"<p>{score}</p></div>"
         )
+    categorical = watch.drift.categorical
+    for name, category in reference.categories.items():
+        buckets = categorical.get(name) or CategoryBuckets.of(category)
+        cards.append(_category_card(name, category, buckets, list(watch.recent_categories.get(name, ()))))
     return (
         '<p><span style="color:#9ecae1">&#9632; training reference</span> '
         '<span style="color:#fd8d3c">&#9632; live traffic</span></p>' + "".join(cards)

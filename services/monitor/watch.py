@@ -30,7 +30,7 @@ SCHEMA_VERSION = 2
 """Version of :class:`WatchState`; 1 is the hand-written format before it (no ``schema_version``)."""
 
 RECENT_VALUES = 2000
-"""Recent values kept per feature for the report's current-vs-reference histograms."""
+"""Recent values kept per feature for the report's current-vs-reference histograms (and bars)."""
 
 HANDLED_EVENTS = 256
 """Ids of applied deployment events remembered (the monitor also consumes its own)."""
@@ -74,6 +74,8 @@ class WatchState(State):
     watch: ChampionWatch | None = None
     markers: list[Marker] = []
     recent: dict[str, list[float]] = {}
+    recent_categories: dict[str, list[str]] = {}
+    """Recent categories of the categorical and boolean features (missing values not kept)."""
     last_drift: DriftDetected | None = None
     handled: list[str] = []
     change_wait: ChangeWait | None = None
@@ -96,6 +98,9 @@ class ModelWatch:
     watch: ChampionWatch | None = None
     markers: list[Marker] = field(default_factory=list)
     recent: dict[str, deque[float]] = field(default_factory=dict)
+    """Recent values of the numeric features."""
+    recent_categories: dict[str, deque[str]] = field(default_factory=dict)
+    """Recent categories (:func:`services.monitor.categorical.category_of`) of the other features."""
     last_drift: DriftDetected | None = None
     change_wait: ChangeWait | None = None
     """Set while a since-change retrain waits for labelled rows after a detected change."""
@@ -156,6 +161,9 @@ class ModelWatch:
             watch=state.watch,
             markers=list(state.markers),
             recent={name: deque(values, maxlen=RECENT_VALUES) for name, values in state.recent.items()},
+            recent_categories={
+                name: deque(values, maxlen=RECENT_VALUES) for name, values in state.recent_categories.items()
+            },
             last_drift=state.last_drift,
             change_wait=state.change_wait,
             handled=deque(state.handled, maxlen=HANDLED_EVENTS),
@@ -181,6 +189,7 @@ class ModelWatch:
             watch=self.watch,
             markers=self.markers,
             recent={name: list(values) for name, values in self.recent.items()},
+            recent_categories={name: list(values) for name, values in self.recent_categories.items()},
             last_drift=self.last_drift,
             handled=list(self.handled),
             change_wait=self.change_wait if self.change_wait and self.change_wait.waiting else None,

@@ -364,11 +364,21 @@ def time_split(n_rows: int, holdout: float) -> tuple[slice, slice]:
 def evaluate(
     y_true: NDArray[Any], y_pred: NDArray[Any], proba: NDArray[Any], classes: Sequence[Any]
 ) -> dict[str, float]:
-    """Every gate metric on one holdout; all are "higher is better" (log loss is negated)."""
+    """Every gate metric on one holdout; all are "higher is better" (log loss is negated).
+
+    Binary and multiclass alike (``proba`` has a column per class, in ``classes`` order). A
+    holdout class the model does not know (it was absent from its training rows, which with
+    three or more classes happens) counts against it: probability 0 and an F1 of 0.
+    """
     true_text = np.asarray([str(v) for v in y_true])
     pred_text = np.asarray([str(v) for v in y_pred])
     labels = [str(c) for c in classes]
-    clipped = np.clip(np.asarray(proba, dtype=np.float64), 1e-15, 1.0)
+    probabilities = np.asarray(proba, dtype=np.float64)
+    unknown = sorted(set(true_text.tolist()) - set(labels))
+    if unknown:
+        labels += unknown
+        probabilities = np.hstack([probabilities, np.zeros((len(true_text), len(unknown)))])
+    clipped = np.clip(probabilities, 1e-15, 1.0)
     clipped = clipped / clipped.sum(axis=1, keepdims=True)
     return {
         "accuracy": float(accuracy_score(true_text, pred_text)),

@@ -1,24 +1,33 @@
 """Export a fitted pipeline to ONNX (skl2onnx) and check that ONNX answers as scikit-learn does.
 
-The ONNX graph takes one float32 tensor ``input`` of shape ``[N, F]`` (features in spec order)
-and gives two plain tensors: ``label`` ``[N]`` (int64 or string, as the classes are) and
-``probabilities`` ``[N, C]`` float32, whose columns follow ``pipeline.classes_``. float32,
-because onnxruntime's tree ensembles compute in float32; the parity check therefore feeds
-scikit-learn the same float32-rounded values.
+The ONNX graph of an all-numeric model takes one float32 tensor ``input`` of shape ``[N, F]``
+(features in spec order, :data:`shared.features.MATRIX`); a typed model's graph takes one
+``[N, 1]`` tensor per feature, named as the feature (:data:`shared.features.COLUMNS`): float32
+for numeric and boolean features, string for categorical ones. Both give two plain tensors:
+``label`` ``[N]`` (int64 or string, as the classes are) and ``probabilities`` ``[N, C]``
+float32, whose columns follow ``pipeline.classes_``. float32, because onnxruntime's tree
+ensembles compute in float32; the parity check therefore feeds scikit-learn the same
+float32-rounded values (for a typed model, the frame :func:`shared.features.frame_columns`
+builds from the very values :func:`shared.features.onnx_feeds` sends).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+import pandas as pd
 from numpy.typing import NDArray
 from skl2onnx import to_onnx as skl_to_onnx
 from skl2onnx.common import tree_ensemble
-from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+from shared.features import CATEGORICAL, MATRIX, NUMERIC, frame_columns, layout_of, onnx_feeds
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 """ONNX opset 17 with ai.onnx.ml 3: supported by skl2onnx 1.20 for every allowed estimator and by onnxruntime."""
@@ -54,19 +63,186 @@ def _patch_tree_thresholds() -> None:
 _patch_tree_thresholds()
 
 
-def to_onnx(pipeline: Any, n_features: int) -> tuple[bytes, int]:
-    """The fitted pipeline as ONNX bytes, and the opset used."""
+OUTPUTS = ("label", "probabilities")
+PROBE_ROWS = 32
+"""Rows of each kind of probe :meth:`TypedColumns.with_probes` adds to a parity check."""
+UNSEEN_CATEGORY = "driftloop:unseen-category"
+"""The category the parity probes put in every categorical feature (no training row has it)."""
+
+
+@dataclass(frozen=True)
+class TypedColumns:
+    """Rows of a typed model as one column per feature, the form datasets and serving have them.
+
+    ``columns`` maps each feature to its values as ``DatasetRepository.load`` returns them
+    (numeric float64 with NaN for missing, boolean ``True`` / ``False`` / ``None``, categorical
+    text or ``None``); event values work too. The graph gets :meth:`feeds`, scikit-learn
+    :meth:`frame`: the same values, by :mod:`shared.features`.
+    """
+
+    names: tuple[str, ...]
+    types: tuple[str, ...]
+    columns: Mapping[str, NDArray[Any]]
+
+    @classmethod
+    def of(
+        cls, names: Sequence[str], types: Sequence[str], columns: Mapping[str, Sequence[Any] | NDArray[Any]]
+    ) -> TypedColumns:
+        """Rows from per-feature values (every feature of ``names`` needs a column of one length)."""
+        if len(names) != len(types):
+            raise ValueError(f"{len(names)} feature names but {len(types)} types")
+        arrays = {name: _array(columns[name], kind) for name, kind in zip(names, types, strict=True)}
+        if len({len(a) for a in arrays.values()}) > 1:
+            lengths = {name: len(a) for name, a in arrays.items()}
+            raise ValueError(f"columns of different lengths: {lengths}")
+        return cls(tuple(names), tuple(types), arrays)
+
+    @classmethod
+    def of_matrix(cls, names: Sequence[str], X: NDArray[np.float64]) -> TypedColumns:
+        """Rows of an all-numeric matrix (columns in ``names`` order) as columns."""
+        return cls.of(names, [NUMERIC] * len(names), {name: X[:, i] for i, name in enumerate(names)})
+
+    def __len__(self) -> int:
+        return len(self.columns[self.names[0]]) if self.names else 0
+
+    def take(self, rows: slice | NDArray[np.intp]) -> TypedColumns:
+        """These rows only (a slice or an index array)."""
+        return TypedColumns(self.names, self.types, {name: self.columns[name][rows] for name in self.names})
+
+    def feeds(self) -> dict[str, NDArray[Any]]:
+        """The inputs of a :data:`shared.features.COLUMNS` graph."""
+        return onnx_feeds(self.names, self.types, self.columns)
+
+    def frame(self) -> pd.DataFrame:
+        """What the pipeline fits on and predicts from: one column per feature, by name.
+
+        Categorical columns stay ``object`` dtype (text, missing as ``""``), as the encoder's
+        categories are; numeric and boolean ones are float64 of float32-rounded values.
+        """
+        frame = frame_columns(self.names, self.types, self.columns)
+        return pd.DataFrame(
+            {
+                name: pd.Series(frame[name], dtype=object if kind == CATEGORICAL else np.float64, copy=False)
+                for name, kind in zip(self.names, self.types, strict=True)
+            }
+        )
+
+    def matrix(self) -> NDArray[np.float64]:
+        """The rows as the ``[N, F]`` matrix of a :data:`shared.features.MATRIX` graph (all numeric)."""
+        if layout_of(self.types) != MATRIX:
+            raise ValueError("only all-numeric rows make a matrix")
+        return np.column_stack([self.columns[name] for name in self.names]).astype(np.float64).reshape(len(self), -1)
+
+    def with_probes(self, rows: int = PROBE_ROWS, seed: int = 0) -> TypedColumns:
+        """These rows, then probes of what serving may send that the training rows may lack.
+
+        From the first ``rows`` rows (repeated when there are fewer): the same rows with every
+        categorical feature set to :data:`UNSEEN_CATEGORY`; with every feature missing; with
+        each value missing at random (seeded), so both paths see unseen categories and missing
+        values of every type.
+        """
+        n = len(self)
+        if n == 0 or rows <= 0:
+            return self
+        base = np.arange(rows) % n
+        drop = np.random.default_rng(seed).random((rows, len(self.names))) < 0.5
+        columns: dict[str, NDArray[Any]] = {}
+        for j, (name, kind) in enumerate(zip(self.names, self.types, strict=True)):
+            values = self.columns[name]
+            head = values[base]
+            gap: Any = math.nan if kind == NUMERIC else None
+            unseen = np.full(rows, UNSEEN_CATEGORY, dtype=object) if kind == CATEGORICAL else head
+            missing = np.full(rows, gap, dtype=np.float64 if kind == NUMERIC else object)
+            some = np.array(head, dtype=np.float64 if kind == NUMERIC else object)
+            some[drop[:, j]] = gap
+            columns[name] = np.concatenate([_array(part, kind) for part in (values, unseen, missing, some)])
+        return TypedColumns(self.names, self.types, columns)
+
+
+def _array(values: Sequence[Any] | NDArray[Any], kind: str) -> NDArray[Any]:
+    """A column as an array: float64 (NaN for missing) when numeric, else an object array."""
+    if kind == NUMERIC:
+        if isinstance(values, np.ndarray) and values.dtype.kind in "fiu":
+            return values.astype(np.float64, copy=False)
+        return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return values
+    out = np.empty(len(values), dtype=object)
+    out[:] = list(values)
+    return out
+
+
+def input_types(features: int | Sequence[str], types: Sequence[str] | None = None) -> list[tuple[str, Any]]:
+    """The graph inputs of a model: one ``input`` matrix, or one ``[N, 1]`` tensor per feature.
+
+    ``features`` is the number of features (a matrix) or their names; with ``types`` of which
+    any is not numeric, each feature gets its own input named as the feature.
+    """
+    if isinstance(features, int):
+        return [("input", FloatTensorType([None, features]))]
+    kinds = list(types) if types is not None else [NUMERIC] * len(features)
+    if layout_of(kinds) == MATRIX:
+        return [("input", FloatTensorType([None, len(features)]))]
+    clashing = sorted(set(features) & set(OUTPUTS))
+    if clashing:
+        raise ValueError(f"feature names {clashing} clash with the graph's outputs {list(OUTPUTS)}")
+    return [
+        (name, StringTensorType([None, 1]) if kind == CATEGORICAL else FloatTensorType([None, 1]))
+        for name, kind in zip(features, kinds, strict=True)
+    ]
+
+
+def to_onnx(pipeline: Any, features: int | Sequence[str], types: Sequence[str] | None = None) -> tuple[bytes, int]:
+    """The fitted pipeline as ONNX bytes, and the opset used.
+
+    ``features`` is the number of features of an all-numeric model (one ``input`` matrix) or
+    the feature names; with ``types`` holding a categorical or boolean feature, the graph takes
+    one input per feature (see :func:`input_types`), and the pipeline must be the one
+    :func:`services.trainer.estimators.build_typed_estimator` builds.
+    """
     model = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    inputs = input_types(features, types)
     onx = skl_to_onnx(
         pipeline,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
+        initial_types=inputs,
         options={id(model): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
     outputs = [o.name for o in onx.graph.output]
-    if outputs != ["label", "probabilities"]:
+    if outputs != list(OUTPUTS):
         raise ValueError(f"unexpected ONNX outputs {outputs}; expected label and probabilities")
+    _name_inputs(onx.graph, [name for name, _ in inputs])
     return onx.SerializeToString(), int(TARGET_OPSET[""])
+
+
+def _name_inputs(graph: Any, wanted: list[str]) -> None:
+    """Give the graph's inputs the feature names skl2onnx rewrote (``a.b`` and ``a-b`` become ``a_b``).
+
+    All names are substituted at once, so a feature whose name skl2onnx gave to another
+    (``x.a`` took ``x_a``, the real ``x_a`` got ``x_a1``) still gets its own. skl2onnx's own
+    variable names are kept apart from every input's name, so none is hit.
+    """
+    found = [i.name for i in graph.input]
+    if len(found) != len(wanted):
+        raise ValueError(f"unexpected ONNX inputs {found}; expected {wanted}")
+    renamed = {old: new for old, new in zip(found, wanted, strict=True) if old != new}
+    if not renamed:
+        return
+    for graph_input in graph.input:
+        graph_input.name = renamed.get(graph_input.name, graph_input.name)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+    for info in graph.value_info:
+        info.name = renamed.get(info.name, info.name)
+
+
+def feeds_for(X: NDArray[np.float64] | TypedColumns) -> dict[str, NDArray[Any]]:
+    """The graph inputs for these rows: the ``input`` matrix, or one tensor per feature."""
+    if isinstance(X, TypedColumns):
+        return X.feeds()
+    return {"input": np.asarray(X, dtype=np.float32)}
 
 
 def session_for(onnx: bytes) -> ort.InferenceSession:
@@ -89,18 +265,28 @@ class ParityReport:
     reason: str
 
 
-def check_parity(onnx: bytes, pipeline: Any, X: NDArray[np.float64], tolerance: float = 1e-4) -> ParityReport:
+def check_parity(
+    onnx: bytes, pipeline: Any, X: NDArray[np.float64] | TypedColumns, tolerance: float = 1e-4
+) -> ParityReport:
     """Compare ONNX and scikit-learn probabilities and labels on ``X``.
 
-    Both see the same float32-rounded inputs (what serving will send). A label may differ only
-    where the two best probabilities are within ``tolerance`` of each other (a tie).
+    ``X`` is a matrix for a :data:`shared.features.MATRIX` graph, :class:`TypedColumns` for a
+    typed one (add :meth:`TypedColumns.with_probes` to cover unseen categories and missing
+    values). Both see the same float32-rounded inputs (what serving will send). A label may
+    differ only where the two best probabilities are within ``tolerance`` of each other (a tie).
     """
-    X32 = np.asarray(X, dtype=np.float32)
-    label, proba = session_for(onnx).run(["label", "probabilities"], {"input": X32})
-    expected = pipeline.predict_proba(X32.astype(np.float64))
+    if isinstance(X, TypedColumns):
+        rows = len(X)
+        label, proba = session_for(onnx).run(list(OUTPUTS), X.feeds())
+        expected = pipeline.predict_proba(X.frame()) if rows else np.zeros((0, len(pipeline.classes_)))
+    else:
+        X32 = np.asarray(X, dtype=np.float32)
+        rows = len(X32)
+        label, proba = session_for(onnx).run(list(OUTPUTS), {"input": X32})
+        expected = pipeline.predict_proba(X32.astype(np.float64))
     expected_labels = pipeline.classes_[np.argmax(expected, axis=1)]
-    diff = float(np.max(np.abs(np.asarray(proba, dtype=np.float64) - expected))) if len(X32) else 0.0
-    top2 = np.sort(expected, axis=1)[:, -2:] if expected.shape[1] > 1 else np.zeros((len(X32), 2))
+    diff = float(np.max(np.abs(np.asarray(proba, dtype=np.float64) - expected))) if rows else 0.0
+    top2 = np.sort(expected, axis=1)[:, -2:] if expected.shape[1] > 1 else np.zeros((rows, 2))
     ties = (top2[:, 1] - top2[:, 0]) <= tolerance
     mismatched = (np.asarray(label).astype(str) != expected_labels.astype(str)) & ~ties
     mismatches = int(mismatched.sum())
@@ -108,7 +294,6 @@ def check_parity(onnx: bytes, pipeline: Any, X: NDArray[np.float64], tolerance: 
     reason = (
         "ok"
         if passed
-        else f"max probability difference {diff:.2e} (tolerance {tolerance:.0e}), "
-        f"{mismatches} of {len(X32)} labels differ"
+        else f"max probability difference {diff:.2e} (tolerance {tolerance:.0e}), {mismatches} of {rows} labels differ"
     )
-    return ParityReport(max_abs_diff=diff, label_mismatches=mismatches, rows=len(X32), passed=passed, reason=reason)
+    return ParityReport(max_abs_diff=diff, label_mismatches=mismatches, rows=rows, passed=passed, reason=reason)

@@ -3,6 +3,12 @@
 Synchronous and blocking (scikit-learn, skl2onnx, the object store): the service runs it in a
 worker thread, the CLI (``driftloop models train``) calls it directly. It publishes nothing;
 it returns a :class:`RunResult` the caller turns into events.
+
+An all-numeric spec trains as it always did (a matrix in, one ``input`` tensor in the graph); a
+spec with categorical or boolean features trains one pipeline on the dataset's typed columns,
+exports a graph with one input per feature, and checks parity on the holdout plus probes of
+unseen categories and missing values. The champion is scored on the same holdout, fed in its
+own card's layout, when its features and their types are the spec's.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import hashlib
 import logging
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,13 +27,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from services.trainer import core
-from services.trainer.estimators import build_estimator
-from services.trainer.export import check_parity, session_for, to_onnx
+from services.trainer.estimators import build_estimator, build_typed_estimator, empty_features, one_hot_categories
+from services.trainer.export import OUTPUTS, TypedColumns, check_parity, feeds_for, session_for, to_onnx
 from shared import __version__
 from shared.datasets import DatasetRepository, manifest_key
 from shared.errors import BrokerUnavailable, DriftloopError, InvalidInput, StoreError
 from shared.events import GateVerdict
-from shared.reference import ExpectedError, build_reference
+from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY
+from shared.reference import ExpectedError, build_reference, build_typed_reference
 from shared.registry import PRODUCTION, CodeVersion, InputSchema, ModelCard, Registry
 from shared.spec import ModelSpec
 
@@ -79,11 +87,50 @@ def git_commit() -> str | None:
     return commit if out.returncode == 0 and len(commit) == 40 else None
 
 
-def predict_onnx(onnx: bytes, X: NDArray[np.float64]) -> tuple[NDArray[Any], NDArray[np.float32]]:
-    """Labels and class probabilities from an ONNX model, as serving computes them."""
+def predict_onnx(onnx: bytes, X: NDArray[np.float64] | TypedColumns) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """Labels and class probabilities from an ONNX model, as serving computes them.
+
+    ``X`` is a matrix for a graph of the ``matrix`` layout, :class:`TypedColumns` for one of
+    the ``columns`` layout (one input per feature).
+    """
     session = session_for(onnx)
-    label, proba = session.run(["label", "probabilities"], {"input": X.astype(np.float32)})
+    label, proba = session.run(list(OUTPUTS), feeds_for(X))
     return np.asarray(label), np.asarray(proba, dtype=np.float32)
+
+
+Rows = NDArray[np.float64] | TypedColumns
+"""A model's input rows: a matrix (all-numeric spec) or typed columns."""
+
+
+def rows_for(layout: str, names: Sequence[str], rows: Rows) -> Rows:
+    """``rows`` in the form a graph of ``layout`` takes (a card's ``input_schema.layout``)."""
+    if layout == COLUMNS:
+        return rows if isinstance(rows, TypedColumns) else TypedColumns.of_matrix(names, rows)
+    return rows.matrix() if isinstance(rows, TypedColumns) else rows
+
+
+def fit_pipeline(spec: ModelSpec, rows: Rows, y: NDArray[Any]) -> tuple[Any, dict[str, list[str]]]:
+    """The spec's pipeline fitted on ``rows``, and each categorical feature's training categories.
+
+    An all-numeric spec fits its estimator (with its scaler) on the matrix, as before features
+    had types; a typed spec fits one pipeline on the training frame, its one-hot categories
+    taken from these rows. The categories (sorted, missing excluded) are what the card records.
+    """
+    training = spec.training
+    if not isinstance(rows, TypedColumns):
+        return build_estimator(training.estimator, training.params, training.seed).fit(rows, y), {}
+    frame = rows.frame()
+    names, types = rows.names, rows.types
+    encoded = one_hot_categories(frame, names, types)
+    empty = empty_features(frame, names, types)
+    pipeline = build_typed_estimator(training.estimator, training.params, training.seed, names, types, encoded, empty)
+    pipeline.fit(frame, y)
+    categories = {
+        name: sorted(set(frame[name]) - {MISSING_CATEGORY})
+        for name, kind in zip(names, types, strict=True)
+        if kind == CATEGORICAL
+    }
+    return pipeline, categories
 
 
 def find_run(registry: Registry, model: str, run_id: str) -> ModelCard | None:
@@ -153,44 +200,65 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             f"dataset v{manifest.version} has features {manifest.features}, the spec {spec.feature_names}: "
             "wait for data on the new schema"
         )
+    if list(manifest.feature_types) != spec.feature_types:
+        raise InvalidInput(
+            f"dataset v{manifest.version} has feature types {manifest.feature_types}, the spec "
+            f"{spec.feature_types}: wait for data on the new schema"
+        )
     data = repo.load(model, result.dataset_version, last_rows=training.window.last_rows, since=result.since)
     result.window_rows = int(len(data.y))
     train_rows, test_rows = core.time_split(len(data.y), training.holdout)
-    X_train, y_train = data.X[train_rows], data.y[train_rows]
-    X_test, y_test = data.X[test_rows], data.y[test_rows]
+    y_train, y_test = data.y[train_rows], data.y[test_rows]
     if len({str(v) for v in y_train}) < 2:
         raise InvalidInput(f"the training rows hold a single label ({y_train[0]!r}); need at least two classes")
+    names, types = spec.feature_names, spec.feature_types
+    train_in: Rows
+    test_in: Rows
+    if spec.typed:
+        rows = TypedColumns.of(names, types, data.columns)
+        train_in, test_in = rows.take(train_rows), rows.take(test_rows)
+    else:
+        train_in, test_in = data.X[train_rows], data.X[test_rows]
     result.timings["load_s"] = time.perf_counter() - started
 
-    pipeline = build_estimator(training.estimator, training.params, training.seed)
     fit_started = time.perf_counter()
-    pipeline.fit(X_train, y_train)
+    pipeline, categories = fit_pipeline(spec, train_in, y_train)
     result.timings["fit_s"] = time.perf_counter() - fit_started
 
     export_started = time.perf_counter()
-    onnx, opset = to_onnx(pipeline, len(spec.feature_names))
+    onnx, opset = to_onnx(pipeline, names, types) if spec.typed else to_onnx(pipeline, len(names))
     result.timings["export_s"] = time.perf_counter() - export_started
-    parity = check_parity(onnx, pipeline, X_test)
+    probed = test_in.with_probes(seed=training.seed) if isinstance(test_in, TypedColumns) else test_in
+    parity = check_parity(onnx, pipeline, probed)
     if not parity.passed:
         raise InvalidInput(f"ONNX parity check failed: {parity.reason}")
 
     classes = [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
-    y_pred, proba = predict_onnx(onnx, X_test)
+    y_pred, proba = predict_onnx(onnx, test_in)
     result.metrics = core.evaluate(y_test, y_pred, proba, classes)
 
     champion = registry.alias(model, PRODUCTION)
     if champion is not None:
         champion_card = registry.card(model, champion)
-        if champion_card.input_schema.features == spec.feature_names:
-            c_pred, c_proba = predict_onnx(registry.load_onnx(model, champion), X_test)
+        schema = champion_card.input_schema
+        if schema.features == names and schema.feature_types == types:
+            champion_rows = rows_for(schema.layout, names, test_in)
+            c_pred, c_proba = predict_onnx(registry.load_onnx(model, champion), champion_rows)
             c_classes = _classes_of(champion_card, c_proba.shape[1])
             result.champion_version = champion
             result.champion_metrics = core.evaluate(y_test, c_pred, c_proba, c_classes)
         else:
-            log.warning("%s: champion v%d has other features; the gate judges the candidate alone", model, champion)
+            log.warning(
+                "%s: champion v%d has other features or feature types; the gate judges the candidate alone",
+                model,
+                champion,
+            )
     result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
     expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
-    ref = build_reference(X_train, spec.feature_names, y_pred, proba, classes, expected)
+    if isinstance(train_in, TypedColumns):
+        ref = build_typed_reference(train_in.columns, names, types, y_pred, proba, classes, expected)
+    else:
+        ref = build_reference(train_in, names, y_pred, proba, classes, expected)
     result.timings["total_s"] = time.perf_counter() - started
 
     def build_card(version: int, artifact_key: str, sha256: str) -> ModelCard:
@@ -218,7 +286,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             champion_metrics=result.champion_metrics,
             gate=result.gate,
             onnx_opset=opset,
-            input_schema=InputSchema(features=spec.feature_names, dtype="float32", label_values=classes),
+            input_schema=_input_schema(spec, classes, categories),
             output_names=["label", "probabilities"],
             artifact_key=artifact_key,
             artifact_sha256=sha256,
@@ -230,6 +298,20 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
         )
 
     result.card = registry.register(model, onnx, build_card)
+
+
+def _input_schema(spec: ModelSpec, classes: list[Any], categories: dict[str, list[str]]) -> InputSchema:
+    """What the version takes: an all-numeric spec's card stays as it was before features had types."""
+    if not spec.typed:
+        return InputSchema(features=spec.feature_names, dtype="float32", label_values=classes)
+    return InputSchema(
+        features=spec.feature_names,
+        dtype="float32",
+        label_values=classes,
+        types=[f.type for f in spec.features],
+        layout="columns",
+        categories=categories,
+    )
 
 
 def _classes_of(card: ModelCard, n: int) -> list[Any]:

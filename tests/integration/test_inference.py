@@ -16,7 +16,7 @@ import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput, InferResult
 from tritonclient.http.aio import InferenceServerClient as AsyncInferenceServerClient
 
-from services.inference.app import InferenceService, InferenceSettings
+from services.inference.app import InferenceService
 from services.trainer.runner import train
 from shared.bus import KafkaOptions, Publisher
 from shared.datasets import AcceptedRecord, DatasetRepository
@@ -24,6 +24,7 @@ from shared.events import DeploymentChanged
 from shared.registry import Registry
 from shared.spec import apply_spec
 from shared.store import FileStore
+from tests.integration.serving import inference_service
 from tests.integration.topic_reading import read_predictions, wait_for
 
 pytestmark = pytest.mark.integration
@@ -70,23 +71,8 @@ async def served(
     apply_spec(store, SPEC.format(name=model))
     version = register(store, model, rows(400, 0, flip=False), None)
     Registry(store).set_alias(model, "production", version, "test", "first")
-    settings = InferenceSettings(
-        kafka_bootstrap=options.bootstrap,
-        kafka_idempotence=False,
-        store_kind="file",
-        store_root=store.root,
-        port=0,
-        refresh_s=0.5,
-        journal_dir=tmp_path / "journal",
-        max_body_bytes=64 * 1024,
-    )
-    service = InferenceService(settings)
-    task = asyncio.create_task(service.run())
-    await wait_for(lambda: service.subscriber.started.is_set() and model in service.handlers.slots, timeout=30)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+    async with inference_service(options, store, tmp_path, model) as (service, client):
         yield model, service, client
-    service.stop()
-    await asyncio.wait_for(task, 30)
 
 
 def v2(rows_: list[list[float]], **extra: object) -> dict[str, object]:

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 
 from shared import topics
 from shared.bus import KafkaOptions
-from shared.events import Label, PredictionsLogged, decode_as
+from shared.events import FeatureValue, Label, PredictionsLogged, decode_as
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class LoggedRow:
     version: int
     variant: str
     inference_id: str
-    features: dict[str, float | None]
+    features: dict[str, FeatureValue]
     label: Label
     probabilities: dict[str, float]
     latency_ms: float

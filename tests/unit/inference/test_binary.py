@@ -52,23 +52,25 @@ def test_every_fixed_size_datatype_reads_as_numpy_wrote_it(datatype: str) -> Non
     raw = EXPECTED.astype(triton_to_np_dtype(datatype)).tobytes()
     body, length = frame([({"name": "input", "shape": [2, 3], "datatype": datatype}, raw)])
     request = decode(body, length)
-    assert request.X.dtype == np.float32 and np.array_equal(request.X, EXPECTED)
+    assert request.inputs.dtype == np.float32 and np.array_equal(request.inputs, EXPECTED)
 
 
 def test_bool_bf16_and_bytes() -> None:
     flags = np.array([[True, False, True]])
     body, length = frame([({"name": "input", "shape": [1, 3], "datatype": "BOOL"}, flags.tobytes())])
-    assert decode(body, length).X.tolist() == [[1.0, 0.0, 1.0]]
+    assert decode(body, length).inputs.tolist() == [[1.0, 0.0, 1.0]]
     with pytest.raises(InvalidInput, match="BOOL bytes must be 0 or 1"):
         decode(*frame([({"name": "input", "shape": [1, 3], "datatype": "BOOL"}, bytes([1, 2, 0]))]))
 
     bf16 = (EXPECTED.view(np.uint32) >> 16).astype("<u2").tobytes()  # exact for small integers
-    assert np.array_equal(decode(*frame([({"name": "i", "shape": [2, 3], "datatype": "BF16"}, bf16)])).X, EXPECTED)
+    assert np.array_equal(decode(*frame([({"name": "i", "shape": [2, 3], "datatype": "BF16"}, bf16)])).inputs, EXPECTED)
 
     text = serialized_text(["1", "2.0", "3e0", "4", " 5 ", "6"])
-    assert np.array_equal(decode(*frame([({"name": "i", "shape": [2, 3], "datatype": "BYTES"}, text)])).X, EXPECTED)
+    assert np.array_equal(
+        decode(*frame([({"name": "i", "shape": [2, 3], "datatype": "BYTES"}, text)])).inputs, EXPECTED
+    )
     holes = serialized_text(["1", "2", ""])  # an empty element is a missing value, allowed for 'c' only
-    assert np.isnan(decode(*frame([({"name": "i", "shape": [1, 3], "datatype": "BYTES"}, holes)])).X[0, 2])
+    assert np.isnan(decode(*frame([({"name": "i", "shape": [1, 3], "datatype": "BYTES"}, holes)])).inputs[0, 2])
     with pytest.raises(InvalidInput, match="feature 'a'"):
         decode(*frame([({"name": "i", "shape": [1, 3], "datatype": "BYTES"}, serialized_text(["", "2", "3"]))]))
     with pytest.raises(InvalidInput, match="'red' is not a number"):
@@ -84,7 +86,7 @@ def test_json_data_of_the_new_datatypes() -> None:
         ("BYTES", [["1", "0", "1.0"]]),
     ):
         body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": datatype, "data": data}]}
-        assert decode_v2(body, SCHEMA).X.tolist() == [[1.0, 0.0, 1.0]], datatype
+        assert decode_v2(body, SCHEMA).inputs.tolist() == [[1.0, 0.0, 1.0]], datatype
 
 
 def test_binary_and_json_inputs_mix_in_one_request() -> None:
@@ -97,12 +99,12 @@ def test_binary_and_json_inputs_mix_in_one_request() -> None:
         id="mixed",
     )
     request = decode(body, length)
-    assert np.array_equal(request.X, EXPECTED) and request.request_id == "mixed"
+    assert np.array_equal(request.inputs, EXPECTED) and request.request_id == "mixed"
 
 
 def test_a_request_without_binary_parts_may_still_send_the_header() -> None:
     header = b'{"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}'
-    assert decode(header, str(len(header)).encode()).X.tolist() == [[1, 2, 3]]
+    assert decode(header, str(len(header)).encode()).inputs.tolist() == [[1, 2, 3]]
 
 
 FP32_ROW = np.array([[1, 2, 3]], dtype=np.float32).tobytes()
@@ -132,7 +134,7 @@ def test_malformed_framing_is_a_4xx_naming_what_is_wrong(
     body: bytes, length: bytes | None, message: str | None
 ) -> None:
     if message is None:
-        assert decode(body, length).X.tolist() == [[1, 2, 3]]
+        assert decode(body, length).inputs.tolist() == [[1, 2, 3]]
         return
     with pytest.raises(InvalidInput, match=message) as caught:
         decode(body, length)

@@ -120,7 +120,7 @@ class Serving:
 
 
 def request(*rows_: list[float], request_id: str | None = None) -> InferenceRequest:
-    return InferenceRequest(X=np.asarray(rows_, dtype=np.float32), request_id=request_id, outputs=OUTPUT_NAMES)
+    return InferenceRequest(inputs=np.asarray(rows_, dtype=np.float32), request_id=request_id, outputs=OUTPUT_NAMES)
 
 
 # --- keeping versions current ----------------------------------------------------------------
@@ -162,7 +162,7 @@ async def test_a_moved_alias_swaps_the_version_and_requests_holding_the_old_one_
     answer = serving.handlers.predict(MODEL, request(HIGH), None)
     assert answer.version == 2 and answer.labels.tolist() == [0]
     assert serving.serving("champion") == 2
-    labels, _ = in_flight.predict(request(HIGH).X)
+    labels, _ = in_flight.predict(request(HIGH).inputs)
     assert in_flight.version == 1 and labels.tolist() == [1], "the swap replaced a reference, not the session"
 
 
@@ -316,7 +316,7 @@ async def test_what_is_served_is_queued_for_the_prediction_log(store: FileStore)
 
     [served] = serving.log.items
     assert (served.loaded.version, served.variant, served.inference_id) == (1, "champion", "abc")
-    assert served.X is sent.X and served.labels.tolist() == [1, 0]
+    assert served.inputs is sent.inputs and served.labels.tolist() == [1, 0]
     assert served.latency_ms == answer.latency_ms and served.row_ids() == ["abc:0", "abc:1"]
 
 
@@ -371,3 +371,102 @@ async def test_models_not_served_here_are_not_found(store: FileStore) -> None:
     with pytest.raises(ModelNotFound, match="no production version"):
         serving.handlers.predict(MODEL, request(HIGH), "req-0")
     assert serving.log.items == []
+
+
+# --- the prediction log's messages, bounded by bytes ---------------------------------------------
+
+
+def _wide(features: int, types: tuple[str, ...] = ()) -> Any:
+    from services.inference.protocol import InputSchema
+    from services.inference.runtime import LoadedModel
+    from shared.features import COLUMNS
+
+    names = tuple(f"feature_{i:04d}" for i in range(features))
+    schema = InputSchema(features=names, types=types, layout=COLUMNS if types else "matrix")
+    return LoadedModel("wide", 1, None, schema, ["no", "yes"], 0.0)
+
+
+def _logged(messages: list[tuple[bytes, bytes, int]], limit: int) -> list[Any]:
+    from shared.events import PredictionsLogged, decode_as
+
+    events = []
+    for key, value, count in messages:
+        assert len(key) + len(value) <= limit, f"a {len(key) + len(value)}-byte message"
+        event = decode_as(PredictionsLogged, value)
+        assert len(event.inference_ids) == count
+        events.append(event)
+    return events
+
+
+def test_a_thousand_rows_of_a_thousand_features_are_logged_under_the_byte_limit() -> None:
+    from services.inference.handlers import Served, encode_predictions
+    from shared.events import DEFAULT_MAX_MESSAGE_BYTES
+
+    loaded = _wide(1000)
+    X = np.random.default_rng(0).normal(size=(1000, 1000)).astype(np.float32) * np.float32(1e-7)  # long decimals
+    proba = np.full((1000, 2), 0.5, dtype=np.float32)
+    served = Served(loaded, "champion", "req", X, np.array(["yes"] * 1000), proba, 1.0, 0.0)
+
+    events = _logged(encode_predictions([served]), DEFAULT_MAX_MESSAGE_BYTES)
+    ids = [i for e in events for i in e.inference_ids]
+    assert ids == [f"req:{i}" for i in range(1000)], "every row once, in order, its id as if unsplit"
+    assert np.allclose([row for e in events for row in e.features], X)
+
+
+def test_long_categories_split_messages_by_their_bytes_not_their_count_of_values() -> None:
+    """1,000 categorical features of 256 characters: ~260 kB a row, so a few rows a message."""
+    from services.inference.handlers import MAX_VALUES_PER_MESSAGE, Served, encode_predictions
+    from shared.features import CATEGORICAL
+
+    loaded = _wide(1000, (CATEGORICAL,) * 1000)
+    n = 40
+    assert n * 1002 <= MAX_VALUES_PER_MESSAGE, "within the value cap: only the bytes split it"
+    feeds = {
+        name: np.array([[f'{i:03d}é"' + "ab" * 125 + f"{j:02d}"] for j in range(n)], dtype=object)
+        for i, name in enumerate(loaded.schema.features)
+    }
+    proba = np.full((n, 2), 0.5, dtype=np.float32)
+    served = [
+        Served(loaded, "champion", "one", {k: v[:1] for k, v in feeds.items()}, np.array(["no"]), proba[:1], 1.0, 0.0),
+        Served(loaded, "champion", "many", feeds, np.array(["yes"] * n), proba, 1.0, 0.0),
+    ]
+    limit = 1_000_000
+    messages = encode_predictions(served, max_bytes=limit)
+    events = _logged(messages, limit)
+    assert len(events) >= 10
+    ids = [i for e in events for i in e.inference_ids]
+    assert ids == ["one", *(f"many:{j}" for j in range(n))]
+    rows = [row for e in events for row in e.features]
+    assert rows[1][0] == feeds["feature_0000"][0, 0] and rows[-1][999] == feeds["feature_0999"][n - 1, 0]
+    assert max(len(key) + len(value) for key, value, _ in messages) > limit * 0.6, "parts are not needlessly small"
+
+
+def test_small_messages_are_as_they_were() -> None:
+    from services.inference.handlers import Served, encode_predictions
+
+    loaded = _wide(3)
+    X = np.ones((2, 3), dtype=np.float32)
+    proba = np.full((2, 2), 0.5, dtype=np.float32)
+    served = [Served(loaded, "champion", f"r{i}", X, np.array(["no", "yes"]), proba, 1.0, 0.0) for i in range(100)]
+    [(key, _, rows)] = encode_predictions(served)
+    assert (key, rows) == (b"wide", 200)
+
+
+def test_a_row_that_alone_is_over_the_limit_is_left_out_and_said_so(caplog: pytest.LogCaptureFixture) -> None:
+    from services.inference.handlers import Served, encode_predictions
+    from shared.features import CATEGORICAL
+
+    loaded = _wide(100, (CATEGORICAL,) * 100)
+    proba = np.full((1, 2), 0.5, dtype=np.float32)
+
+    def row(text: str) -> dict[str, Any]:
+        return {name: np.array([[text]], dtype=object) for name in loaded.schema.features}
+
+    served = [
+        Served(loaded, "champion", "fits", row("a"), np.array(["no"]), proba, 1.0, 0.0),
+        Served(loaded, "champion", "huge", row("b" * 1000), np.array(["no"]), proba, 1.0, 0.0),
+        Served(loaded, "champion", "after", row("c"), np.array(["no"]), proba, 1.0, 0.0),
+    ]
+    events = _logged(encode_predictions(served, max_bytes=50_000), 50_000)
+    assert [i for e in events for i in e.inference_ids] == ["fits", "after"]
+    assert "row huge is" in caplog.text and "over the 50000-byte limit: not logged" in caplog.text

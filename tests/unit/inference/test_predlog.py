@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from services.inference.predlog import Message, PredictionLog
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, PayloadTooLarge
 
 
 class FlakyPublisher:
@@ -144,3 +144,29 @@ async def test_a_replay_cut_short_keeps_only_what_did_not_arrive(tmp_path: Path)
     await asyncio.wait_for(task, 5)
     assert sorted(publisher.sent) == sorted(b"p%d" % i for i in range(10))
     assert len(publisher.sent) == 10 and not list(tmp_path.glob("predictions.*"))
+
+
+async def test_a_message_refused_for_its_size_is_counted_lost_and_the_log_goes_on(tmp_path: Path) -> None:
+    publisher = FlakyPublisher()
+    original = publisher.enqueue
+
+    async def refusing(topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[Any]:
+        if value == b"huge":
+            raise PayloadTooLarge("a record of 2000000 bytes on predictions is over the 1000000-byte limit")
+        return await original(topic, value, key)
+
+    publisher.enqueue = refusing  # type: ignore[method-assign]
+    plog = log_of(publisher, tmp_path, max_buffer=100, batch=10)
+    task = asyncio.create_task(plog.run(interval_s=0.01))
+    for item in (b"p0", b"huge", b"p1"):
+        plog.append(item)
+    async with asyncio.timeout(10):
+        while plog.sent < 2:
+            await asyncio.sleep(0.02)
+    plog.append(b"p2")
+    async with asyncio.timeout(10):
+        while plog.sent < 3:
+            await asyncio.sleep(0.02)
+    plog.stop()
+    await asyncio.wait_for(task, 5)
+    assert publisher.sent == [b"p0", b"p1", b"p2"] and (plog.sent, plog.lost) == (3, 1)

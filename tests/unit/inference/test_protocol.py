@@ -31,8 +31,8 @@ EXPECTED = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float32)
 )
 def test_v2_accepted_forms(body: dict[str, Any]) -> None:
     request = decode_v2(body, SCHEMA)
-    assert request.X.dtype == np.float32
-    assert np.array_equal(request.X, EXPECTED)
+    assert request.inputs.dtype == np.float32
+    assert np.array_equal(request.inputs, EXPECTED)
     assert request.outputs == ("label", "probabilities")
 
 
@@ -96,7 +96,7 @@ def test_v2_refusals_say_what_is_wrong(body: Any, message: str) -> None:
 
 def test_nan_only_where_a_feature_may_be_missing() -> None:
     ok = decode_v1({"instances": [{"a": 1, "b": 2, "c": None}]}, SCHEMA)
-    assert np.isnan(ok.X[0, 2])
+    assert np.isnan(ok.inputs[0, 2])
     with pytest.raises(InvalidInput, match="row 0, feature 'a'"):
         decode_v2(
             {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [float("nan"), 1, 1]}]}, SCHEMA
@@ -107,7 +107,7 @@ def test_nan_only_where_a_feature_may_be_missing() -> None:
 
 def test_v1_instances() -> None:
     request = decode_v1({"instances": [{"a": 1, "b": 2, "c": 3}, [4, 5, 6]]}, SCHEMA)
-    assert np.array_equal(request.X, EXPECTED)
+    assert np.array_equal(request.inputs, EXPECTED)
     for body, message in (
         ({"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]}, "unknown feature"),
         ({"instances": [{"a": 1, "c": 3}]}, "missing feature"),

@@ -6,7 +6,8 @@ record ids are stored once (inside a window, across flushes and across a restart
 re-announces the newest version); each invalid record is rejected on ``annotations.rejected``
 with the rule it broke and never stored; the rejections are acknowledged before the offsets are
 released; the flush policy by size and by age; the window's checks in the manifest; records buffered
-while their spec is deleted or changed keep the schema they were checked against.
+while their spec is deleted or changed keep the schema they were checked against; typed features
+(categorical, boolean, missing) are stored as typed columns and rejected by their own rules.
 """
 
 from __future__ import annotations
@@ -32,7 +33,14 @@ from shared import topics
 from shared.bus import Delivery
 from shared.datasets import DatasetRepository
 from shared.errors import BrokerUnavailable
-from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, Event, encode_event
+from shared.events import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    AnnotationRejected,
+    AnnotationSubmitted,
+    DatasetVersionCreated,
+    Event,
+    encode_event,
+)
 from shared.spec import SpecCatalog, apply_spec, parse_spec, spec_key
 from shared.store import FileStore
 
@@ -52,6 +60,7 @@ class RecordingPublisher:
     events: list[Event] = field(default_factory=list)
     enqueued: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
     acknowledge: bool = True
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     async def publish(self, event: Event, headers: Any = None) -> None:
         self.events.append(event)
@@ -291,6 +300,44 @@ async def test_a_record_failing_several_rules_is_rejected_once_with_every_reason
         assert ingest.metric("driftloop_ingest_rejected_records_total", model=MODEL, rule=rule) == 1
 
 
+async def test_a_rejection_too_large_for_one_message_keeps_the_beginning_of_its_payload(store: FileStore) -> None:
+    """A 3 MB annotation with a 3 MB string where a number belongs: its rejection still fits."""
+    ingest = Ingest(store)
+    huge = {**json.loads(encode_event(annotation(1))), "record_id": "huge"}
+    huge["features"] = {"a": "x" * 3_000_000, "b": 1.0, "c": 0.5}
+    sent = json.dumps(huge).encode()
+    await ingest.send_bytes(sent)
+    small = json.dumps({**json.loads(encode_event(annotation(2))), "label": "maybe"}).encode()
+    await ingest.send_bytes(small)
+
+    (_, value, key), (_, normal, _) = ingest.publisher.enqueued
+    assert len(value) + len(key or b"") <= DEFAULT_MAX_MESSAGE_BYTES
+    big, rejected = ingest.publisher.rejections()
+    assert big.payload_truncated and big.payload_bytes == len(sent) and sent.decode().startswith(big.payload)
+    assert len(big.payload) > 900_000, "what fits is kept"
+    assert [(r.field, r.rule) for r in big.reasons] == [("features.a", "type")] and big.reasons_omitted == 0
+    assert not rejected.payload_truncated and rejected.payload == small.decode()
+    assert rejected.payload_bytes == len(small) and rejected.reasons_omitted == 0
+    assert ingest.metric("driftloop_ingest_rejected_records_total", model=MODEL, rule="type") == 1
+
+
+async def test_a_rejection_with_more_reasons_than_fit_keeps_the_first_and_counts_the_rest(store: FileStore) -> None:
+    ingest = Ingest(store)
+    ingest.publisher.max_message_bytes = 50_000
+    features = {"a": 1.0, "b": 1.0, "c": 0.5, **{f"extra_{i:05d}": 1.0 for i in range(5_000)}}
+    sent = encode_event(annotation(1, features=features))
+    await ingest.send_bytes(sent)
+
+    [(_, value, key)] = ingest.publisher.enqueued
+    assert len(value) + len(key or b"") <= 50_000
+    [rejected] = ingest.publisher.rejections()
+    assert rejected.payload_truncated and rejected.payload_bytes == len(sent)
+    kept = len(rejected.reasons)
+    assert 10 < kept < 5_000 and kept + rejected.reasons_omitted == 5_000
+    assert {r.rule for r in rejected.reasons} == {"unknown_feature"}
+    assert ingest.metric("driftloop_ingest_rejected_records_total", model=MODEL, rule="unknown_feature") == 1
+
+
 async def test_a_record_for_a_model_without_spec_is_rejected_as_unknown(store: FileStore) -> None:
     ingest = Ingest(store)
     await ingest.send(annotation(1, model="nospec"))
@@ -451,3 +498,83 @@ async def test_a_record_under_a_changed_schema_first_flushes_the_records_of_the_
     await ingest.handlers.flush()
     second = repo.manifest(MODEL, 2)
     assert second.features == ["b", "a", "c"] and second.rows_added == 1
+
+
+TYPED_SPEC = """
+name: car-loan
+features:
+  - {name: car_value, min: 0}
+  - {name: salary_range, type: categorical}
+  - {name: downpayment, type: categorical, values: ["0%", "10%", "20%"]}
+  - {name: repaid_before, type: boolean, allow_missing: true}
+label: {values: ["low", "mid", "high"]}
+"""
+
+
+def loan(i: int, **features: Any) -> bytes:
+    body = {
+        "model": "car-loan",
+        "record_id": f"c{i}",
+        "features": {"car_value": 1000.0 * i, "salary_range": i % 3, "downpayment": "10%", "repaid_before": i % 2 == 0}
+        | features,
+        "label": ["low", "mid", "high"][i % 3],
+    }
+    return json.dumps(body).encode()
+
+
+async def test_typed_records_are_stored_as_typed_columns_and_bad_ones_rejected_by_rule(store: FileStore) -> None:
+    apply_spec(store, TYPED_SPEC)
+    ingest = Ingest(store)
+    for i in range(6):
+        await ingest.send_bytes(loan(i, repaid_before=None) if i == 5 else loan(i), "car-loan")
+    await ingest.send_bytes(loan(10, car_value="a lot"), "car-loan")
+    await ingest.send_bytes(loan(11, downpayment="15%"), "car-loan")
+    await ingest.send_bytes(loan(12, repaid_before="yes", salary_range=None), "car-loan")
+    await ingest.handlers.flush()
+
+    rejected = {r.payload: [(x.field, x.rule) for x in r.reasons] for r in ingest.publisher.rejections()}
+    assert list(rejected.values()) == [
+        [("features.car_value", "type")],
+        [("features.downpayment", "category")],
+        [("features.salary_range", "missing"), ("features.repaid_before", "type")],
+    ]
+    for rule, count in (("type", 2), ("category", 1), ("missing", 1)):
+        assert ingest.metric("driftloop_ingest_rejected_records_total", model="car-loan", rule=rule) == count
+
+    repo = DatasetRepository(store)
+    manifest = repo.manifest("car-loan")
+    assert manifest.checks["rejections"]["by_rule"] == {"type": 2, "category": 1, "missing": 1}
+    assert manifest.schema_hash == parse_spec(TYPED_SPEC).schema_hash()
+    assert manifest.feature_types == ["numeric", "categorical", "categorical", "boolean"]
+    assert manifest.categories["salary_range"] == {"0": 2, "1": 2, "2": 2}, "integer codes are stored as their text"
+    assert manifest.categories["repaid_before"] == {"true": 3, "false": 2} and manifest.missing["repaid_before"] == 1
+    assert manifest.label_counts == {"low": 2, "mid": 2, "high": 2}
+    data = repo.load("car-loan")
+    order = [data.record_ids.tolist().index(f"c{i}") for i in range(6)]
+    assert data.X.shape == (6, 0) and data.types == manifest.feature_types
+    assert data.columns["car_value"][order].tolist() == [1000.0 * i for i in range(6)]
+    assert data.columns["salary_range"][order].tolist() == ["0", "1", "2", "0", "1", "2"]
+    assert data.columns["repaid_before"][order].tolist() == [True, False, True, False, True, None]
+    assert data.y[order].tolist() == ["low", "mid", "high"] * 2
+
+
+async def test_a_feature_that_changes_type_starts_the_dataset_again_on_the_typed_schema(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2))
+    retyped = SPEC.format(name=MODEL).replace("{name: c, allow_missing: true}", "{name: c, type: categorical}")
+    apply_spec(store, retyped)
+    ingest.handlers.catalog.refresh()
+    await ingest.send_bytes(
+        json.dumps(
+            {"model": MODEL, "record_id": "r3", "features": {"a": 1.0, "b": 2.0, "c": "blue"}, "label": "yes"}
+        ).encode()
+    )
+    await ingest.handlers.flush()
+
+    repo = DatasetRepository(store)
+    first, second = repo.manifest(MODEL, 1), repo.manifest(MODEL, 2)
+    assert first.feature_types == ["numeric"] * 3 and first.rows_total == 2, "the old window, on its own schema"
+    assert second.feature_types == ["numeric", "numeric", "categorical"] and second.rows_total == 1
+    assert second.schema_hash != first.schema_hash and second.categories == {"c": {"blue": 1}}
+    assert repo.load(MODEL).columns["c"].tolist() == ["blue"]
+    assert repo.load(MODEL, 1).X.tolist() == [[1.0, 1.0, 0.5], [2.0, 2.0, 0.5]]

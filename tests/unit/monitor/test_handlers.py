@@ -9,6 +9,7 @@ drift is published and starts the since-change wait; checkpoints restore the wat
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from services.monitor.handlers import MonitorHandlers
 from services.monitor.metrics import MonitorMetrics
-from services.monitor.watch import state_key
+from services.monitor.watch import Decision, state_key
 from shared.errors import BrokerUnavailable
 from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected, Event, PredictionsLogged
 from shared.registry import Registry
@@ -256,3 +257,40 @@ async def test_a_worse_release_is_rolled_back_once_its_predecessor_proves_better
     rolled = [c for c in publisher.of(DeploymentChanged) if c.action == "rolled_back"]
     assert len(rolled) == 1 and rolled[0].version == 1 and "over the same last 100" in rolled[0].reason
     assert registry.alias("m", "production") == 1 and registry.alias("m", "shadow") is None
+
+
+async def test_decisions_settled_from_two_agents_at_once_go_out_once_each(tmp_path: Any) -> None:
+    """The agents of different topics run concurrently: both may settle one model's queue."""
+    store, _ = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    watch = await handlers.watch_of("m")
+    assert watch is not None
+    gate = asyncio.Event()
+    original = publisher.publish
+
+    async def slow_publish(event: Event, headers: Any = None) -> None:
+        await gate.wait()  # the broker is slow: the other agent runs meanwhile
+        await original(event, headers)
+
+    publisher.publish = slow_publish  # type: ignore[method-assign]
+    drifts = [
+        DriftDetected(
+            model="m",
+            model_version=1,
+            kind="data",
+            detector="PSI",
+            feature=f"x{i}",
+            statistic=0.5,
+            threshold=0.2,
+            samples=1000,
+            severity="medium",
+        )
+        for i in (1, 2)
+    ]
+    watch.decisions.extend(Decision(event=event) for event in drifts)
+    settling = [asyncio.create_task(handlers._settle(watch)) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(*settling)
+    assert [e.feature for e in publisher.of(DriftDetected)] == ["x1", "x2"] and not watch.decisions

@@ -66,3 +66,26 @@ def test_prediction_drift_statistics() -> None:
     assert out[:3] == [None, None, None]
     assert out[3] is not None and set(out[3]) == {"label", "proba:good"} and out[3]["label"] > 1.0
     assert window.last_chi_square > 0
+
+
+def test_prediction_drift_with_three_classes() -> None:
+    """Every class has its share and its probability histogram; a shift among three classes is seen,
+    the class shares of the reference are not."""
+    rng = np.random.default_rng(2)
+    shares = {"low": 0.5, "mid": 0.3, "high": 0.2}
+    histograms = {c: ReferenceHistogram(edges=[0.0, 0.5, 1.0], proportions=[0.5, 0.5]) for c in shares}
+    window = PredictionWindow(PredictionReference(label_distribution=shares, probability_histograms=histograms), 1000)
+
+    def close(p: list[float]) -> dict[str, float]:
+        labels = rng.choice(list(shares), size=1000, p=p).tolist()
+        proba = {c: rng.uniform(size=1000) for c in shares}
+        closed = window.add_many(labels, proba)
+        assert closed is not None
+        return closed
+
+    stable = close(list(shares.values()))
+    assert set(stable) == {"label", "proba:low", "proba:mid", "proba:high"} and max(stable.values()) < 0.05
+    assert window.last_chi_square < 20
+    shifted = close([0.2, 0.3, 0.5])  # low and high swap
+    assert shifted["label"] > 0.3 and window.last_chi_square > 100
+    assert label_psi(shares, {"low": 200, "mid": 300, "high": 500}) == pytest.approx(shifted["label"], rel=0.3)

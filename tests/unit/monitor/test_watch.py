@@ -5,7 +5,9 @@ models (commit 4705c8b, hand-written ``to_state()``): a ModelWatch fed the strea
 the first batch where a concept candidate awaited confirmation, with a canary trial, a champion
 watch, a since-change wait, markers and live accuracy. ``checkpoint_v1_expected.json`` holds
 what that monitor did next on the rest of the stream -- alarms, suppressions, status -- so the
-migrated checkpoint must make the current code do exactly the same.
+migrated checkpoint must make the current code do exactly the same. ``checkpoint_v2.json`` and
+``checkpoint_v2_expected.json`` are the same for the schema-2 format as written before typed
+features (no categorical window, no recent categories).
 """
 
 from __future__ import annotations
@@ -128,3 +130,28 @@ def test_migrate_v1_keeps_old_confirmations_as_they_were() -> None:
     migrated = WatchState.model_validate(migrate_v1(old))
     rise = migrated.drift.policy.confirming["concept|"].confirmation
     assert rise.kind == "mean_rise" and rise.z_patient == rise.z and rise.patience == rise.extend
+
+
+def test_a_checkpoint_written_before_typed_features_loads_and_carries_on_identically() -> None:
+    """``fixtures/checkpoint_v2.json`` was written by the monitor before categorical features (schema
+    2, no categorical window, no ``recent_categories``), with a data and a concept candidate under
+    confirmation after step 61 of the stream; ``checkpoint_v2_expected.json`` holds what that
+    monitor published next. Restored by the current code, it must do exactly the same."""
+    expected = json.loads((FIXTURES / "checkpoint_v2_expected.json").read_text())
+    raw = json.loads((FIXTURES / "checkpoint_v2.json").read_text())
+    assert raw["schema_version"] == 2 and "categories" not in raw["drift"] and "recent_categories" not in raw
+    state = load_checkpoint((FIXTURES / "checkpoint_v2.json").read_bytes())
+    assert state.drift.categories is None and state.recent_categories == {}
+    reference, steps = the_stream()
+    watch = ModelWatch.restore(state, SPEC, reference, {}, 1000)
+    assert sorted(f"{k}|{f or ''}" for k, f, _ in watch.drift.policy.pending_list()) == ["concept|", "data|x0"]
+    alarms: list[dict[str, Any]] = []
+    suppressed: list[list[Any]] = []
+    for step in steps[expected["dump_after_step"] + 1 :]:
+        a, s = outcomes(feed(watch.drift, step))
+        alarms += a
+        suppressed += s
+    assert alarms == expected["alarms"] and alarms
+    assert suppressed == expected["suppressed"]
+    assert watch.drift.status() == expected["status"]
+    assert json.loads(watch.state().model_dump_json())["drift"]["categories"] is None, "no categorical features"

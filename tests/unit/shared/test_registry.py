@@ -354,3 +354,18 @@ def test_concurrent_alias_changes_get_distinct_seqs_and_pointer_ends_on_the_newe
     assert [c.seq for c in history] == [1, 2, 3, 4]
     assert sorted(c.version for c in history if c.version is not None) == [1, 2, 3, 4]
     assert registry.alias("credit", "production") == history[-1].version
+
+
+def test_a_graph_built_outside_the_trainer_registers_with_a_minimal_card(tmp_path: Path) -> None:
+    from shared.reference import PredictionReference, Reference
+    from shared.registry import InputSchema
+
+    registry = Registry(FileStore(tmp_path))
+    reference = Reference(
+        features={}, predictions=PredictionReference(label_distribution={"a": 1.0}, probability_histograms={})
+    )
+    schema = InputSchema(features=["x"], label_values=["a", "b"])
+    card = registry.register_built("m", b"graph", schema, reference, "LogisticRegression", "bench", training_rows=9)
+    assert registry.card("m", card.version) == card and registry.load_onnx("m", card.version) == b"graph"
+    assert (card.code.package, card.trigger, card.training_rows, card.input_schema) == ("bench", "bench", 9, schema)
+    assert card.gate.passed and card.dataset_version == 1

@@ -95,3 +95,47 @@ def test_canonical_label_and_schema_hash() -> None:
     assert spec.canonical_label(True) is None and spec.canonical_label(2) is None
     other = parse_spec("name: s\nfeatures: [{name: y}]\nlabel: {values: [0, 1]}")
     assert spec.schema_hash() != other.schema_hash()
+
+
+TYPED = """
+name: car-loan
+features:
+  - {name: car_value, type: numeric, min: 0}
+  - {name: driver_tenure, type: numeric, allow_missing: true}
+  - {name: salary_range, type: categorical}
+  - {name: downpayment, type: categorical, values: ["0%", "10%", "20%"]}
+  - {name: repaid_before, type: boolean}
+label: {values: ["0", "1", "2"]}
+"""
+
+
+def test_the_typed_example_of_design_parses() -> None:
+    spec = parse_spec(TYPED)
+    assert spec.feature_types == ["numeric", "numeric", "categorical", "categorical", "boolean"]
+    assert spec.typed and spec.features[3].values == ["0%", "10%", "20%"]
+    assert spec.features[1].allow_missing and not spec.features[0].allow_missing
+    assert parse_spec(dump_spec(spec)) == spec
+
+
+def test_an_all_numeric_spec_keeps_its_schema_hash_and_a_type_change_moves_it() -> None:
+    plain = parse_spec(DESIGN_EXAMPLE)
+    explicit = parse_spec(DESIGN_EXAMPLE.replace("{name: income, min: 0}", "{name: income, type: numeric, min: 0}"))
+    assert not plain.typed and plain.schema_hash() == explicit.schema_hash()
+    flagged = parse_spec(DESIGN_EXAMPLE.replace("{name: income, min: 0}", "{name: income, type: boolean}"))
+    assert flagged.schema_hash() != plain.schema_hash()
+
+
+@pytest.mark.parametrize(
+    ("feature", "message"),
+    [
+        ("{name: c, type: categorical, min: 0}", "min and max apply to numeric features"),
+        ("{name: b, type: boolean, values: [x]}", "values apply to categorical features"),
+        ("{name: c, type: categorical, values: [x, x]}", "must be distinct"),
+        ("{name: c, type: categorical, values: ['']}", "the empty string is not a category"),
+        ("{name: c, type: text}", "features.0.type"),
+        ("{name: label, type: categorical}", "label: a model with categorical or boolean features"),
+    ],
+)
+def test_typed_features_are_checked(feature: str, message: str) -> None:
+    with pytest.raises(InvalidSpec, match=message):
+        parse_spec(f"name: m\nfeatures: [{feature}]\nlabel: {{values: [a, b]}}\n")

@@ -1,0 +1,52 @@
+"""An inference service on a loopback port for a test, with an HTTP client to it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.inference.app import InferenceService, InferenceSettings
+from shared.bus import KafkaOptions
+from shared.store import FileStore
+from tests.integration.topic_reading import wait_for
+
+
+@asynccontextmanager
+async def inference_service(
+    options: KafkaOptions,
+    store: FileStore,
+    tmp_path: Path,
+    model: str,
+    client_timeout: float = 10,
+    **settings: Any,
+) -> AsyncIterator[tuple[InferenceService, httpx.AsyncClient]]:
+    """Run the inference service until the block ends, once ``model`` is loaded and the service
+    consumes; ``settings`` override :class:`InferenceSettings` fields (64 KiB bodies by default)."""
+    config = InferenceSettings(
+        **{
+            "kafka_bootstrap": options.bootstrap,
+            "kafka_idempotence": False,
+            "store_kind": "file",
+            "store_root": store.root,
+            "port": 0,
+            "refresh_s": 0.5,
+            "journal_dir": tmp_path / "journal",
+            "max_body_bytes": 64 * 1024,
+            **settings,
+        }
+    )
+    service = InferenceService(config)
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: service.subscriber.started.is_set() and model in service.handlers.slots, timeout=30)
+        base_url = f"http://127.0.0.1:{service.http.port}"
+        async with httpx.AsyncClient(base_url=base_url, timeout=client_timeout) as client:
+            yield service, client
+    finally:
+        service.stop()
+        await asyncio.wait_for(task, 30)
