@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import orjson
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import Field
@@ -43,7 +44,7 @@ from shared.bus import (
 )
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.errors import BrokerUnavailable, ModelNotFound
-from shared.events import utc_now
+from shared.events import AnnotationSubmitted, decode_as, utc_now
 from shared.http import HttpServer, add_error_handler, add_health_routes
 from shared.lifecycle import configure_logging, run_forever, run_until_signalled
 from shared.registry import Registry
@@ -88,6 +89,22 @@ class MonitorSettings(ServiceSettings):
         "offsets are approximate (the embedded Tansu) 1 makes table recovery after a rebalance exact, at "
         "a large cost in throughput; Apache Kafka needs nothing (default: faust's batching).",
     )
+
+
+def decode_ground_truth(topic: str, data: bytes) -> AnnotationSubmitted | None:
+    """An annotation the monitor can join -- ground truth for a prediction -- or None.
+
+    Most of ``annotations`` can be training data without an ``inference_id`` (a bulk load of
+    labelled history): the monitor has nothing to do with those, so they are recognised from
+    the parsed JSON (orjson, a few microseconds) and skipped before the full validation, which
+    costs ten times as much. Anything else is decoded as every consumer does (what does not
+    decode is a dead letter).
+    """
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(data)
+        if isinstance(body, dict) and body.get("inference_id") is None and "model" in body:
+            return None
+    return decode_as(AnnotationSubmitted, data)
 
 
 class MonitorService:
@@ -152,9 +169,11 @@ class MonitorService:
 
     def _consumer(self, name: str, handle: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
         async def run(event: Any, delivery: Delivery) -> None:
-            await handle(event)
+            if event is not None:
+                await handle(event)
 
-        policy: MessagePolicy[Any] = MessagePolicy(run)
+        decode = decode_ground_truth if name == topics.ANNOTATIONS else None
+        policy: MessagePolicy[Any] = MessagePolicy(run, decode)
 
         async def agent(stream: Any) -> None:
             async for record in stream.events():

@@ -46,7 +46,7 @@ def test_a_typed_multiclass_table_runs_the_whole_loop(tmp_path: Path) -> None:
         data_dir=tmp_path, ports=ports, log_level="WARNING", service_env={"DRIFTLOOP_FLUSH_ROWS": "500"}
     )
     plan = DemoPlan(
-        scenario=LOAN_TIERS, bootstrap=1500, before_drift=1500, after_promotion=500, max_after_drift=6000, rate=400
+        scenario=LOAN_TIERS, bootstrap=1500, before_drift=1500, after_promotion=500, max_after_drift=12000, rate=400
     )
     stack = LocalStack(config)
     with stack.running():
@@ -70,7 +70,8 @@ def test_a_typed_multiclass_table_runs_the_whole_loop(tmp_path: Path) -> None:
         e.text for e in timeline if e.kind == "drift" and ("on education" in e.text or "on zipcode" in e.text)
     ]
     assert categorical, f"the shift in who applies is seen in the category shares: {kinds}"
-    promoted = next(i for i, e in enumerate(timeline) if e.kind == "promoted" and e.version != 1)
+    promoted = next((i for i, e in enumerate(timeline) if e.kind == "promoted" and e.version != 1), None)
+    assert promoted is not None, "\n".join(f"{e.index} {e.kind} {e.text}" for e in timeline)
     assert drift < promoted, kinds
     assert result.retrains_before_drift == 0 and result.alarms_before_drift == 0
     assert result.new_champion is not None and len(served) >= plan.before_drift + 500
