@@ -22,7 +22,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from services.ingest.app import IngestService, IngestSettings
+from services.ingest.app import IngestService
 from services.trainer.runner import train
 from shared import topics
 from shared.bus import KafkaOptions, Publisher, record_bytes
@@ -44,6 +44,7 @@ from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
 from tests.integration.serving import inference_service
+from tests.integration.test_ingest import settings_for
 from tests.integration.topic_reading import read_keyed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -204,18 +205,7 @@ async def test_a_poison_message_and_an_oversized_annotation_are_bounded_and_inge
     finally:
         await big.stop()
 
-    service = IngestService(
-        IngestSettings(
-            kafka_bootstrap=options.bootstrap,
-            kafka_idempotence=False,
-            store_kind="file",
-            store_root=store.root,
-            port=0,
-            flush_interval_s=0.3,
-            spec_refresh_s=0.2,
-            group_id=f"g-{unique}",
-        )
-    )
+    service = IngestService(settings_for(options, store, group_id=f"g-{unique}"))
     task = asyncio.create_task(service.run())
     try:
         [letter_bytes] = await read_keyed(options, topics.dlq(topics.ANNOTATIONS), model, 1)
