@@ -29,7 +29,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from rich.console import Console
@@ -59,6 +59,8 @@ from shared.store import FileStore
 
 Sample = tuple[dict[str, FeatureValue], Label]
 """One labelled event of a stream: features by name, and the label."""
+OperatorAction = Literal["promote", "canary"]
+"""How an operator rolls out a version trained by hand (:attr:`DemoPlan.operator_action`)."""
 
 LOOP_SPEC = """
 name: {model}
@@ -299,8 +301,13 @@ class DemoPlan:
     """Also publish resends, records that break the spec and undecodable bytes in the bootstrap."""
     seed: int = 7
     operator_at: int | None = None
-    """At this served event an operator trains a version by hand and promotes it (``driftloop
-    models train`` then ``models promote``), as one does before a change nobody saw coming."""
+    """At this served event an operator trains a version by hand (``driftloop models train
+    --no-publish``) and rolls it out by :attr:`operator_action`, as one does before a change
+    nobody saw coming."""
+    operator_action: OperatorAction = "promote"
+    """What the operator does with the version: ``promote`` it (``models promote``), or start it
+    as a ``canary`` for the monitor to judge (``models canary``), which a retrain on the same
+    concept would not get from the gate (it rarely beats production by ``min_delta_vs_champion``)."""
 
     def streams(self) -> tuple[list[Sample], list[Sample]]:
         """The bootstrap records and the served stream (switching regime at ``before_drift``),
@@ -512,7 +519,7 @@ async def _loop(
                     progress.update(task, description="concept switched: waiting for the loop")
                 if plan.operator_at is not None and start >= plan.operator_at and not operated:
                     operated = True
-                    await asyncio.to_thread(train_and_promote, stack, scenario.model)
+                    await asyncio.to_thread(OPERATOR_ACTIONS[plan.operator_action], stack, scenario.model)
                 batch_started = time.monotonic()
                 answered = await _serve(client, scenario, run, start, stream[start : start + plan.batch])
                 served += [s for s, _ in answered]
@@ -535,23 +542,43 @@ async def _loop(
     return served, plan.before_drift, switch_seconds
 
 
+def _driftloop(stack: LocalStack, *args: str) -> str:
+    """Run ``driftloop ARGS`` against the stack as an operator's terminal would; its stdout."""
+    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(stack.data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"driftloop {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def _train_now(stack: LocalStack, model: str) -> int:
+    """``models train --no-publish``: a version registered and offered to nobody; returns it."""
+    return int(json.loads(_driftloop(stack, "models", "train", model, "--no-publish", "--json"))["version"])
+
+
 def train_and_promote(stack: LocalStack, model: str) -> int:
     """What an operator does from a terminal: ``models train`` (register only), then
     ``models promote`` of the new version; returns it."""
-    env = {**os.environ, "DRIFTLOOP_DATA_DIR": str(stack.data_dir)}
-
-    def cli(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, check=False
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"driftloop {' '.join(args)} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    trained = json.loads(cli("models", "train", model, "--no-publish", "--json"))
-    version = int(trained["version"])
-    cli("models", "promote", model, str(version), "--reason", "operator: train now")
+    version = _train_now(stack, model)
+    _driftloop(stack, "models", "promote", model, str(version), "--reason", "operator: train now")
     return version
+
+
+def train_and_canary(stack: LocalStack, model: str) -> int:
+    """``models train`` (register only), then ``models canary`` of the new version beside
+    production, for the monitor to judge on live labels; returns it."""
+    version = _train_now(stack, model)
+    _driftloop(stack, "models", "canary", model, str(version), "--reason", "operator: train now, canary")
+    return version
+
+
+OPERATOR_ACTIONS: dict[OperatorAction, Callable[[LocalStack, str], int]] = {
+    "promote": train_and_promote,
+    "canary": train_and_canary,
+}
+"""The operator's hand at :attr:`DemoPlan.operator_at`, by :attr:`DemoPlan.operator_action`."""
 
 
 def _phase(watcher: Watcher, first: int, promoted_at: int | None) -> str:

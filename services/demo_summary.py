@@ -125,7 +125,9 @@ def figures(
     if drift is not None:
         result.detection_delay_events = drift.index - switch_index
         result.detection_delay_seconds = drift.seconds - switch_seconds
-    champion = next((e for e in post if e.kind == "promoted" and e.version not in (None, first_version)), None)
+    # a version seen before the change (the first, an operator's canary or promotion) learnt the old concept
+    stale = {first_version} | {e.version for e in pre}
+    champion = next((e for e in post if e.kind == "promoted" and e.version not in (None, *stale)), None)
     if champion is not None:
         result.new_champion = champion.version
         result.champion_delay_events = champion.index - switch_index

@@ -1,4 +1,4 @@
-"""``driftloop models list|show|train|promote|rollback``: the registry from the command line."""
+"""``driftloop models list|show|train|canary|promote|rollback``: the registry from the command line."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from shared.config import DriftloopSettings, build_store
 from shared.datasets import DatasetRepository
 from shared.errors import Forbidden, InvalidInput, ModelNotFound
 from shared.events import DeploymentChanged
-from shared.registry import ALIASES, PRODUCTION, AliasChange, Registry
+from shared.registry import ALIASES, CANARY, PRODUCTION, AliasChange, Registry
 from shared.spec import SpecCatalog
 
 
@@ -115,15 +115,18 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _announce(settings: DriftloopSettings, model: str, action: str, change: AliasChange, previous: int | None) -> None:
-    """Tell every replica (inference, monitor) that production moved."""
+def _announce(
+    settings: DriftloopSettings, model: str, action: str, change: AliasChange, previous: int | None, traffic: float
+) -> None:
+    """Tell every replica (inference, monitor) that an alias moved: production (``traffic``
+    1.0) or a canary beside it (its share of requests)."""
     assert change.version is not None
     event = DeploymentChanged(
         model=model,
         action=action,  # type: ignore[arg-type]
         version=change.version,
         previous_version=previous,
-        traffic=1.0,
+        traffic=traffic,
         reason=change.reason,
         actor=change.actor,
     )
@@ -139,6 +142,40 @@ def _announce(settings: DriftloopSettings, model: str, action: str, change: Alia
     asyncio.run(publish())
 
 
+def cmd_models_canary(args: argparse.Namespace) -> int:
+    """Start a canary of VERSION beside production by hand, as the trainer does for a passed
+    candidate of a ``canary`` spec: the monitor then judges it on live labels and promotes it
+    or rolls it back by the spec's ``deployment`` rules."""
+    settings = settings_from(args)
+    _check_token(settings, args.token)
+    store = build_store(settings)
+    registry = Registry(store)
+    registry.card(args.model, args.version)  # ModelNotFound names the registered versions
+    production = registry.alias(args.model, PRODUCTION)
+    if production is None:
+        raise InvalidInput(
+            f"{args.model}: no production version to judge a canary against; use `driftloop models promote`"
+        )
+    if args.version == production:
+        raise InvalidInput(f"{args.model}: v{args.version} is already in production")
+    spec = SpecCatalog(store).get(args.model)
+    if spec is None:
+        raise ModelNotFound(f"no spec is applied for model {args.model!r}; run `driftloop specs apply`")
+    traffic = spec.deployment.canary_traffic  # what inference replicas send to a canary
+    reason = args.reason or f"canary started by hand beside production v{production}"
+    change = registry.set_alias(args.model, CANARY, args.version, _actor(), reason)
+    _announce(settings, args.model, "canary_started", change, production, traffic)
+    console = Console(stderr=True)
+    replaced = (
+        f" (replacing canary v{change.previous_version})" if change.previous_version not in (None, args.version) else ""
+    )
+    console.print(
+        f"{args.model}: canary v{args.version} beside production v{production}{replaced}, "
+        f"{traffic:.0%} of requests (the spec's deployment.canary_traffic)"
+    )
+    return 0
+
+
 def cmd_models_promote(args: argparse.Namespace) -> int:
     """Make VERSION the production version on every inference replica."""
     settings = settings_from(args)
@@ -150,7 +187,7 @@ def cmd_models_promote(args: argparse.Namespace) -> int:
     for alias in ALIASES[1:]:
         if registry.alias(args.model, alias) == args.version:
             registry.set_alias(args.model, alias, None, _actor(), f"v{args.version} promoted to production")
-    _announce(settings, args.model, "promoted", change, previous)
+    _announce(settings, args.model, "promoted", change, previous, 1.0)
     Console(stderr=True).print(f"{args.model}: production v{previous} → v{args.version}")
     return 0
 
@@ -164,7 +201,7 @@ def cmd_models_rollback(args: argparse.Namespace) -> int:
     change = registry.rollback(args.model, PRODUCTION, _actor(), args.reason or "rolled back by hand")
     if change.version is None:
         raise InvalidInput(f"{args.model}: nothing to roll back to")
-    _announce(settings, args.model, "rolled_back", change, current)
+    _announce(settings, args.model, "rolled_back", change, current, 1.0)
     Console(stderr=True).print(f"{args.model}: production v{current} → v{change.version} (rolled back)")
     return 0
 
@@ -219,7 +256,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 
 def add_models_parser(sub: Any, data_dir: Path) -> None:
     """Register the ``models`` sub-commands."""
-    models = sub.add_parser("models", help="list, inspect, train, promote and roll back models").add_subparsers(
+    models = sub.add_parser("models", help="list, inspect, train, canary, promote and roll back models").add_subparsers(
         dest="models_command", required=True, metavar="ACTION"
     )
     help_dir = f"local stack directory (default: {data_dir})"
@@ -247,6 +284,23 @@ def add_models_parser(sub: Any, data_dir: Path) -> None:
     train.add_argument("--json", action="store_true", help="print the outcome as JSON")
     train.set_defaults(func=cmd_models_train)
 
+    canary = models.add_parser(
+        "canary",
+        help="start a canary of VERSION beside production",
+        description="Point the canary alias at VERSION and publish canary_started, as the trainer does for a "
+        "candidate that passed the gate: inference replicas send it the spec's deployment.canary_traffic share of "
+        "requests, and the monitor judges "
+        "it against production on live labels (the spec's deployment.promote_after and rollback_on) and "
+        "promotes it or rolls it back. A running canary of another version is replaced. For a version the "
+        "gate did not offer, e.g. one registered by `driftloop models train MODEL --no-publish` (a retrain on "
+        "the same concept rarely beats production by the gate's min_delta_vs_champion).",
+    )
+    canary.add_argument("model")
+    canary.add_argument("version", type=int, help="a registered version other than production")
+    canary.add_argument("--reason", help="recorded in the alias history and the event")
+    canary.add_argument("--token", help="admin token, when DRIFTLOOP_ADMIN_TOKEN is configured")
+    canary.set_defaults(func=cmd_models_canary)
+
     promote = models.add_parser("promote", help="make VERSION the production version")
     promote.add_argument("model")
     promote.add_argument("version", type=int)
@@ -260,5 +314,5 @@ def add_models_parser(sub: Any, data_dir: Path) -> None:
     rollback.add_argument("--token", help="admin token, when DRIFTLOOP_ADMIN_TOKEN is configured")
     rollback.set_defaults(func=cmd_models_rollback)
 
-    for parser in (listing, show, train, promote, rollback):
+    for parser in (listing, show, train, canary, promote, rollback):
         parser.add_argument("--data-dir", type=Path, default=data_dir, help=help_dir)

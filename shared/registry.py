@@ -143,6 +143,10 @@ class ModelCard(_Frozen):
     reference: Reference
     trigger: str
     trigger_event_id: str | None = None
+    reused_from: int | None = None
+    """Set when a run registered an earlier version's graph again (a regime seen before came
+    back): the graph, estimator, params and ``training_rows`` are that version's, see its card
+    for the training lineage; ``metrics``, ``reference`` and ``window`` are this run's."""
 
 
 class AliasChange(_Frozen):

@@ -4,9 +4,13 @@ Data drift: a River detector per numeric feature and windowed PSI against the mo
 reference; per categorical or boolean feature, windowed category statistics and the
 unseen-category rate (:mod:`services.monitor.category_drift`; the statistics themselves in
 :mod:`services.monitor.categorical`); prediction drift: windows of predicted classes and
-probabilities; concept drift: a detector on the champion's joined 0/1 error stream. Each
-proposes candidates to the model's :class:`~services.monitor.alarms.AlarmPolicy`, which confirms
-them on fresh samples (see :mod:`services.monitor.alarms` for why a stable stream stays quiet).
+probabilities; concept drift: a detector on the champion's joined 0/1 error stream, and that
+stream held against the version's expected (holdout) error. Each proposes candidates to the
+model's :class:`~services.monitor.alarms.AlarmPolicy`, which confirms them on fresh samples (see
+:mod:`services.monitor.alarms` for why a stable stream stays quiet). A concept candidate is
+confirmed against the detector's own pre-change error rate; in the detector's burn-in (too few
+pre-change samples, after a start, a reset or its own last drift) against the expected error
+instead, or suppressed when the version has none.
 The watch dates each confirmed change (``change_started_at``) from a bounded history of sample
 times (:mod:`services.monitor.sample_times`). Its tuning beyond the spec is
 :class:`~services.monitor.drift_settings.DriftSettings`; what an observation produced, a
@@ -46,7 +50,7 @@ from services.monitor.sample_times import SampleTimes
 from services.monitor.signals import Detector, DriftSignal, update_many
 from services.monitor.state import State
 from shared.events import FeatureValue, Label, epoch
-from shared.reference import Reference
+from shared.reference import ExpectedError, Reference
 from shared.spec import MonitoringSpec
 
 __all__ = ["EXPECTED_ERROR", "DriftSettings", "DriftUpdate", "ModelDrift", "ModelDriftState"]
@@ -85,8 +89,9 @@ class ModelDrift:
 
     Feed every batch of logged predictions to :meth:`observe_predictions` (data drift uses all
     variants; prediction drift only rows of the current ``version``) and the champion's joined outcomes to
-    :meth:`observe_outcome`. Call :meth:`reset` when a new version is promoted. Without a
-    reference (no model card yet) only concept drift is watched.
+    :meth:`observe_outcome`. Call :meth:`reset` when a new version is promoted: its detectors
+    start a burn-in, during which a concept candidate is confirmed against the card's expected
+    error rather than lost. Without a reference (no model card yet) only concept drift is watched.
     """
 
     def __init__(
@@ -368,7 +373,16 @@ class ModelDrift:
     # -- concept drift --
 
     def observe_outcome(self, error: bool, at: datetime) -> DriftUpdate:
-        """One joined outcome of the champion: True when its prediction was wrong."""
+        """One joined outcome of the champion: True when its prediction was wrong.
+
+        Feeds a pending concept confirmation, the concept detector and the watch against the
+        expected error (:meth:`_hold_against_expected`). When the detector fires, its candidate
+        is confirmed on fresh outcomes against its pre-change error rate -- or, in burn-in (fewer
+        than ``min_reference_samples`` pre-change outcomes, as after every :meth:`reset`),
+        against the expected error exactly as that watch confirms, so a change soon after a
+        promotion is dated by the detector and not only found later by the watch. Without an
+        expected error a burn-in candidate is suppressed (``unconfirmed``).
+        """
         update = DriftUpdate()
         value = 1.0 if error else 0.0
         self.labelled += 1
@@ -381,16 +395,15 @@ class ModelDrift:
         self._hold_against_expected(error, at, update)
         if signal.drifted:
             candidate = _candidate("concept", None, self._concept.name, signal)
-            if signal.reference_mean is None or signal.reference_samples < self.settings.min_reference_samples:
-                # Burn-in: a pre-change rate from a few hundred samples is not a baseline -- the
-                # detector picked the split where it looked lowest, and a fresh test cannot undo that.
+            confirmation = self._concept_confirmation(signal)
+            if confirmation is None:
                 update.suppressed.append(Suppressed(self.model, "concept", None, candidate.detector, "unconfirmed"))
                 return update
-            confirmation = self._mean_rise(signal.reference_mean, signal.reference_samples)
             pending = self.policy.pending_of("concept", None)
             if pending is not None and pending.candidate.detector == EXPECTED_ERROR:
-                # The detector saw the change happen: its baseline and change point are the better
-                # evidence, and dropping its candidate would lose the change (it starts over empty).
+                # The detector saw the change happen: its change point (and, after burn-in, its
+                # baseline) is the better evidence, and dropping its candidate would lose the change
+                # (it starts over empty).
                 self.policy.withdraw("concept", None)
             update.add(self.policy.propose(candidate, confirmation, at))
         return update
@@ -438,9 +451,23 @@ class ModelDrift:
             samples=self.labelled,
             change_samples=n,
         )
-        # fresh errors above the holdout's bound by half a unit: a small miss is no drift
-        confirmation = self._mean_rise(min(1.0, expected.upper + ERROR_RISE_UNIT / 2), expected.rows)
-        update.add(policy.propose(candidate, confirmation, at))
+        update.add(policy.propose(candidate, self._rise_over_expected(expected), at))
+
+    def _concept_confirmation(self, signal: DriftSignal) -> MeanRise | None:
+        """How the concept detector's candidate is confirmed: against its pre-change rate, or in
+        burn-in against the expected error (None: suppressed, there is no baseline to test)."""
+        if signal.reference_mean is not None and signal.reference_samples >= self.settings.min_reference_samples:
+            return self._mean_rise(signal.reference_mean, signal.reference_samples)
+        # Burn-in: a pre-change rate from a few hundred samples is not a baseline -- the detector
+        # picked the split where it looked lowest, and a fresh test cannot undo that -- and the
+        # detector restarts on the new rate as normal. The card's expected error needs no burn-in.
+        # A signal carries no post-change rate, so the confirmation alone decides: a stable stream
+        # or a fall in error fails it, as it fails the watch's own candidates.
+        return None if self._expected is None else self._rise_over_expected(self._expected)
+
+    def _rise_over_expected(self, expected: ExpectedError) -> MeanRise:
+        """Fresh errors above the holdout's 95 % bound by half a unit: a small miss is no drift."""
+        return self._mean_rise(min(1.0, expected.upper + ERROR_RISE_UNIT / 2), expected.rows)
 
     def _mean_rise(self, reference: float, reference_n: int) -> MeanRise:
         """A concept confirmation: fresh errors against ``reference`` (a rate from ``reference_n``

@@ -28,7 +28,9 @@ class DriftSettings:
     min_confirmation_fraction: float = 0.25
     """Share of ``confirmation_samples`` a concept confirmation waits for before it may decide."""
     min_reference_samples: int = 500
-    """A concept candidate needs this many pre-change samples (burn-in after a start or reset)."""
+    """Pre-change samples a concept candidate needs to be confirmed against its own pre-change
+    rate; with fewer (burn-in after a start or reset) it is confirmed against the version's
+    expected error, or suppressed when there is none."""
     z_reject: float = 0.0
     """Below this z after ``confirmation_samples`` fresh errors, a concept candidate is rejected."""
     confirmation_extend: int = 4

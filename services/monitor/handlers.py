@@ -275,7 +275,7 @@ class MonitorHandlers:
             watch.champion = event.version
             if watch.canary == event.version:
                 watch.canary = None
-            watch.trial = None
+            watch.trial = _trial_against(watch, at)
             watch.change_wait = None
             self.metrics.waiting_rows.labels(watch.model).set(0)
             watch.drift.reset(event.version, reference)
@@ -296,6 +296,7 @@ class MonitorHandlers:
             else:  # production went back to event.version
                 ended, watch.watch = watch.watch, None
                 watch.champion = event.version
+                watch.trial = _trial_against(watch, at)
                 watch.drift.reset(event.version, reference)
                 if ended is not None and ended.shadowed and shadow == ended.previous_version:
                     watch.decisions.append(_clear_shadow(f"production back on v{event.version}"))
@@ -526,6 +527,18 @@ class MonitorHandlers:
             },
             "events": [m.model_dump(mode="json") for m in watch.markers[-50:]],
         }
+
+
+def _trial_against(watch: ModelWatch, at: datetime) -> CanaryTrial | None:
+    """A running canary's trial against the champion that has just changed, counted from ``at``.
+
+    The trial compares canary and champion over the same period; once production moves (a
+    rollback, a promotion by hand) its champion no longer answers, and a trial kept against it
+    would wait for ever while the canary keeps its share of traffic.
+    """
+    if watch.canary is None or watch.canary == watch.champion:
+        return None
+    return CanaryTrial(champion_version=watch.champion, canary_version=watch.canary, started_at=at)
 
 
 def _clear_shadow(reason: str) -> Decision:

@@ -14,6 +14,10 @@
   A new drift restarts the schedule.
 * The holdout is the newest ``holdout`` fraction of the window (time order), candidate and
   champion are scored on the same rows, and the gate compares them.
+* A world can change back (A -> B -> A). On a run that trains on the new regime alone, earlier
+  versions are scored on the same holdout too, and one that clearly beats the fresh fit is
+  registered again as the candidate (:func:`choose_reuse`): a model of the returning regime
+  trained on all its data, in place of a fit on a few hundred rows.
 """
 
 from __future__ import annotations
@@ -131,6 +135,8 @@ class TrainerState(BaseModel):
     """Change point of the running run's window (it trains on rows at or after it), if any."""
     running_recovery: str | None = None
     """Drift event id of the recovery the running run is a step of."""
+    running_drift: str | None = None
+    """Drift event id of the newest recovery when the running run started (a newer one makes it stale)."""
 
     def add(self, trigger: Trigger) -> bool:
         """Queue a trigger unless the same event is already queued or running; True when added."""
@@ -263,12 +269,33 @@ def start_run(state: TrainerState, run_id: str) -> list[Trigger]:
     state.running_dataset_version = state.latest_dataset_version
     state.pending = []
     recovery = state.recovery
+    state.running_drift = recovery.event_id if recovery is not None else None
     if recovery is not None and recovery.active and recovery.waiting_rows == 0:
         state.running_since = recovery.change_at
         state.running_recovery = recovery.event_id
     else:
         state.running_since = state.running_recovery = None
     return state.running_covers
+
+
+def superseded_by(recovery: Recovery | None, drift_at_start: str | None) -> str | None:
+    """Why a run that just finished is out of date, or None (``drift_at_start``: ``running_drift``).
+
+    A drift that started a new recovery while the run trained means its window mixes the old
+    regime with the new one: its candidate must not be rolled out (the new drift's own run, on
+    the rows after the new change point, follows).
+
+    >>> at = datetime.fromisoformat("2026-05-01T12:00:00+00:00")
+    >>> r = Recovery(event_id="d2", kind="concept", change_at=at, next_rows=600)
+    >>> superseded_by(r, "d1")
+    'a concept drift (change at 2026-05-01T12:00:00+00:00) arrived during the run'
+    >>> superseded_by(r, "d2") is None
+    True
+    """
+    if recovery is None or not recovery.active or recovery.event_id == drift_at_start:
+        return None
+    change = recovery.change_at.isoformat(timespec="seconds")
+    return f"a {recovery.kind} drift (change at {change}) arrived during the run"
 
 
 def finish_recovery_step(
@@ -307,6 +334,7 @@ def finish_run(state: TrainerState, now: datetime, dataset_rows: int | None) -> 
     state.running_dataset_version = None
     state.running_since = None
     state.running_recovery = None
+    state.running_drift = None
     state.runs += 1
     if dataset_rows is not None:
         state.rows_at_last_run = dataset_rows
@@ -386,6 +414,33 @@ def evaluate(
         "f1_macro": float(f1_score(true_text, pred_text, average="macro", labels=labels, zero_division=0)),
         "log_loss_neg": -float(log_loss(true_text, clipped, labels=labels)),
     }
+
+
+REUSE_MARGIN = 0.01
+"""How much better (in the gate's metric, on the same holdout) an earlier version must score than
+the fresh fit to be reused: choosing the best of several on one small holdout favours luck."""
+REUSE_LOOKBACK = 8
+"""Earlier versions (distinct graphs, newest first) scored for reuse on a since-change run."""
+
+
+def choose_reuse(
+    fresh: dict[str, float], earlier: Sequence[tuple[int, dict[str, float]]], metric: str, margin: float
+) -> int | None:
+    """The earlier version to register again instead of the fresh fit, if any.
+
+    ``earlier`` holds ``(version, metrics)`` of earlier versions scored on the fresh fit's
+    holdout; the best by ``metric`` is reused when it beats the fresh fit by at least
+    ``margin`` (and by :data:`REUSE_MARGIN`). Ties go to the newest version.
+
+    >>> choose_reuse({"accuracy": 0.80}, [(3, {"accuracy": 0.84}), (1, {"accuracy": 0.88})], "accuracy", 0.005)
+    1
+    >>> choose_reuse({"accuracy": 0.80}, [(3, {"accuracy": 0.805})], "accuracy", 0.005) is None
+    True
+    """
+    if not earlier:
+        return None
+    version, metrics = max(earlier, key=lambda vm: (vm[1][metric], vm[0]))
+    return version if metrics[metric] - fresh[metric] >= max(margin, REUSE_MARGIN) else None
 
 
 def gate(spec: GateSpec, candidate: dict[str, float], champion: dict[str, float] | None) -> GateVerdict:

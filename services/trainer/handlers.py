@@ -30,7 +30,14 @@ from services.trainer.runner import RunResult, train
 from shared.bus import Delivery, Publisher
 from shared.datasets import DatasetRepository
 from shared.errors import KeyNotFound, StoreError
-from shared.events import DatasetVersionCreated, DeploymentChanged, DriftDetected, TrainingCompleted, utc_now
+from shared.events import (
+    DatasetVersionCreated,
+    DeploymentChanged,
+    DriftDetected,
+    GateVerdict,
+    TrainingCompleted,
+    utc_now,
+)
 from shared.registry import CANARY, PRODUCTION, SHADOW, Alias, Registry
 from shared.spec import ModelSpec, SpecCatalog
 from shared.store import ObjectStore
@@ -334,7 +341,8 @@ class TrainerHandlers:
                 first.event_id if first else None,
                 since,
             )
-        await self.report(spec, result)
+        superseded = core.superseded_by(state.recovery, state.running_drift)
+        await self.report(spec, result, superseded)
         rows = None
         if result.error is None:
             manifest = await asyncio.to_thread(self.repo.manifest, model, dataset_version)
@@ -382,14 +390,21 @@ class TrainerHandlers:
                 recovery.next_rows,
             )
 
-    async def report(self, spec: ModelSpec, result: RunResult) -> None:
-        """Publish the run's outcome, and offer a passed candidate for rollout."""
+    async def report(self, spec: ModelSpec, result: RunResult, superseded: str | None = None) -> None:
+        """Publish the run's outcome, and offer a passed candidate for rollout.
+
+        ``superseded`` (why the run's window is out of date: a drift arrived while it ran) keeps
+        a passed candidate from rollout; the reason is added to the published gate reasons.
+        """
         model = spec.name
         outcome = "failed" if result.error else ("passed" if result.passed else "rejected")
         self.metrics.runs.labels(model, outcome).inc()
         for phase, seconds in result.timings.items():
             self.metrics.phase_seconds.labels(model, phase).set(seconds)
         card = result.card
+        gate = result.gate
+        if superseded is not None and result.passed:
+            gate = GateVerdict(passed=gate.passed, reasons=[*gate.reasons, f"not rolled out: {superseded}"])
         await self.publisher.publish(
             TrainingCompleted(
                 model=model,
@@ -399,7 +414,7 @@ class TrainerHandlers:
                 dataset_version=result.dataset_version,
                 metrics=result.metrics,
                 champion_metrics=result.champion_metrics,
-                gate=result.gate,
+                gate=gate,
                 artifact_key=card.artifact_key if card else None,
                 sha256=card.artifact_sha256 if card else None,
             )
@@ -410,9 +425,9 @@ class TrainerHandlers:
             result.run_id[:8],
             outcome,
             f" (v{card.version})" if card else "",
-            "; ".join(result.gate.reasons),
+            "; ".join(gate.reasons),
         )
-        if card is not None and result.passed:
+        if card is not None and result.passed and superseded is None:
             await self.offer(spec, card.version, result)
 
     async def offer(self, spec: ModelSpec, version: int, result: RunResult) -> None:

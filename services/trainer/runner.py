@@ -13,6 +13,7 @@ own card's layout, when its features and their types are the spec's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import subprocess
@@ -238,22 +239,38 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
     result.metrics = core.evaluate(y_test, y_pred, proba, classes)
 
     champion = registry.alias(model, PRODUCTION)
+    champion_sha = None
     if champion is not None:
         champion_card = registry.card(model, champion)
-        schema = champion_card.input_schema
-        if schema.features == names and schema.feature_types == types:
-            champion_rows = rows_for(schema.layout, names, test_in)
-            c_pred, c_proba = predict_onnx(registry.load_onnx(model, champion), champion_rows)
-            c_classes = _classes_of(champion_card, c_proba.shape[1])
+        champion_sha = champion_card.artifact_sha256
+        if _same_inputs(champion_card, names, types):
             result.champion_version = champion
-            result.champion_metrics = core.evaluate(y_test, c_pred, c_proba, c_classes)
+            result.champion_metrics = score_version(registry, champion_card, test_in, y_test).metrics
         else:
             log.warning(
                 "%s: champion v%d has other features or feature types; the gate judges the candidate alone",
                 model,
                 champion,
             )
+    reused: Scored | None = None
+    if result.since is not None:  # the new regime alone: it may be one seen before (A -> B -> A)
+        reused = _reusable(spec, registry, test_in, y_test, result.metrics, skip={champion_sha})
+    if reused is not None:
+        log.info(
+            "%s: v%d scores %s %.4f on the post-change holdout against %.4f for a fresh fit: registering it again",
+            model,
+            reused.card.version,
+            spec.gate.metric,
+            reused.metrics[spec.gate.metric],
+            result.metrics[spec.gate.metric],
+        )
+        onnx, opset, classes = registry.load_onnx(model, reused.card.version), reused.card.onnx_opset, reused.classes
+        y_pred, proba, result.metrics = reused.labels, reused.proba, reused.metrics
     result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
+    if reused is not None:
+        note = f"reused v{reused.card.version}'s graph: {spec.gate.metric} {reused.metrics[spec.gate.metric]:.4f} "
+        note += f"on the post-change holdout, {reused.fresh[spec.gate.metric]:.4f} for a fresh fit"
+        result.gate = GateVerdict(passed=result.gate.passed, reasons=[note, *result.gate.reasons])
     expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
     if isinstance(train_in, TypedColumns):
         ref = build_typed_reference(train_in.columns, names, types, y_pred, proba, classes, expected)
@@ -276,17 +293,17 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
                 "change_at": result.since.isoformat() if result.since is not None else None,
             },
             code=CodeVersion(package=__version__, git_commit=git_commit()),
-            estimator=training.estimator,
-            params=dict(training.params),
-            seed=training.seed,
-            training_rows=int(len(y_train)),
+            estimator=reused.card.estimator if reused else training.estimator,
+            params=dict(reused.card.params if reused else training.params),
+            seed=reused.card.seed if reused else training.seed,
+            training_rows=reused.card.training_rows if reused else int(len(y_train)),
             holdout_rows=int(len(y_test)),
             metrics=result.metrics,
             champion_version=result.champion_version,
             champion_metrics=result.champion_metrics,
             gate=result.gate,
             onnx_opset=opset,
-            input_schema=_input_schema(spec, classes, categories),
+            input_schema=reused.card.input_schema if reused else _input_schema(spec, classes, categories),
             output_names=["label", "probabilities"],
             artifact_key=artifact_key,
             artifact_sha256=sha256,
@@ -295,9 +312,70 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             reference=ref,
             trigger=result.trigger,
             trigger_event_id=result.trigger_event_id,
+            reused_from=reused.card.version if reused else None,
         )
 
     result.card = registry.register(model, onnx, build_card)
+
+
+def _same_inputs(card: ModelCard, names: Sequence[str], types: Sequence[str]) -> bool:
+    """True when a version takes the spec's features with their types (it can be scored on the holdout)."""
+    return card.input_schema.features == list(names) and card.input_schema.feature_types == list(types)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A registered version's predictions and metrics on a run's holdout."""
+
+    card: ModelCard
+    labels: NDArray[Any]
+    proba: NDArray[np.float32]
+    classes: list[Any]
+    metrics: dict[str, float]
+    fresh: dict[str, float] = field(default_factory=dict)
+    """The fresh fit's metrics on the same holdout (for a version considered for reuse)."""
+
+
+def score_version(registry: Registry, card: ModelCard, test_in: Rows, y_test: NDArray[Any]) -> Scored:
+    """``card``'s version on the holdout, fed in its own card's layout."""
+    rows = rows_for(card.input_schema.layout, card.input_schema.features, test_in)
+    labels, proba = predict_onnx(registry.load_onnx(card.model, card.version), rows)
+    classes = _classes_of(card, proba.shape[1])
+    return Scored(card, labels, proba, classes, core.evaluate(y_test, labels, proba, classes))
+
+
+def _reusable(
+    spec: ModelSpec,
+    registry: Registry,
+    test_in: Rows,
+    y_test: NDArray[Any],
+    fresh: dict[str, float],
+    skip: set[str | None],
+) -> Scored | None:
+    """An earlier version that beats the fresh fit on the post-change holdout (:func:`core.choose_reuse`).
+
+    Scored: the newest :data:`core.REUSE_LOOKBACK` distinct graphs that passed their gate and
+    take the spec's features, other than the champion's (``skip`` holds artifact digests).
+    """
+    seen = set(skip)
+    scored: list[Scored] = []
+    for version in reversed(registry.versions(spec.name)):
+        if len(scored) >= core.REUSE_LOOKBACK:
+            break
+        card = registry.card(spec.name, version)
+        if card.artifact_sha256 in seen or not card.gate.passed:
+            continue
+        seen.add(card.artifact_sha256)
+        if _same_inputs(card, spec.feature_names, spec.feature_types):
+            scored.append(score_version(registry, card, test_in, y_test))
+    chosen = core.choose_reuse(
+        fresh,
+        [(s.card.version, s.metrics) for s in scored],
+        spec.gate.metric,
+        spec.gate.min_delta_vs_champion,
+    )
+    best = next((s for s in scored if s.card.version == chosen), None)
+    return dataclasses.replace(best, fresh=fresh) if best is not None else None
 
 
 def _input_schema(spec: ModelSpec, classes: list[Any], categories: dict[str, list[str]]) -> InputSchema:

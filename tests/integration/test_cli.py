@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from shared.broker import free_port
+from shared import topics
+from shared.broker import EmbeddedBroker, free_port
+from shared.bus import KafkaOptions
+from shared.events import DeploymentChanged, decode_as
+from shared.registry import Registry
+from shared.spec import apply_spec
+from shared.store import FileStore
+from tests.integration.test_inference import SPEC as SERVED_SPEC
+from tests.integration.test_inference import register, rows
+from tests.integration.topic_reading import read_keyed, read_settled
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +34,15 @@ label: {values: [setosa, versicolor]}
 """
 
 
-def run(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, data_dir: Path, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "services.cli", *args, "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -166,3 +180,58 @@ def test_missing_model_and_bad_spec_are_clear_errors(tmp_path: Path) -> None:
     assert result.returncode == 1 and "features.0: Value error, min 2.0 is above max 1.0" in result.stderr
     result = run("specs", "apply", str(tmp_path / "nope.yaml"), data_dir=tmp_path)
     assert result.returncode == 1 and "cannot read" in result.stderr
+
+
+def test_canary_by_hand(own_broker: EmbeddedBroker, store: FileStore, tmp_path: Path, unique: str) -> None:
+    """``models canary`` starts a trial as the trainer's rollout does: the canary alias, and
+    canary_started with production as the previous version and the spec's traffic."""
+    model = f"c{unique}"
+    env = {
+        "DRIFTLOOP_KAFKA_BOOTSTRAP": own_broker.bootstrap,
+        "DRIFTLOOP_KAFKA_IDEMPOTENCE": "false",
+        "DRIFTLOOP_STORE_KIND": "file",
+        "DRIFTLOOP_STORE_ROOT": str(store.root),
+    }
+    options = KafkaOptions(bootstrap=own_broker.bootstrap, idempotence=False)
+
+    def canary(*args: str) -> subprocess.CompletedProcess[str]:
+        return run("models", "canary", *args, data_dir=tmp_path, env=env)
+
+    apply_spec(store, SERVED_SPEC.format(name=model))  # deployment: canary at 0.5
+    first = register(store, model, rows(400, 0, flip=False), None)
+    refused = canary(model, str(first))
+    assert refused.returncode == 1 and "no production version to judge a canary against" in refused.stderr
+    registry = Registry(store)
+    registry.set_alias(model, "production", first, "test", "first")
+    second = register(store, model, rows(400, 500, flip=False), 1)
+
+    for args, message in (
+        ((model, "9"), f"model {model!r} has no version 9 (registered: 1, 2)"),
+        (("nothing", "1"), "model 'nothing' has no registered version"),
+        ((model, str(first)), f"{model}: v1 is already in production"),
+    ):
+        failed = canary(*args)
+        assert failed.returncode == 1 and message in failed.stderr, (args, failed.stderr)
+    assert registry.alias(model, "canary") is None, "a refused canary changes nothing"
+
+    started = canary(model, str(second), "--reason", "operator: try it")
+    assert started.returncode == 0, started.stderr
+    assert "canary v2 beside production v1, 50% of requests" in started.stderr
+    assert registry.aliases(model) == {"production": first, "canary": second}
+    change = registry.history(model, "canary")[-1]
+    assert change.actor.startswith("cli") and change.reason == "operator: try it"
+    (raw,) = asyncio.run(read_keyed(options, topics.DEPLOYMENTS, model, 1))
+    event = decode_as(DeploymentChanged, raw)
+    assert (event.action, event.version, event.previous_version, event.traffic) == ("canary_started", 2, 1, 0.5)
+    assert event.reason == "operator: try it" and event.actor == change.actor
+
+    third = register(store, model, rows(400, 1000, flip=False), 2)
+    replaced = canary(model, str(third))
+    assert replaced.returncode == 0, replaced.stderr
+    assert "(replacing canary v2)" in replaced.stderr
+    published = [decode_as(DeploymentChanged, r) for r in asyncio.run(read_settled(options, topics.DEPLOYMENTS, model))]
+    assert [(e.version, e.traffic, e.reason) for e in published] == [
+        (2, 0.5, "operator: try it"),
+        (3, 0.5, "canary started by hand beside production v1"),
+    ]
+    assert registry.alias(model, "canary") == third

@@ -1,13 +1,31 @@
-"""The demo's streams: real-looking tables that the spec written for them accepts."""
+"""The demo's streams: real-looking tables that the spec written for them accepts; the operator's
+hand (train, then promote or canary); the loop benchmark's scenarios and its comparison of a
+variation with the undisturbed scenario."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from typing import Any, get_args
 
 import pytest
 
+from benchmarks import bench_loop
+from services import demo
 from services.cli import build_parser
-from services.demo import LOAN_SHIFT, LOAN_TIERS, SCENARIOS, SEA_SWITCH, TIERS, Scenario, broken_records, v2_inputs
+from services.demo import (
+    LOAN_SHIFT,
+    LOAN_TIERS,
+    OPERATOR_ACTIONS,
+    SCENARIOS,
+    SEA_SWITCH,
+    TIERS,
+    DemoPlan,
+    OperatorAction,
+    Scenario,
+    broken_records,
+    v2_inputs,
+)
 from services.ingest.validation import check_record
 from shared.datasets import AcceptedRecord
 from shared.events import AnnotationSubmitted
@@ -79,3 +97,76 @@ def test_the_demo_command_offers_every_scenario() -> None:
     assert demo.scenario == "loan-tiers"
     for name in SCENARIOS:
         assert build_parser().parse_args(["demo", "--scenario", name]).scenario == name
+
+
+@pytest.mark.parametrize("action", get_args(OperatorAction))
+def test_the_operator_trains_then_rolls_the_version_out_by_the_plan(
+    action: OperatorAction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[tuple[str, ...]] = []
+
+    def driftloop(stack: Any, *args: str) -> str:
+        commands.append(args)
+        return json.dumps({"version": 4}) if args[:2] == ("models", "train") else ""
+
+    monkeypatch.setattr(demo, "_driftloop", driftloop)
+    assert DemoPlan().operator_action == "promote"
+    assert OPERATOR_ACTIONS[action](object(), "m") == 4  # type: ignore[arg-type]
+    reason = {"promote": "operator: train now", "canary": "operator: train now, canary"}[action]
+    assert commands == [
+        ("models", "train", "m", "--no-publish", "--json"),
+        ("models", action, "m", "4", "--reason", reason),
+    ]
+
+
+@pytest.mark.parametrize("name", bench_loop.SCENARIOS)
+def test_every_bench_scenario_builds_a_stream_its_spec_accepts(name: str) -> None:
+    scenario = bench_loop.build_scenario(name)
+    spec = parse_spec(scenario.spec_text)
+    for regime in (scenario.before, scenario.after):
+        for i, (x, y) in enumerate(regime(100, 5)):
+            event = AnnotationSubmitted(model=scenario.model, record_id=f"r{i}", features=x, label=y)
+            assert isinstance(check_record(spec, event), AcceptedRecord), (name, x, y)
+
+
+def test_the_canary_variations_act_before_the_change_by_their_leads() -> None:
+    assert bench_loop.OPERATED["canary"] == ("canary", bench_loop.CANARY_LEAD)
+    assert bench_loop.OPERATED["canary-change"] == ("canary", bench_loop.CANARY_CHANGE_LEAD)
+    assert set(bench_loop.OPERATED) <= {name.partition("-")[2] for name in bench_loop.SCENARIOS}
+    deployment = parse_spec(bench_loop.build_scenario("sea-canary").spec_text).deployment
+    judged_after = deployment.promote_after.labelled_samples / deployment.canary_traffic  # served events, at least
+    assert bench_loop.CANARY_CHANGE_LEAD < judged_after, "still on trial at the change"
+    assert bench_loop.CANARY_LEAD > 2 * judged_after, "judged before the change"
+
+
+def _bench_outcome(name: str, last_2000: float | None, error: str | None = None) -> bench_loop.Outcome:
+    sizes = bench_loop.Sizes(bootstrap=2000, before_drift=3000, max_after_drift=10000, seed=7)
+    outcome = bench_loop.Outcome(name, bench_loop.build_scenario(name), sizes, "HistGradientBoostingClassifier")
+    outcome.accuracy["served"] = {"before": 0.88, "right_after": 0.78, "last_2000": last_2000}
+    outcome.error = error
+    return outcome
+
+
+UNDISTURBED_SEA = "served last-2000 >= sea (undisturbed) - 2 pt"
+
+
+def test_a_variation_is_held_to_its_undisturbed_base_when_both_ran() -> None:
+    base = _bench_outcome("sea", 0.890)
+    near, far, better = (
+        _bench_outcome("sea-canary", 0.871),
+        _bench_outcome("sea-promoted", 0.869),
+        _bench_outcome("sea-canary-change", 0.95),
+    )
+    alone = _bench_outcome("hyperplane-promoted", 0.5)
+    bench_loop.link_undisturbed([base, near, far, better, alone])
+    assert near.targets()[UNDISTURBED_SEA] and better.targets()[UNDISTURBED_SEA]
+    assert not far.targets()[UNDISTURBED_SEA]
+    assert near.to_json()["undisturbed"] == {"scenario": "sea", "served": base.accuracy["served"]}
+    assert not [t for t in base.targets() if "undisturbed" in t], "the base is not compared with itself"
+    assert not [t for t in alone.targets() if "undisturbed" in t], "hyperplane did not run"
+
+
+def test_no_undisturbed_target_when_the_base_failed() -> None:
+    base, variation = _bench_outcome("sea", None, error="the loop did not finish"), _bench_outcome("sea-canary", 0.89)
+    bench_loop.link_undisturbed([base, variation])
+    assert variation.undisturbed is None and UNDISTURBED_SEA not in variation.targets()

@@ -260,3 +260,71 @@ def test_the_expected_error_watch_survives_a_checkpoint() -> None:
     assert len(state.recent_errors) == 150
     restored = ModelDrift.from_state(state, expecting(0.05, 500), spec)
     assert outcomes(restored, 0.5, 500, 150, seed=5) == outcomes(drift, 0.5, 500, 150, seed=5)
+
+
+# --- burn-in: the concept detector's candidates right after a reset ---------------------------------
+
+
+def change_after_reset(
+    seed: int, reference: Reference, settings: DriftSettings | None = None
+) -> tuple[int, Alarm] | None:
+    """A new version (a reset), 300 outcomes at its expected 10 % error, then 25 % for 1,000:
+    how many outcomes after the change the first alarm came, and the alarm (None: no alarm)."""
+    drift = ModelDrift("m", 1, expecting(0.10, 1000), MonitoringSpec(), settings)
+    drift.reset(2, reference)
+    assert outcomes(drift, 0.10, 300, 0, seed) == []
+    after = outcomes(drift, 0.25, 1000, 300, seed + 100)
+    return (after[0][0] - 300, after[0][1]) if after else None
+
+
+def near_the_change(alarm: Alarm, delay: int) -> bool:
+    """The alarm's new-regime samples against the truth (``delay + 1``): an under-estimate only
+    shortens the trainer's since-change window, an over-estimate would mix old rows into it."""
+    return alarm.change_samples is not None and -120 <= alarm.change_samples - (delay + 1) <= 30
+
+
+def test_a_change_in_burn_in_is_confirmed_by_the_detector_against_the_expected_error() -> None:
+    """ADWIN fires with a pre-change baseline of ~300 outcomes, below ``min_reference_samples``:
+    its candidate is confirmed against the card's expected error, with ADWIN's change point.
+    The watch against the expected error is kept out (its window never fills) to see that alone."""
+    watch_off = DriftSettings(expected_window=100_000)
+    caught = [change_after_reset(seed, expecting(0.10, 1000), watch_off) for seed in range(10)]
+    found = [c for c in caught if c is not None]
+    assert len(found) >= 9 and len([d for d, _ in found if d <= 600]) >= 7
+    for delay, alarm in found:
+        assert alarm.detector == "ADWIN" and alarm.kind == "concept" and alarm.model_version == 2
+        assert near_the_change(alarm, delay)
+    # without an expected error the burn-in candidate is suppressed, and ADWIN restarts on the new rate
+    assert [change_after_reset(seed, reference_of({}, {})) for seed in range(10)] == [None] * 10
+
+
+def test_a_change_soon_after_a_reset_is_caught_within_600_outcomes() -> None:
+    """Both ways to catch it: the watch against the expected error or, when it fires first, ADWIN."""
+    caught = [change_after_reset(seed, expecting(0.10, 1000)) for seed in range(20)]
+    found = [c for c in caught if c is not None]
+    assert len(found) == 20 and max(d for d, _ in found) <= 600
+    by_detector = [(d, a) for d, a in found if a.detector == "ADWIN"]
+    assert len(by_detector) >= 3, "ADWIN's candidate replaces the watch's when it fires before the watch confirms"
+    assert all(near_the_change(alarm, delay) for delay, alarm in by_detector)
+
+
+@pytest.mark.parametrize(
+    ("detector", "rate", "rows"),
+    [("ADWIN", 0.10, 1000), ("ADWIN", 0.02, 300), ("DDM", 0.02, 300), ("DDM", 0.10, 1000), ("HDDM_W", 0.30, 300)],
+)
+def test_a_stable_stream_right_after_a_reset_never_alarms(detector: str, rate: float, rows: int) -> None:
+    """Live error equal to the expected error: whatever the detector proposes in burn-in (DDM and
+    HDDM_W do, on stable errors) fails its confirmation against the expected error."""
+    spec = MonitoringSpec(concept_detector=detector, alarm_cooldown=timedelta(seconds=1))  # type: ignore[arg-type]
+    proposed = 0
+    for seed in range(3):
+        drift = ModelDrift("m", 1, expecting(rate, rows), spec)
+        outcomes(drift, rate, 1000, 0, seed + 10)
+        drift.reset(2, expecting(rate, rows))
+        rng = random.Random(seed)
+        for i in range(20_000):
+            assert drift.observe_outcome(rng.random() < rate, at(1000 + i)).alarms == []
+            pending = drift.policy.pending_of("concept", None)
+            proposed += pending is not None and pending.candidate.detector == detector
+    if detector != "ADWIN":  # ADWIN (delta 0.02) proposes nothing on these stable streams
+        assert proposed, "burn-in candidates were proposed, and every one was rejected"

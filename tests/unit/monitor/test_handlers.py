@@ -134,6 +134,47 @@ async def test_a_canary_is_judged_once_and_the_registry_moves(tmp_path: Any) -> 
     assert [m.kind for m in watch.markers].count("promoted") == 1
 
 
+async def test_a_canary_running_when_production_moves_is_judged_against_the_new_champion(tmp_path: Any) -> None:
+    """The champion changes under a running canary (a rollback, a promotion by hand): the trial
+    starts over against the version now in production, so the canary is still judged -- a trial
+    kept against the old champion would wait for ever with the canary serving its share."""
+    store, registry = setup(tmp_path)
+    publisher = RecordingPublisher()
+    handlers = handlers_on(store, publisher, {})
+    second = register(store, "m", rows(400, 500, flip=False), 1, SPEC)
+    canary = register(store, "m", rows(400, 1000, flip=False), 1, SPEC)
+    registry.set_alias("m", "production", second, "operator", "train now")
+    moved = DeploymentChanged(
+        model="m", action="promoted", version=second, previous_version=1, traffic=1.0, reason="m", actor="op"
+    )
+    await handlers.on_deployment(moved)
+    registry.set_alias("m", "canary", canary, "test", "canary")
+    await handlers.on_deployment(canary_started("m", canary, at=T0))
+    registry.set_alias("m", "production", 1, "operator", "back")
+    back = DeploymentChanged(
+        model="m",
+        action="rolled_back",
+        version=1,
+        previous_version=second,
+        traffic=1.0,
+        reason="m",
+        actor="op",
+        occurred_at=T0,
+    )
+    await handlers.on_deployment(back)
+    watch = handlers.models["m"]
+    assert watch.trial is not None and watch.trial.champion_version == 1 and watch.trial.canary_version == canary
+    champion, champion_labels = traffic(1, "champion", 0, 150, error=0.2, seed=2)
+    challenger, challenger_labels = traffic(canary, "canary", 0, 150, error=0.02, seed=3)
+    for event in (champion, challenger):
+        await handlers.on_predictions(event)
+    for label in champion_labels + challenger_labels:
+        await handlers.on_annotation(label)
+    verdicts = [c for c in publisher.of(DeploymentChanged) if c.version == canary]
+    assert [v.action for v in verdicts] == ["promoted"] and verdicts[0].previous_version == 1
+    assert registry.alias("m", "production") == canary
+
+
 async def test_a_verdict_that_cannot_be_published_waits_for_the_next_event(tmp_path: Any) -> None:
     store, registry = setup(tmp_path)
     publisher = RecordingPublisher()
