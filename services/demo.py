@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from river.datasets import synth
 
-from services.demo_summary import LoopEvent, LoopFigures, Served, figures, plot, to_json
+from services.demo_summary import LoopEvent, LoopFigures, Served, figures, new_champion, plot, to_json
 from services.stack import LocalStack
 from shared import topics
 from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber
@@ -527,12 +527,8 @@ async def _loop(
                 await publisher.publish_many([t for _, t in answered])
                 progress.update(task, completed=len(served), description=_phase(watcher, first, promoted_at))
                 if promoted_at is None:
-                    promoted = [
-                        e
-                        for e in watcher.timeline
-                        if e.kind == "promoted" and e.version != first and e.index >= plan.before_drift
-                    ]
-                    if promoted and start >= plan.before_drift:
+                    promoted = new_champion(watcher.timeline, plan.before_drift, first)
+                    if promoted is not None and start >= plan.before_drift:
                         promoted_at = len(served)
                         progress.update(task, total=min(len(stream), promoted_at + plan.after_promotion))
                 if promoted_at is not None and len(served) >= promoted_at + plan.after_promotion:

@@ -99,6 +99,17 @@ def _accuracy(served: list[Served]) -> float | None:
     return sum(s.correct for s in served) / len(served) if served else None
 
 
+def new_champion(timeline: list[LoopEvent], switch_index: int, first_version: int) -> LoopEvent | None:
+    """The first promotion after the change of a version that may have learnt the new concept:
+    one not seen before the change (the first version, an operator's canary or promotion there
+    learnt the old one)."""
+    stale = {first_version} | {e.version for e in timeline if e.index < switch_index}
+    return next(
+        (e for e in timeline if e.index >= switch_index and e.kind == "promoted" and e.version not in (None, *stale)),
+        None,
+    )
+
+
 def figures(
     served: list[Served],
     timeline: list[LoopEvent],
@@ -125,9 +136,7 @@ def figures(
     if drift is not None:
         result.detection_delay_events = drift.index - switch_index
         result.detection_delay_seconds = drift.seconds - switch_seconds
-    # a version seen before the change (the first, an operator's canary or promotion) learnt the old concept
-    stale = {first_version} | {e.version for e in pre}
-    champion = next((e for e in post if e.kind == "promoted" and e.version not in (None, *stale)), None)
+    champion = new_champion(timeline, switch_index, first_version)
     if champion is not None:
         result.new_champion = champion.version
         result.champion_delay_events = champion.index - switch_index

@@ -59,3 +59,43 @@ def test_the_loop_recovers_from_a_concept_switch(tmp_path: Path) -> None:
     assert champion is not None
     before, after = (accuracy_on_new_regime(store, SEA_SWITCH.model, v) for v in (1, champion))
     assert after > before, f"the new champion v{champion} ({after:.3f}) beats v1 ({before:.3f}) after the drift"
+
+
+@pytest.mark.timeout(420)
+def test_a_change_while_an_operators_canary_runs_ends_on_a_model_of_the_new_concept(tmp_path: Path) -> None:
+    """Issue #15: an operator trains a version by hand and starts it as a canary (``models canary``)
+    just before the concept switches, so the trial straddles the change. Whatever the trial
+    decides, the loop must not roll production back to the equally stale first version, must not
+    go quiet, and must end on a version trained after the change that beats v1 there."""
+    ports = {"kafka": 0, "inference": 0, "ingest": 0, "monitor": 0, "trainer": 0}
+    config = StackConfig(
+        data_dir=tmp_path, ports=ports, log_level="WARNING", service_env={"DRIFTLOOP_FLUSH_ROWS": "500"}
+    )
+    plan = DemoPlan(
+        bootstrap=1000,
+        before_drift=1500,
+        after_promotion=500,
+        max_after_drift=6000,
+        rate=400,
+        faults=False,
+        operator_at=1400,
+        operator_action="canary",
+    )
+    stack = LocalStack(config)
+    with stack.running():
+        _, result, _, timeline = asyncio.run(run_loop(stack, Console(quiet=True), plan))
+
+    kinds = [(e.index, e.kind, e.version) for e in timeline]
+    switch = plan.before_drift
+    canary = next(e for e in timeline if e.kind == "canary_started")
+    assert canary.version == 2 and canary.index < switch, kinds
+    assert result.alarms_before_drift == 0, kinds
+    assert not [e for e in timeline if e.kind == "rolled_back" and e.version == 1], f"back to the stale v1: {kinds}"
+    assert result.new_champion is not None and result.new_champion > 2, f"no version of the new concept: {kinds}"
+    assert sum(e.kind == "drift" for e in timeline if e.index >= switch) <= 3, f"an alarm storm: {kinds}"
+
+    store = FileStore(tmp_path / "store")
+    champion = Registry(store).alias(SEA_SWITCH.model, "production")
+    assert champion is not None and champion > 2
+    before, after = (accuracy_on_new_regime(store, SEA_SWITCH.model, v) for v in (1, champion))
+    assert after > before, f"the new champion v{champion} ({after:.3f}) beats v1 ({before:.3f}) after the drift"
