@@ -40,6 +40,10 @@ BOOLEAN: Final = "boolean"
 MISSING_CATEGORY = ""
 """How a missing categorical value enters the graph (and the training frame)."""
 
+GRAPH_OUTPUTS: Final = ("label", "probabilities")
+"""The outputs of every driftloop graph, in order: the predicted label and the class probabilities
+(what the trainer exports, the registry's cards list, inference runs and the V2 protocol names)."""
+
 MATRIX: Final = "matrix"
 COLUMNS: Final = "columns"
 Layout = Literal["matrix", "columns"]

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, KeyNotFound, ModelNotFound, StoreError
 from shared.events import GateVerdict, Label, UtcDatetime, utc_now
-from shared.features import FeatureType, Layout
+from shared.features import GRAPH_OUTPUTS, FeatureType, Layout
 from shared.reference import Reference
 from shared.store import ObjectStore
 
@@ -373,7 +373,7 @@ class Registry:
                 "metrics": {},
                 "gate": GateVerdict(passed=True, reasons=[f"registered by {source}"]),
                 "onnx_opset": 17,
-                "output_names": ["label", "probabilities"],
+                "output_names": list(GRAPH_OUTPUTS),
                 "training_seconds": 0.0,
                 "trigger": source,
                 **card,

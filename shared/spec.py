@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.errors import InvalidSpec, KeyNotFound
 from shared.events import Label, ModelName
+from shared.features import GRAPH_OUTPUTS
 
 if TYPE_CHECKING:
     from shared.store import ObjectStore
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SPEC_PREFIX = "specs/"
-GRAPH_OUTPUTS = frozenset({"label", "probabilities"})
-"""The ONNX graph's output names, which a per-feature input cannot share."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -221,7 +220,7 @@ class ModelSpec(_Section):
         if duplicated:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(duplicated)}")
         if any(f.type != "numeric" for f in features):
-            clashing = sorted(set(names) & GRAPH_OUTPUTS)
+            clashing = sorted(set(names) & set(GRAPH_OUTPUTS))  # a per-feature input cannot share one
             if clashing:
                 raise ValueError(
                     f"{', '.join(clashing)}: a model with categorical or boolean features takes one input per "

@@ -36,12 +36,21 @@ from numpy.typing import NDArray
 
 from services.inference.binary import FIXED_SIZE, BinaryCursor, read_tensor, write_bytes
 from shared.errors import InvalidInput, MalformedRequest
-from shared.features import BOOLEAN, CATEGORICAL, COLUMNS, MATRIX, MISSING_CATEGORY, NUMERIC, category_text
+from shared.features import (
+    BOOLEAN,
+    CATEGORICAL,
+    COLUMNS,
+    GRAPH_OUTPUTS,
+    MATRIX,
+    MISSING_CATEGORY,
+    NUMERIC,
+    category_text,
+)
 
 DATATYPES = (*FIXED_SIZE, "BYTES")
 """Every tensor datatype a request may use."""
 _DATATYPE_SET = frozenset(DATATYPES)
-OUTPUT_NAMES = ("label", "probabilities")
+OUTPUT_NAMES = GRAPH_OUTPUTS
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Feeds = dict[str, NDArray[Any]]

@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from services.inference.protocol import Inputs, InputSchema, canary_bucket
 from shared.errors import CorruptArtifact, InvalidInput, ModelNotFound
-from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY
+from shared.features import CATEGORICAL, COLUMNS, GRAPH_OUTPUTS, MISSING_CATEGORY
 from shared.registry import InputSchema as CardSchema
 from shared.registry import Registry
 
@@ -61,7 +61,7 @@ class LoadedModel:
             )
         else:
             feeds = inputs
-        label, proba = self.session.run(["label", "probabilities"], feeds)
+        label, proba = self.session.run(list(GRAPH_OUTPUTS), feeds)
         return np.asarray(label), np.asarray(proba, dtype=np.float32)
 
 

@@ -27,7 +27,7 @@ from skl2onnx import to_onnx as skl_to_onnx
 from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-from shared.features import CATEGORICAL, MATRIX, NUMERIC, frame_columns, layout_of, onnx_feeds
+from shared.features import CATEGORICAL, GRAPH_OUTPUTS, MATRIX, NUMERIC, frame_columns, layout_of, onnx_feeds
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 """ONNX opset 17 with ai.onnx.ml 3: supported by skl2onnx 1.20 for every allowed estimator and by onnxruntime."""
@@ -63,7 +63,7 @@ def _patch_tree_thresholds() -> None:
 _patch_tree_thresholds()
 
 
-OUTPUTS = ("label", "probabilities")
+OUTPUTS = GRAPH_OUTPUTS
 PROBE_ROWS = 32
 """Rows of each kind of probe :meth:`TypedColumns.with_probes` adds to a parity check."""
 UNSEEN_CATEGORY = "driftloop:unseen-category"

@@ -304,7 +304,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             gate=result.gate,
             onnx_opset=opset,
             input_schema=reused.card.input_schema if reused else _input_schema(spec, classes, categories),
-            output_names=["label", "probabilities"],
+            output_names=list(OUTPUTS),
             artifact_key=artifact_key,
             artifact_sha256=sha256,
             artifact_bytes=len(onnx),
