@@ -13,7 +13,6 @@ own card's layout, when its features and their types are the spec's.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import subprocess
@@ -255,6 +254,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
     reused: Scored | None = None
     if result.since is not None:  # the new regime alone: it may be one seen before (A -> B -> A)
         reused = _reusable(spec, registry, test_in, y_test, result.metrics, skip={champion_sha})
+    fresh = result.metrics
     if reused is not None:
         log.info(
             "%s: v%d scores %s %.4f on the post-change holdout against %.4f for a fresh fit: registering it again",
@@ -264,12 +264,13 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             reused.metrics[spec.gate.metric],
             result.metrics[spec.gate.metric],
         )
+        # loaded again rather than kept from scoring: only the chosen graph is held in memory
         onnx, opset, classes = registry.load_onnx(model, reused.card.version), reused.card.onnx_opset, reused.classes
         y_pred, proba, result.metrics = reused.labels, reused.proba, reused.metrics
     result.gate = core.gate(spec.gate, result.metrics, result.champion_metrics)
     if reused is not None:
         note = f"reused v{reused.card.version}'s graph: {spec.gate.metric} {reused.metrics[spec.gate.metric]:.4f} "
-        note += f"on the post-change holdout, {reused.fresh[spec.gate.metric]:.4f} for a fresh fit"
+        note += f"on the post-change holdout, {fresh[spec.gate.metric]:.4f} for a fresh fit"
         result.gate = GateVerdict(passed=result.gate.passed, reasons=[note, *result.gate.reasons])
     expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
     if isinstance(train_in, TypedColumns):
@@ -332,8 +333,6 @@ class Scored:
     proba: NDArray[np.float32]
     classes: list[Any]
     metrics: dict[str, float]
-    fresh: dict[str, float] = field(default_factory=dict)
-    """The fresh fit's metrics on the same holdout (for a version considered for reuse)."""
 
 
 def score_version(registry: Registry, card: ModelCard, test_in: Rows, y_test: NDArray[Any]) -> Scored:
@@ -374,8 +373,7 @@ def _reusable(
         spec.gate.metric,
         spec.gate.min_delta_vs_champion,
     )
-    best = next((s for s in scored if s.card.version == chosen), None)
-    return dataclasses.replace(best, fresh=fresh) if best is not None else None
+    return next((s for s in scored if s.card.version == chosen), None)
 
 
 def _input_schema(spec: ModelSpec, classes: list[Any], categories: dict[str, list[str]]) -> InputSchema:
