@@ -194,6 +194,22 @@ def with_champion(store: FileStore, spec: str) -> None:
     Registry(store).set_alias(MODEL, "production", 1, "test", "champion")
 
 
+def hold_first_run(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, list[str]]:
+    """Make the trainer's first run wait (in its worker thread) until the returned event is set;
+    the list collects every run's id."""
+    may_finish = threading.Event()
+    calls: list[str] = []
+
+    def held_train(*args: Any, **kwargs: Any) -> RunResult:
+        calls.append(args[4])
+        if len(calls) == 1:
+            assert may_finish.wait(20), "the test never released the first run"
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "train", held_train)
+    return may_finish, calls
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> FileStore:
     return FileStore(tmp_path / "store")
@@ -381,16 +397,7 @@ async def test_triggers_arriving_during_a_run_coalesce_into_one_follow_up_run(
     apply_spec(store, spec_text())
     trainer = Trainer(store)
     await trainer.handlers.on_event(write_dataset(store, sea_rows(400)), DELIVERY)
-    first_run_may_finish = threading.Event()
-    calls: list[str] = []
-
-    def held_train(*args: Any, **kwargs: Any) -> RunResult:
-        calls.append(args[4])
-        if len(calls) == 1:
-            assert first_run_may_finish.wait(20), "the test never released the first run"
-        return train(*args, **kwargs)
-
-    monkeypatch.setattr(handlers, "train", held_train)
+    first_run_may_finish, calls = hold_first_run(monkeypatch)
     try:
         async with trainer.working():
             await trainer.until(lambda: stored_state(store).running is not None)

@@ -10,15 +10,12 @@ which a new drift arrived registers its candidate but does not roll it out, and 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from services.trainer import handlers
-from services.trainer.runner import RunResult, train
+from services.trainer.runner import train
 from shared.datasets import AcceptedRecord, DatasetRepository
 from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
@@ -29,6 +26,7 @@ from tests.unit.trainer.test_handlers import (
     T0,
     Trainer,
     drift,
+    hold_first_run,
     sea_rows,
     spec_text,
     stored_state,
@@ -100,16 +98,7 @@ async def test_a_run_a_newer_drift_overtook_is_registered_but_not_rolled_out(
     write_dataset(store, sea_rows(400))
     trainer = Trainer(store)
     await trainer.handlers.on_event(drift(change_started_at=T0), DELIVERY)
-    may_finish = threading.Event()
-    calls: list[str] = []
-
-    def held_train(*args: Any, **kwargs: Any) -> RunResult:
-        calls.append(args[4])
-        if len(calls) == 1:
-            assert may_finish.wait(20), "the test never released the run"
-        return train(*args, **kwargs)
-
-    monkeypatch.setattr(handlers, "train", held_train)
+    may_finish, _ = hold_first_run(monkeypatch)
     try:
         async with trainer.working():
             await trainer.until(lambda: stored_state(store).running is not None)
