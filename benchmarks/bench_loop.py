@@ -155,14 +155,9 @@ def build_scenario(name: str, estimator: str | None = None) -> Scenario:
     if variation:
         scenario = build_scenario(base, estimator)
         before, after = scenario.before, scenario.after
-        if variation == "promoted":
-            text = f"a version trained and promoted by hand {OPERATOR_LEAD:,} events before the change"
-            return dataclasses.replace(scenario, description=f"{scenario.description}; {text}")
-        if variation == "canary":
-            text = f"a version trained by hand, canary from {CANARY_LEAD:,} events before the change"
-            return dataclasses.replace(scenario, description=f"{scenario.description}; {text}")
-        if variation == "canary-change":
-            text = f"a version trained by hand, canary from {CANARY_CHANGE_LEAD:,} events before the change (on trial)"
+        if variation in OPERATED:
+            operated = OPERATED[variation]
+            text = operated.text.format(lead=operated.lead)
             return dataclasses.replace(scenario, description=f"{scenario.description}; {text}")
         if variation == "recurring":
             return dataclasses.replace(
@@ -209,13 +204,34 @@ the verdict lands ~700-900 events after the start."""
 CANARY_CHANGE_LEAD = 150
 """Events before the change at which the operator starts a canary still on trial at the change
 (``-canary-change``)."""
-OPERATED: dict[str, tuple[OperatorAction, int]] = {
-    "promoted": ("promote", OPERATOR_LEAD),
-    "canary": ("canary", CANARY_LEAD),
-    "canary-change": ("canary", CANARY_CHANGE_LEAD),
+
+
+@dataclass(frozen=True)
+class Operated:
+    """A variation where an operator acts by hand."""
+
+    action: OperatorAction
+    """What they do (``DemoPlan.operator_action``)."""
+    lead: int
+    """How many events before the change."""
+    text: str
+    """The scenario description's addition, ``{lead}`` standing for the lead."""
+
+
+OPERATED: dict[str, Operated] = {
+    "promoted": Operated(
+        "promote", OPERATOR_LEAD, "a version trained and promoted by hand {lead:,} events before the change"
+    ),
+    "canary": Operated(
+        "canary", CANARY_LEAD, "a version trained by hand, canary from {lead:,} events before the change"
+    ),
+    "canary-change": Operated(
+        "canary",
+        CANARY_CHANGE_LEAD,
+        "a version trained by hand, canary from {lead:,} events before the change (on trial)",
+    ),
 }
-"""Variations where an operator acts by hand: what they do (``DemoPlan.operator_action``) and how
-many events before the change."""
+"""Variations where an operator acts by hand, by name."""
 GRADUAL_EVENTS = 3000
 """Events over which the ``-gradual`` scenarios move from the first concept to the second."""
 SCENARIOS = (
@@ -506,8 +522,7 @@ def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outco
     scenario = build_scenario(name, estimator)
     sizes = Sizes(args.bootstrap, args.before_drift, args.max_after_drift, args.seed)
     outcome = Outcome(name, scenario, sizes, estimator)
-    operated: tuple[OperatorAction, int | None] = OPERATED.get(name.partition("-")[2], ("promote", None))
-    action, lead = operated
+    operated = OPERATED.get(name.partition("-")[2])
     plan = DemoPlan(
         bootstrap=sizes.bootstrap,
         before_drift=sizes.before_drift,
@@ -518,8 +533,8 @@ def run_scenario(name: str, args: argparse.Namespace, console: Console) -> Outco
         scenario=scenario,
         faults=False,
         seed=sizes.seed,
-        operator_at=None if lead is None else sizes.before_drift - lead,
-        operator_action=action,
+        operator_at=None if operated is None else sizes.before_drift - operated.lead,
+        operator_action="promote" if operated is None else operated.action,
     )
     timeout = args.timeout or 90 + 1.5 * (sizes.before_drift + sizes.max_after_drift) / args.rate
     root = Path(args.data_dir) / name if args.data_dir else Path(tempfile.mkdtemp(prefix=f"bench-loop-{name}-"))

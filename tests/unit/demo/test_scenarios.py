@@ -130,8 +130,9 @@ def test_every_bench_scenario_builds_a_stream_its_spec_accepts(name: str) -> Non
 
 
 def test_the_canary_variations_act_before_the_change_by_their_leads() -> None:
-    assert bench_loop.OPERATED["canary"] == ("canary", bench_loop.CANARY_LEAD)
-    assert bench_loop.OPERATED["canary-change"] == ("canary", bench_loop.CANARY_CHANGE_LEAD)
+    canary, during = bench_loop.OPERATED["canary"], bench_loop.OPERATED["canary-change"]
+    assert (canary.action, canary.lead) == ("canary", bench_loop.CANARY_LEAD)
+    assert (during.action, during.lead) == ("canary", bench_loop.CANARY_CHANGE_LEAD)
     assert set(bench_loop.OPERATED) <= {name.partition("-")[2] for name in bench_loop.SCENARIOS}
     deployment = parse_spec(bench_loop.build_scenario("sea-canary").spec_text).deployment
     judged_after = deployment.promote_after.labelled_samples / deployment.canary_traffic  # served events, at least
