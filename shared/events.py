@@ -53,6 +53,9 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Label = str | int
 """Class labels: strings (``"good"``) or integers (``0``/``1``) as a data set gives them."""
+Target = str | int | float
+"""What a record is labelled with, or a model predicts: a class (:data:`Label`) or, for a
+regression model, a number."""
 FeatureValue = bool | float | str | None
 """A feature's value in an event: a number, a category (string), a flag, or null (missing)."""
 
@@ -108,11 +111,13 @@ class AnnotationSubmitted(Event):
     hold non-finite numbers: the contract carries what the annotator sent, and ingest's
     validation checks it against the spec's feature types and rejects with a named rule.
     ``inference_id`` is set when the label is ground truth for an earlier prediction.
+    ``label`` is a class, or a number for a regression model (ingest checks it is finite and
+    in the spec's range).
     """
 
     record_id: Annotated[str, Field(min_length=1, max_length=256)]
     features: dict[str, FeatureValue]
-    label: Label
+    label: Target
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
     annotator: str | None = None
     inference_id: str | None = None
@@ -233,7 +238,10 @@ class DatasetVersionCreated(Event):
     rows_total: Annotated[int, Field(ge=0)]
     rows_added: Annotated[int, Field(ge=0)]
     label_counts: dict[str, int]
+    """Rows per class in the whole version (empty for a regression label: see ``label_summary``)."""
     schema_hash: str
+    label_summary: dict[str, float] | None = None
+    """A regression label's summary over the whole version: count, mean, std, min, p50, max."""
 
 
 # --- drift ---------------------------------------------------------------------------------
@@ -304,7 +312,9 @@ class PredictionsLogged(Event):
 
     Row ``i`` is one prediction: ``inference_ids[i]``, its ``features[i]`` in
     ``feature_names`` order (``null`` = missing), ``labels[i]``, ``probabilities[i]`` in
-    ``classes`` order, ``latency_ms[i]`` and ``predicted_at[i]``. Columns, and many predictions
+    ``classes`` order, ``latency_ms[i]`` and ``predicted_at[i]``. For a regression model
+    ``labels[i]`` is the predicted number, ``classes`` is empty and so is each
+    ``probabilities`` row. Columns, and many predictions
     per message, because one message per prediction costs the serving path 20–75% of its
     throughput (measured; the inference benchmark compares logging on and off).
     """
@@ -315,7 +325,7 @@ class PredictionsLogged(Event):
     classes: list[str]
     inference_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     features: list[list[FeatureValue]]
-    labels: list[Label]
+    labels: list[Target]
     probabilities: list[list[float]]
     latency_ms: list[Annotated[float, Field(ge=0.0)]]
     predicted_at: list[UtcDatetime]

@@ -41,8 +41,22 @@ MISSING_CATEGORY = ""
 """How a missing categorical value enters the graph (and the training frame)."""
 
 GRAPH_OUTPUTS: Final = ("label", "probabilities")
-"""The outputs of every driftloop graph, in order: the predicted label and the class probabilities
-(what the trainer exports, the registry's cards list, inference runs and the V2 protocol names)."""
+"""The outputs of every classifier's graph, in order: the predicted label and the class
+probabilities (what the trainer exports, the registry's cards list, inference runs and the V2
+protocol names)."""
+REGRESSION_OUTPUTS: Final = ("prediction",)
+"""The output of every regressor's graph: the predicted number, float32 ``[N, 1]`` in the graph
+(served as FP64 ``[N]``)."""
+
+
+TaskKind = Literal["classification", "regression"]
+"""What a model predicts: a class, or a number (the spec's ``label.type``)."""
+
+
+def graph_outputs(regression: bool) -> tuple[str, ...]:
+    """The outputs of a classifier's or a regressor's graph."""
+    return REGRESSION_OUTPUTS if regression else GRAPH_OUTPUTS
+
 
 MATRIX: Final = "matrix"
 COLUMNS: Final = "columns"

@@ -75,12 +75,15 @@ class CategoryReference(_Frozen):
 
 
 class PredictionReference(_Frozen):
-    """The model's predictions on its holdout."""
+    """The model's predictions on its holdout: for a classifier the predicted classes and their
+    probabilities; for a regressor the predicted values (``value_histogram``, the other two empty)."""
 
     label_distribution: dict[str, float]
     """Share of each predicted class."""
     probability_histograms: dict[str, ReferenceHistogram]
     """Per class, the histogram of its predicted probability."""
+    value_histogram: ReferenceHistogram | None = None
+    """A regressor's predicted values (quantile bins, as a numeric feature's)."""
 
 
 class ExpectedError(_Frozen):
@@ -94,12 +97,52 @@ class ExpectedError(_Frozen):
     >>> e = ExpectedError.of(accuracy=0.9, rows=400)
     >>> round(e.rate, 3), e.rows, round(e.upper, 3)
     (0.1, 400, 0.127)
+
+    For a regressor the monitor's error stream is 0/1 too: a prediction counts as a miss when its
+    absolute error exceeds ``threshold``, the holdout's :data:`MISS_QUANTILE` quantile of absolute
+    errors (:meth:`of_errors`), so ``rate`` is the holdout's share of misses (about 0.2). A
+    Bernoulli stream is what DDM and HDDM assume and what ADWIN's bound is exact for, and a
+    single huge error (regression errors are heavy-tailed) moves it by one miss, not by its
+    size. A change that makes the model worse shows as more misses. ``mae`` and ``rmse`` are the
+    holdout's, for the report and the status page beside the live ones.
+
+    >>> r = ExpectedError.of_errors(np.arange(1.0, 101.0))
+    >>> r.threshold, round(r.rate, 2), r.mae
+    (80.2, 0.2, 50.5)
     """
 
     rate: float
     rows: int
     upper: float
     """One-sided 95 % (Wilson) upper bound of the rate, from ``rows`` holdout rows."""
+    threshold: float | None = None
+    """A regressor's miss threshold: absolute errors above it count as misses (None: a classifier)."""
+    mae: float | None = None
+    rmse: float | None = None
+    """A regressor's holdout MAE and RMSE."""
+
+    @classmethod
+    def of_errors(cls, absolute_errors: NDArray[np.float64], quantile: float | None = None) -> ExpectedError:
+        """A regressor's: misses above the ``quantile`` (default :data:`MISS_QUANTILE`) of the
+        holdout's absolute errors."""
+        errors = np.abs(np.asarray(absolute_errors, dtype=np.float64))
+        errors = errors[np.isfinite(errors)]
+        if errors.size == 0:
+            return cls.of(accuracy=1.0, rows=0).model_copy(update={"threshold": 0.0, "mae": 0.0, "rmse": 0.0})
+        threshold = float(np.quantile(errors, MISS_QUANTILE if quantile is None else quantile))
+        rate = float(np.mean(errors > threshold))
+        base = cls.of(accuracy=1.0 - rate, rows=int(errors.size))
+        return base.model_copy(
+            update={
+                "threshold": threshold,
+                "mae": float(np.mean(errors)),
+                "rmse": float(np.sqrt(np.mean(errors * errors))),
+            }
+        )
+
+    def miss(self, absolute_error: float) -> bool:
+        """A regressor's prediction with this absolute error counts as a miss."""
+        return self.threshold is not None and absolute_error > self.threshold
 
     @classmethod
     def of(cls, accuracy: float, rows: int) -> ExpectedError:
@@ -110,6 +153,10 @@ class ExpectedError(_Frozen):
         centre = (rate + z * z / (2 * n)) / (1 + z * z / n)
         spread = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / (1 + z * z / n)
         return cls(rate=rate, rows=rows, upper=min(1.0, centre + spread))
+
+
+MISS_QUANTILE = 0.8
+"""The quantile of a regressor's holdout absolute errors above which a live error is a miss."""
 
 
 class Reference(_Frozen):
@@ -277,6 +324,12 @@ def prediction_reference(y_pred: NDArray[Any], proba: NDArray[Any], classes: Seq
         str(c): probability_histogram(np.asarray(proba, dtype=np.float64)[:, k]) for k, c in enumerate(classes)
     }
     return PredictionReference(label_distribution=distribution, probability_histograms=probabilities)
+
+
+def regression_prediction_reference(predicted: NDArray[Any]) -> PredictionReference:
+    """A regressor's predictions on the holdout: the histogram of the predicted values."""
+    values = np.asarray(predicted, dtype=np.float64).ravel()
+    return PredictionReference(label_distribution={}, probability_histograms={}, value_histogram=histogram(values))
 
 
 def _float_values(values: Sequence[Any] | NDArray[Any]) -> NDArray[np.float64]:

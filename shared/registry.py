@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, KeyNotFound, ModelNotFound, StoreError
 from shared.events import GateVerdict, Label, UtcDatetime, utc_now
-from shared.features import GRAPH_OUTPUTS, FeatureType, Layout
+from shared.features import GRAPH_OUTPUTS, FeatureType, Layout, TaskKind
 from shared.reference import Reference
 from shared.store import ObjectStore
 
@@ -104,6 +104,9 @@ class InputSchema(_Frozen):
     """The ONNX graph's inputs (see :mod:`shared.features`): one ``[N, F]`` matrix, or one per feature."""
     categories: dict[str, list[str]] = Field(default_factory=dict)
     """Per categorical feature, the categories seen in training (others are unseen at serving)."""
+    task: TaskKind = "classification"
+    """What the version answers: a class with probabilities (``label``, ``probabilities``) or,
+    for a regressor, a number (``prediction``); ``label_values`` is empty for a regressor."""
 
     @property
     def feature_types(self) -> list[str]:

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import threading
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import InvalidSpec, KeyNotFound
-from shared.events import Label, ModelName
-from shared.features import GRAPH_OUTPUTS
+from shared.events import Label, ModelName, Target
+from shared.features import GRAPH_OUTPUTS, TaskKind, graph_outputs
 
 if TYPE_CHECKING:
     from shared.store import ObjectStore
@@ -92,17 +93,46 @@ class FeatureSpec(_Section):
         return self
 
 
+CLASSIFICATION: Final = "classification"
+REGRESSION: Final = "regression"
+
+
 class LabelSpec(_Section):
-    """The label set."""
+    """What the model predicts: one of two or more classes, or a number.
 
-    values: Annotated[list[Label], Field(min_length=2)]
+    ``{values: [...]}`` (``type`` defaults to ``classification``, so older specs keep working)
+    declares the classes; ``{type: regression}`` a number per record, with an optional declared
+    range (``min`` / ``max``: a label outside it is rejected at ingest).
+    """
 
-    @field_validator("values")
-    @classmethod
-    def _distinct(cls, values: list[Label]) -> list[Label]:
-        if len({str(v) for v in values}) != len(values):
+    type: TaskKind = CLASSIFICATION
+    values: list[Label] = Field(default_factory=list)
+    """The classes (classification only)."""
+    min: float | None = None
+    max: float | None = None
+    """The range of a regression label (both optional)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LabelSpec:
+        if self.type == REGRESSION:
+            if self.values:
+                raise ValueError("values apply to classification labels; a regression label is a number")
+            for bound in (self.min, self.max):
+                if bound is not None and not math.isfinite(bound):
+                    raise ValueError("min and max of a regression label must be finite numbers")
+            if self.min is not None and self.max is not None and self.min >= self.max:
+                raise ValueError(f"label min {self.min} must be below max {self.max}")
+            return self
+        if self.min is not None or self.max is not None:
+            raise ValueError("min and max apply to regression labels ({type: regression}); classes take values")
+        if len(self.values) < 2:
+            raise ValueError(
+                "a classification label needs at least two values (label: {values: [...]}); "
+                "for a number per record use label: {type: regression}"
+            )
+        if len({str(v) for v in self.values}) != len(self.values):
             raise ValueError("label values must be distinct")
-        return values
+        return self
 
 
 class ValidationSpec(_Section):
@@ -121,17 +151,30 @@ class WindowSpec(_Section):
     min_rows_after_change: Annotated[int, Field(ge=10)] = 1000
 
 
+CLASSIFIERS: Final = (
+    "LogisticRegression",
+    "SGDClassifier",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+)
+REGRESSORS: Final = (
+    "Ridge",
+    "SGDRegressor",
+    "RandomForestRegressor",
+    "ExtraTreesRegressor",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingRegressor",
+)
+"""The allow-listed estimators by task (built in :mod:`services.trainer.estimators`)."""
+
+
 class TrainingSpec(_Section):
     """The training recipe."""
 
-    estimator: Literal[
-        "LogisticRegression",
-        "SGDClassifier",
-        "RandomForestClassifier",
-        "ExtraTreesClassifier",
-        "GradientBoostingClassifier",
-        "HistGradientBoostingClassifier",
-    ] = "HistGradientBoostingClassifier"
+    estimator: Literal[CLASSIFIERS + REGRESSORS] = "HistGradientBoostingClassifier"  # type: ignore[valid-type]
+    """The default follows the label: ``HistGradientBoostingRegressor`` for a regression label."""
     params: dict[str, Any] = Field(default_factory=dict)
     window: WindowSpec = WindowSpec()
     holdout: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
@@ -153,23 +196,66 @@ class TriggerSpec(_Section):
         return None if value is None else parse_duration(value)
 
 
-class GateSpec(_Section):
-    """What a candidate must reach to be offered for rollout."""
+CLASSIFICATION_METRICS: Final = ("accuracy", "f1_macro", "balanced_accuracy", "log_loss_neg")
+REGRESSION_METRICS: Final = ("mae", "rmse", "r2")
+LOWER_IS_BETTER: Final = frozenset({"mae", "rmse"})
+"""Gate metrics where a lower value is better (every other one: higher is better)."""
 
-    metric: Literal["accuracy", "f1_macro", "balanced_accuracy", "log_loss_neg"] = "accuracy"
-    min: float = 0.0
+
+def improvement(metric: str, value: float, baseline: float) -> float:
+    """How much better ``value`` is than ``baseline`` in ``metric``'s own good direction.
+
+    >>> improvement("accuracy", 0.91, 0.90) > 0, improvement("mae", 9.0, 10.0)
+    (True, 1.0)
+    """
+    return baseline - value if metric in LOWER_IS_BETTER else value - baseline
+
+
+class GateSpec(_Section):
+    """What a candidate must reach to be offered for rollout.
+
+    ``min`` bounds a higher-is-better metric, ``max`` a lower-is-better one (``mae``, ``rmse``);
+    ``min_delta_vs_champion`` is always how much better than the champion, in the metric's own
+    good direction (0.0: at least as good; -0.005: may be 0.005 worse). The metric defaults to
+    ``accuracy``, or ``mae`` for a regression label.
+    """
+
+    metric: Literal[CLASSIFICATION_METRICS + REGRESSION_METRICS] = "accuracy"  # type: ignore[valid-type]
+    min: float | None = None
+    max: float | None = None
     min_delta_vs_champion: float = 0.0
+
+    @model_validator(mode="after")
+    def _bound_in_direction(self) -> GateSpec:
+        if self.metric in LOWER_IS_BETTER and self.min is not None:
+            raise ValueError(f"{self.metric} is lower-is-better: bound it with max, not min")
+        if self.metric not in LOWER_IS_BETTER and self.max is not None:
+            raise ValueError(f"{self.metric} is higher-is-better: bound it with min, not max")
+        return self
+
+    def bound(self) -> tuple[str, float] | None:
+        """``("min", x)`` or ``("max", x)``: the absolute bound the candidate must meet, if any."""
+        if self.max is not None:
+            return "max", self.max
+        if self.metric not in LOWER_IS_BETTER:
+            return "min", self.min if self.min is not None else 0.0
+        return None
 
 
 class PromoteAfter(_Section):
-    """When the monitor judges a canary."""
+    """When the monitor judges a canary.
+
+    ``max_error_delta`` is how much worse than the champion's error the canary may be: in
+    error rate for a classifier, relative to the champion's MAE for a regressor (0.1 = 10 %).
+    """
 
     labelled_samples: Annotated[int, Field(ge=1)] = 500
     max_error_delta: float = 0.0
 
 
 class RollbackOn(_Section):
-    """When the monitor rolls a new champion back."""
+    """When the monitor rolls a new champion back (``error_increase`` as ``max_error_delta``:
+    in error rate, or relative to the previous champion's MAE for a regressor)."""
 
     error_increase: Annotated[float, Field(ge=0.0)] = 0.05
 
@@ -212,6 +298,41 @@ class ModelSpec(_Section):
     deployment: DeploymentSpec = DeploymentSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_follow_the_label(cls, data: Any) -> Any:
+        """A regression label's estimator and gate metric default to regression ones."""
+        if not isinstance(data, dict) or not isinstance(data.get("label"), dict):
+            return data
+        if data["label"].get("type") != REGRESSION:
+            return data
+        data = dict(data)
+        for section, key, default in (("training", "estimator", REGRESSORS[-1]), ("gate", "metric", "mae")):
+            given = data.get(section)
+            if given is None or (isinstance(given, dict) and key not in given):
+                data[section] = {**(given or {}), key: default}
+        return data
+
+    @model_validator(mode="after")
+    def _one_task(self) -> ModelSpec:
+        regression = self.label.type == REGRESSION
+        estimator, metric = self.training.estimator, self.gate.metric
+        if regression and estimator not in REGRESSORS:
+            raise ValueError(
+                f"training.estimator: {estimator} is a classifier and the label is a regression label; "
+                f"use one of {', '.join(REGRESSORS)}"
+            )
+        if not regression and estimator not in CLASSIFIERS:
+            raise ValueError(
+                f"training.estimator: {estimator} is a regressor and the label has classes; "
+                f"use one of {', '.join(CLASSIFIERS)} (or label: {{type: regression}})"
+            )
+        if regression and metric not in REGRESSION_METRICS:
+            raise ValueError(f"gate.metric: {metric} is a classification metric; use {', '.join(REGRESSION_METRICS)}")
+        if not regression and metric not in CLASSIFICATION_METRICS:
+            raise ValueError(f"gate.metric: {metric} is a regression metric; use {', '.join(CLASSIFICATION_METRICS)}")
+        return self
+
     @field_validator("features")
     @classmethod
     def _unique_features(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
@@ -233,11 +354,34 @@ class ModelSpec(_Section):
         """Feature names in spec order: the column order of every matrix driftloop builds."""
         return [f.name for f in self.features]
 
-    def canonical_label(self, label: Label) -> Label | None:
-        """The spec's own value for ``label`` (``1`` and ``"1"`` match), or None if not in the set."""
+    @property
+    def regression(self) -> bool:
+        """True when the model predicts a number (``label: {type: regression}``)."""
+        return self.label.type == REGRESSION
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The outputs of this model's graph (:mod:`shared.features`)."""
+        return graph_outputs(self.regression)
+
+    def canonical_label(self, label: Target) -> Target | None:
+        """The spec's own value for ``label``, or None when it is not a valid one.
+
+        Classification: the declared class (``1``, ``1.0`` and ``"1"`` match). Regression: the
+        label as a float when it is a finite number within ``min`` / ``max`` (booleans and text
+        are not numbers).
+        """
+        if isinstance(label, bool):
+            return None
+        if self.regression:
+            return regression_target(label, self.label.min, self.label.max)
+        if isinstance(label, float):
+            if not (math.isfinite(label) and label.is_integer()):
+                return None
+            label = int(label)
         wanted = str(label)
         for value in self.label.values:
-            if str(value) == wanted and not isinstance(label, bool):
+            if str(value) == wanted:
                 return value
         return None
 
@@ -252,14 +396,32 @@ class ModelSpec(_Section):
         return any(f.type != "numeric" for f in self.features)
 
     def schema_hash(self) -> str:
-        """sha256 of what shapes a dataset: feature names, order and types, and the label set.
+        """sha256 of what shapes a dataset: feature names, order and types, and the label set
+        (``regression`` for a regression label: its range does not shape the data).
 
         An all-numeric spec hashes as it did before features had types, so its datasets go on.
         """
-        shape: tuple[Any, ...] = (self.feature_names, [str(v) for v in self.label.values])
+        labels = [REGRESSION] if self.regression else [str(v) for v in self.label.values]
+        shape: tuple[Any, ...] = (self.feature_names, labels)
         if self.typed:
             shape = (*shape, self.feature_types)
         return hashlib.sha256(repr(shape).encode()).hexdigest()
+
+
+def regression_target(value: Any, low: float | None = None, high: float | None = None) -> float | None:
+    """A regression label as a float: a finite number within ``[low, high]``; None otherwise.
+
+    >>> regression_target(3), regression_target(2.5, 0, 10), regression_target(-1, 0), regression_target("3")
+    (3.0, 2.5, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        return None
+    if (low is not None and number < low) or (high is not None and number > high):
+        return None
+    return number
 
 
 def spec_key(model: str) -> str:

@@ -34,7 +34,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, l
 
 from shared.errors import InvalidInput
 from shared.events import GateVerdict, UtcDatetime
-from shared.spec import GateSpec, TriggerSpec
+from shared.spec import LOWER_IS_BETTER, GateSpec, TriggerSpec, improvement
 
 MIN_TRAIN_ROWS = 20
 MIN_HOLDOUT_ROWS = 10
@@ -439,33 +439,60 @@ def choose_reuse(
     """
     if not earlier:
         return None
-    version, metrics = max(earlier, key=lambda vm: (vm[1][metric], vm[0]))
-    return version if metrics[metric] - fresh[metric] >= max(margin, REUSE_MARGIN) else None
+    version, metrics = max(earlier, key=lambda vm: (improvement(metric, vm[1][metric], fresh[metric]), vm[0]))
+    better = improvement(metric, metrics[metric], fresh[metric])
+    return version if better >= max(margin, _reuse_margin(metric, fresh[metric])) else None
+
+
+def _reuse_margin(metric: str, fresh: float) -> float:
+    """:data:`REUSE_MARGIN` in the metric's units: points of a score, or a share of an error
+    (a regressor's MAE or RMSE has the target's units, so 1 % of the fresh fit's error)."""
+    return REUSE_MARGIN * abs(fresh) if metric in LOWER_IS_BETTER else REUSE_MARGIN
 
 
 def gate(spec: GateSpec, candidate: dict[str, float], champion: dict[str, float] | None) -> GateVerdict:
-    """The spec's gate: an absolute minimum, and a minimum delta against the champion."""
-    value = candidate[spec.metric]
+    """The spec's gate: an absolute bound (``min`` of a higher-is-better metric, ``max`` of a
+    lower-is-better one), and a minimum improvement over the champion in the metric's good
+    direction.
+
+    >>> gate(GateSpec(metric="mae", max=5.0), {"mae": 4.0}, {"mae": 4.5}).passed
+    True
+    >>> gate(GateSpec(metric="mae"), {"mae": 4.6}, {"mae": 4.5}).reasons[-1]
+    'mae 4.6000 vs champion 4.5000: -0.1000 better, below min delta +0.0'
+    """
+    metric = spec.metric
+    value = candidate[metric]
     reasons = []
     passed = True
-    if value >= spec.min:
-        reasons.append(f"{spec.metric} {value:.4f} >= min {spec.min}")
-    else:
-        passed = False
-        reasons.append(f"{spec.metric} {value:.4f} is below min {spec.min}")
-    if champion is None:
-        reasons.append("no champion: the first version goes to production")
-    else:
-        delta = value - champion[spec.metric]
-        if delta >= spec.min_delta_vs_champion:
+    bound = spec.bound()
+    if bound is not None:
+        side, limit = bound
+        within = value >= limit if side == "min" else value <= limit
+        passed = within
+        if side == "min":
             reasons.append(
-                f"{spec.metric} {delta:+.4f} vs champion ({champion[spec.metric]:.4f}) "
-                f">= min delta {spec.min_delta_vs_champion:+}"
+                f"{metric} {value:.4f} >= min {limit}" if within else f"{metric} {value:.4f} is below min {limit}"
             )
         else:
-            passed = False
             reasons.append(
-                f"{spec.metric} {delta:+.4f} vs champion ({champion[spec.metric]:.4f}) "
-                f"is below min delta {spec.min_delta_vs_champion:+}"
+                f"{metric} {value:.4f} <= max {limit}" if within else f"{metric} {value:.4f} is above max {limit}"
             )
+    if champion is None:
+        reasons.append("no champion: the first version goes to production")
+        return GateVerdict(passed=passed, reasons=reasons)
+    baseline = champion[metric]
+    better = improvement(metric, value, baseline)
+    if metric in LOWER_IS_BETTER:
+        said = f"{metric} {value:.4f} vs champion {baseline:.4f}: {better:+.4f} better"
+    else:
+        said = f"{metric} {better:+.4f} vs champion ({baseline:.4f})"
+    if better >= spec.min_delta_vs_champion:
+        reasons.append(f"{said} >= min delta {spec.min_delta_vs_champion:+}")
+    else:
+        passed = False
+        reasons.append(
+            f"{said}, below min delta {spec.min_delta_vs_champion:+}"
+            if metric in LOWER_IS_BETTER
+            else f"{said} is below min delta {spec.min_delta_vs_champion:+}"
+        )
     return GateVerdict(passed=passed, reasons=reasons)

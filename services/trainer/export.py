@@ -5,7 +5,8 @@ The ONNX graph of an all-numeric model takes one float32 tensor ``input`` of sha
 ``[N, 1]`` tensor per feature, named as the feature (:data:`shared.features.COLUMNS`): float32
 for numeric and boolean features, string for categorical ones. Both give two plain tensors:
 ``label`` ``[N]`` (int64 or string, as the classes are) and ``probabilities`` ``[N, C]``
-float32, whose columns follow ``pipeline.classes_``. float32, because onnxruntime's tree
+float32, whose columns follow ``pipeline.classes_``; a regressor's graph gives one,
+``prediction`` ``[N, 1]`` float32 (:data:`shared.features.REGRESSION_OUTPUTS`). float32, because onnxruntime's tree
 ensembles compute in float32; the parity check therefore feeds scikit-learn the same
 float32-rounded values (for a typed model, the frame :func:`shared.features.frame_columns`
 builds from the very values :func:`shared.features.onnx_feeds` sends).
@@ -23,11 +24,21 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 from numpy.typing import NDArray
+from sklearn.base import is_regressor
 from skl2onnx import to_onnx as skl_to_onnx
 from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
-from shared.features import CATEGORICAL, GRAPH_OUTPUTS, MATRIX, NUMERIC, frame_columns, layout_of, onnx_feeds
+from shared.features import (
+    CATEGORICAL,
+    GRAPH_OUTPUTS,
+    MATRIX,
+    NUMERIC,
+    REGRESSION_OUTPUTS,
+    frame_columns,
+    layout_of,
+    onnx_feeds,
+)
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 """ONNX opset 17 with ai.onnx.ml 3: supported by skl2onnx 1.20 for every allowed estimator and by onnxruntime."""
@@ -202,17 +213,33 @@ def to_onnx(pipeline: Any, features: int | Sequence[str], types: Sequence[str] |
     """
     model = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
     inputs = input_types(features, types)
+    regression = is_regressor(model)
     onx = skl_to_onnx(
         pipeline,
         initial_types=inputs,
-        options={id(model): {"zipmap": False}},
+        options=None if regression else {id(model): {"zipmap": False}},
         target_opset=TARGET_OPSET,
     )
     outputs = [o.name for o in onx.graph.output]
-    if outputs != list(OUTPUTS):
+    if regression:
+        if len(outputs) != 1:
+            raise ValueError(f"unexpected ONNX outputs {outputs} for a regressor; expected one")
+        _rename_output(onx.graph, outputs[0], REGRESSION_OUTPUTS[0])
+    elif outputs != list(OUTPUTS):
         raise ValueError(f"unexpected ONNX outputs {outputs}; expected label and probabilities")
     _name_inputs(onx.graph, [name for name, _ in inputs])
     return onx.SerializeToString(), int(TARGET_OPSET[""])
+
+
+def _rename_output(graph: Any, old: str, new: str) -> None:
+    """A regressor's one output (skl2onnx calls it ``variable``) takes driftloop's name."""
+    for output in graph.output:
+        if output.name == old:
+            output.name = new
+    for node in graph.node:
+        for k, name in enumerate(node.output):
+            if name == old:
+                node.output[k] = new
 
 
 def _name_inputs(graph: Any, wanted: list[str]) -> None:

@@ -48,7 +48,7 @@ def test_design_example_parses() -> None:
     [
         ("name: x\nfeatures: [{name: a}]\nlabel: {values: [1, 2]}\ncolour: red", r"colour: Extra inputs"),
         ("name: x\nfeatures: [{name: a, min: 3, max: 1}]\nlabel: {values: [1, 2]}", r"features\.0: .*above max"),
-        ("name: x\nfeatures: [{name: a}]\nlabel: {values: [1]}", r"label\.values: List should have at least 2"),
+        ("name: x\nfeatures: [{name: a}]\nlabel: {values: [1]}", r"label: .*needs at least two values"),
         ("name: x\nfeatures: [{name: a}]\nlabel: {values: [1, 2]}\ntriggers: {cooldown: soon}", r"triggers\.cooldown"),
         ("name: x\nfeatures: [{name: a}]\nlabel: {values: [1, 2]}\ntraining: {estimator: SVC}", r"training\.estimator"),
         ("name: x\nfeatures: [{name: a}, {name: a}]\nlabel: {values: [1, 2]}", r"repeated: a"),
