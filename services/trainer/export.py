@@ -24,10 +24,10 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 from numpy.typing import NDArray
-from sklearn.base import is_regressor
 from skl2onnx import to_onnx as skl_to_onnx
 from skl2onnx.common import tree_ensemble
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.base import is_regressor
 
 from shared.features import (
     CATEGORICAL,
