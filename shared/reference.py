@@ -184,6 +184,27 @@ def bin_of(edges: Sequence[float], value: float) -> int:
     return min(max(index, 0), len(edges) - 2)
 
 
+PSI_EPSILON = 1e-4
+"""Share given to an empty bin, so that PSI stays finite."""
+
+
+def psi_from_counts(expected: Sequence[float], counts: Sequence[int]) -> float:
+    """PSI of observed bin ``counts`` against ``expected`` shares: ``sum((a - e) * ln(a / e))``.
+
+    Empty bins on either side count as :data:`PSI_EPSILON`; no counts at all gives 0. (The
+    monitor's drift windows and ingest's label-shift check both use it.)
+    """
+    total = sum(counts)
+    if total == 0:
+        return 0.0
+    value = 0.0
+    for e, c in zip(expected, counts, strict=True):
+        actual = max(c / total, PSI_EPSILON)
+        ref = max(e, PSI_EPSILON)
+        value += (actual - ref) * math.log(actual / ref)
+    return value
+
+
 def column_counts(
     inner: Sequence[float] | NDArray[np.float64], bins: int, column: NDArray[np.float64]
 ) -> NDArray[np.int64]:

@@ -56,10 +56,9 @@ from typing import Annotated, Any, Literal, cast
 from pydantic import ConfigDict, Field
 
 from services.monitor.categorical import category_psi, psi_alert, share_z, unseen_alert
-from services.monitor.psi import psi_from_counts
 from services.monitor.state import State
 from shared.events import DriftDetected, epoch
-from shared.reference import ReferenceHistogram, bin_of
+from shared.reference import ReferenceHistogram, bin_of, psi_from_counts
 
 DriftKind = Literal["data", "prediction", "concept"]
 Severity = Literal["low", "medium", "high"]

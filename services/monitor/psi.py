@@ -8,7 +8,6 @@ the open window, :class:`PredictionWindow` the predicted classes and each class'
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -16,10 +15,13 @@ from numpy.typing import NDArray
 
 from services.monitor.state import State
 from shared.events import Label
-from shared.reference import PredictionReference, ReferenceHistogram, bin_counts, column_counts
-
-PSI_EPSILON = 1e-4
-"""Share given to an empty bin, so that PSI stays finite."""
+from shared.reference import (
+    PredictionReference,
+    ReferenceHistogram,
+    bin_counts,
+    column_counts,
+    psi_from_counts,
+)
 
 PREDICTED_LABEL = "label"
 """Prediction-drift stream of the predicted class distribution."""
@@ -28,22 +30,6 @@ PREDICTED_LABEL = "label"
 def probability_stream(label: str) -> str:
     """Prediction-drift stream name of one class's predicted probability."""
     return f"proba:{label}"
-
-
-def psi_from_counts(expected: Sequence[float], counts: Sequence[int]) -> float:
-    """PSI of observed bin ``counts`` against ``expected`` shares: ``sum((a - e) * ln(a / e))``.
-
-    Empty bins on either side count as :data:`PSI_EPSILON`; no counts at all gives 0.
-    """
-    total = sum(counts)
-    if total == 0:
-        return 0.0
-    value = 0.0
-    for e, c in zip(expected, counts, strict=True):
-        actual = max(c / total, PSI_EPSILON)
-        ref = max(e, PSI_EPSILON)
-        value += (actual - ref) * math.log(actual / ref)
-    return value
 
 
 def psi(reference: ReferenceHistogram, values: Iterable[float | None]) -> float:
