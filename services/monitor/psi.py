@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from services.monitor.state import State
 from shared.events import Label
 from shared.reference import (
+    PSI_EPSILON,
     PredictionReference,
     ReferenceHistogram,
     bin_counts,
