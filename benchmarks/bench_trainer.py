@@ -2,6 +2,8 @@
 
 * numeric: 50,000 rows x 20 features from scikit-learn's make_classification (generated,
   nothing downloaded), fed as the ``[N, F]`` matrix all-numeric models take.
+* regression: the same for every allowed regressor, on make_regression's targets moved to a
+  price's scale (around 2,000); parity as a share of the predictions' scale, and the MAE.
 * mixed: 50,000 rows x 18 typed features (10 numeric, 6 categorical of 3 to 300 categories
   with a Zipf-like spread, 2 boolean; about 5 % missing in each), generated with a seeded
   numpy generator, fed one column per feature as typed models take them. Parity is checked on
@@ -10,7 +12,7 @@
 Default parameters as a spec without ``params`` would get them, and the trainer's own build,
 fit, export and parity code.
 
-    .venv/bin/python benchmarks/bench_trainer.py [ROWS] [--case numeric|mixed|all]
+    .venv/bin/python benchmarks/bench_trainer.py [ROWS] [--case numeric|regression|mixed|all]
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import time
 
 import numpy as np
 from numpy.typing import NDArray
-from sklearn.datasets import make_classification
+from sklearn.datasets import make_classification, make_regression
 
-from services.trainer.estimators import ALLOWED, build_estimator
+from services.trainer.estimators import build_estimator
 from services.trainer.export import TypedColumns, check_parity, to_onnx
 from services.trainer.runner import fit_pipeline, predict_onnx
-from shared.spec import FeatureSpec, LabelSpec, ModelSpec, TrainingSpec
+from shared.spec import CLASSIFIERS, REGRESSORS, FeatureSpec, LabelSpec, ModelSpec, TrainingSpec
 
 HOLDOUT = 2000
 CARDINALITIES = (3, 5, 10, 20, 60, 300)
@@ -36,7 +38,7 @@ def numeric(rows: int) -> None:
     X_test = X[-HOLDOUT:]
     print(f"trainer: {rows:,} rows x 20 numeric features, 2 classes (sklearn make_classification)")
     print(f"{'estimator':<32} {'fit s':>8} {'export s':>9} {'onnx KiB':>9} {'max |p diff|':>13}")
-    for name in ALLOWED:
+    for name in CLASSIFIERS:
         pipeline = build_estimator(name, {}, seed=42)
         started = time.perf_counter()
         pipeline.fit(X, y)
@@ -46,6 +48,30 @@ def numeric(rows: int) -> None:
         export_s = time.perf_counter() - started
         parity = check_parity(onnx, pipeline, np.asarray(X_test))
         print(f"{name:<32} {fit_s:>8.2f} {export_s:>9.2f} {len(onnx) / 1024:>9.0f} {parity.max_abs_diff:>13.2e}")
+
+
+def regression(rows: int) -> None:
+    X, y = make_regression(n_samples=rows, n_features=20, n_informative=12, noise=10.0, random_state=0)
+    y = y + 2000.0
+    X_train, y_train, X_test, y_test = X[:-HOLDOUT], y[:-HOLDOUT], X[-HOLDOUT:], y[-HOLDOUT:]
+    print(f"\ntrainer: {rows:,} rows x 20 numeric features, a number near 2,000 (sklearn make_regression)")
+    print(f"{'estimator':<32} {'fit s':>8} {'export s':>9} {'onnx KiB':>9} {'rel |diff|':>11} {'mae':>9}")
+    for name in REGRESSORS:
+        pipeline = build_estimator(name, {}, seed=42)
+        started = time.perf_counter()
+        pipeline.fit(X_train, y_train)
+        fit_s = time.perf_counter() - started
+        started = time.perf_counter()
+        onnx, _ = to_onnx(pipeline, X.shape[1])
+        export_s = time.perf_counter() - started
+        parity = check_parity(onnx, pipeline, np.asarray(X_test))
+        values, _ = predict_onnx(onnx, X_test)
+        relative = parity.max_abs_diff / max(1.0, float(np.max(np.abs(values))))
+        mae = float(np.mean(np.abs(values - y_test)))
+        print(
+            f"{name:<32} {fit_s:>8.2f} {export_s:>9.2f} {len(onnx) / 1024:>9.0f} {relative:>11.1e} {mae:>9.2f}"
+            + ("" if parity.passed else f"  PARITY FAILED: {parity.reason}")
+        )
 
 
 def mixed_table(rows: int, seed: int = 0) -> tuple[TypedColumns, NDArray[np.int64]]:
@@ -98,7 +124,7 @@ def mixed(rows: int) -> None:
     print(f"2 boolean; ~5 % missing), 2 classes; parity on {len(probed):,} rows incl. unseen / missing probes")
     header = ["fit s", "export s", "parity s", "onnx KiB", "max |p diff|", "accuracy"]
     print(f"{'estimator':<32} " + " ".join(f"{h:>{max(9, len(h))}}" for h in header))
-    for name in ALLOWED:
+    for name in CLASSIFIERS:
         spec = ModelSpec(
             name="bench",
             features=features,
@@ -126,10 +152,12 @@ def mixed(rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("rows", nargs="?", type=int, default=50_000)
-    parser.add_argument("--case", choices=["numeric", "mixed", "all"], default="all")
+    parser.add_argument("--case", choices=["numeric", "regression", "mixed", "all"], default="all")
     args = parser.parse_args()
     if args.case in ("numeric", "all"):
         numeric(args.rows)
+    if args.case in ("regression", "all"):
+        regression(args.rows)
     if args.case in ("mixed", "all"):
         mixed(args.rows)
 

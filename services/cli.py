@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import signal
 import sys
@@ -30,7 +31,7 @@ from shared.config import build_store
 from shared.datasets import DatasetRepository, FeatureStats, manifest_summary
 from shared.errors import DriftloopError, InvalidInput, NotFound
 from shared.lifecycle import configure_logging
-from shared.spec import SpecCatalog, apply_spec
+from shared.spec import ModelSpec, SpecCatalog, apply_spec
 
 log = logging.getLogger("driftloop")
 
@@ -155,8 +156,24 @@ def cmd_specs_apply(args: argparse.Namespace) -> int:
             raise InvalidInput(f"cannot read {path}: {err.strerror}") from None
         spec, changed = apply_spec(store, text, source=str(path))
         state = "applied" if changed else "unchanged"
-        console.print(f"{spec.name}: {state} ({len(spec.features)} features, labels {spec.label.values}) from {path}")
+        console.print(f"{spec.name}: {state} ({len(spec.features)} features, {_label_text(spec)}) from {path}")
     return 0
+
+
+def _label_text(spec: ModelSpec) -> str:
+    """What a spec's model predicts, as a listing says it.
+
+    >>> from shared.spec import parse_spec
+    >>> _label_text(parse_spec("name: m\\nfeatures: [{name: x}]\\nlabel: {type: regression, min: 0}"))
+    'a number (regression), min 0.0'
+    >>> _label_text(parse_spec("name: m\\nfeatures: [{name: x}]\\nlabel: {values: [a, b]}"))
+    "labels ['a', 'b']"
+    """
+    label = spec.label
+    if not spec.regression:
+        return f"labels {label.values}"
+    bounds = [f"{name} {value}" for name, value in (("min", label.min), ("max", label.max)) if value is not None]
+    return ", ".join(["a number (regression)", *bounds])
 
 
 def cmd_specs_list(args: argparse.Namespace) -> int:
@@ -170,6 +187,8 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
             "labels": spec.label.values,
             "estimator": spec.training.estimator,
             "strategy": spec.deployment.strategy,
+            "task": spec.label.type,
+            "label_range": {"min": spec.label.min, "max": spec.label.max} if spec.regression else None,
         }
         for name, spec in sorted(specs.items())
     ]
@@ -177,10 +196,12 @@ def cmd_specs_list(args: argparse.Namespace) -> int:
         emit_json(rows)
         return 0
     table = Table(title="model specs")
-    for column in ("model", "features", "labels", "estimator", "strategy"):
+    columns = ("model", "features", "labels", "estimator", "strategy")
+    for column in columns:
         table.add_column(column)
-    for row in rows:
-        table.add_row(*(", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in row.values()))
+    for (_, spec), row in zip(sorted(specs.items()), rows, strict=True):
+        shown = {**row, "labels": _label_text(spec) if spec.regression else row["labels"]}
+        table.add_row(*(", ".join(map(str, v)) if isinstance(v, list) else str(v) for v in (shown[c] for c in columns)))
     Console().print(table if rows else "no specs applied yet: driftloop specs apply FILE.yaml")
     return 0
 
@@ -199,38 +220,52 @@ def cmd_datasets_list(args: argparse.Namespace) -> int:
         emit_json(rows)
         return 0
     table = Table(title="dataset versions")
-    for column in ("model", "version", "rows_total", "rows_added", "shards", "label_counts", "created_at", "flags"):
+    columns = ("model", "version", "rows_total", "rows_added", "shards", "labels", "created_at", "flags")
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(
-            *(
-                str(row[c])
-                for c in (
-                    "model",
-                    "version",
-                    "rows_total",
-                    "rows_added",
-                    "shards",
-                    "label_counts",
-                    "created_at",
-                    "flags",
-                )
-            )
-        )
+        shown = {**row, "labels": _labels_cell(row)}
+        table.add_row(*(str(shown[c]) for c in columns))
     Console().print(table if rows else "no datasets yet")
     return 0
 
 
+def _labels_cell(summary: dict[str, object]) -> str:
+    """A listing's labels: rows per class, or a regression label's summary.
+
+    >>> _labels_cell({"label_counts": {"a": 2}, "label_summary": None})
+    "{'a': 2}"
+    >>> _labels_cell({"label_summary": {"count": 3.0, "mean": 2.0, "std": 0.8165, "min": 1.0, "p50": 2.0, "max": 3.0}})
+    'mean 2 ± 0.8165, p50 2, [1, 3]'
+    """
+    label_summary = summary.get("label_summary")
+    if not isinstance(label_summary, dict):
+        return str(summary.get("label_counts"))
+    s = label_summary
+    median = f", p50 {s['p50']:.4g}" if "p50" in s else ""
+    return f"mean {s['mean']:.4g} ± {s['std']:.4g}{median}, [{s['min']:.4g}, {s['max']:.4g}]"
+
+
 def cmd_datasets_show(args: argparse.Namespace) -> int:
-    """Show one dataset version's manifest: shards, label counts, feature statistics, checks."""
+    """Show one dataset version's manifest: shards, label counts or summary, feature statistics, checks."""
     repo = DatasetRepository(build_store(settings_from(args)))
     manifest = repo.manifest(args.model, args.version)
+    label_summary = manifest.label_summary()
     if args.json:
-        sys.stdout.write(manifest.model_dump_json(indent=2) + "\n")
+        if label_summary is None:
+            sys.stdout.write(manifest.model_dump_json(indent=2) + "\n")
+        else:  # the summary is derived, not stored: shown beside the manifest's fields
+            emit_json({**json.loads(manifest.model_dump_json()), "label_summary": label_summary})
         return 0
     console = Console()
     console.print(manifest_summary(manifest))
     title = f"{manifest.model} v{manifest.version}"
+    if label_summary is not None:
+        label = Table(title=f"{title}: regression label")
+        for column in label_summary:
+            label.add_column(column, justify="right")
+        label.add_row(*(f"{label_summary[c]:.6g}" for c in label_summary))
+        console.print(label)
     stats = Table(title=f"{title}: numeric features")
     for column in ("feature", "count", "missing", "mean", "std", "min", "max"):
         stats.add_column(column, justify="left" if column == "feature" else "right")
@@ -327,12 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the local stack and run the closed loop on a drifting stream: bootstrap a first "
         "model, serve the stream over HTTP with ground truth following, change the world at event 3,000, "
         "and watch the monitor detect it, the trainer retrain on the new regime, the canary get judged and "
-        "promoted. Scenarios: 'sea' (River's SEA stream, three numbers, the labelling rule switches) and "
+        "promoted. Scenarios: 'sea' (River's SEA stream, three numbers, the labelling rule switches), "
         "'loan' (a loan table from River's Agrawal generator with string categories, flags and missing "
-        "values; the applicant mix shifts and the approval rule changes). Prints a summary (accuracy before "
-        "/ after the drift / after recovery, detection delay, drift-to-new-champion time) and writes the "
-        "monitor's HTML report and a PNG of accuracy over time under DATA_DIR/results/MODEL/. About a "
-        "minute.",
+        "values; the applicant mix shifts and the approval rule changes), 'loan-tiers' (the same table, "
+        "three classes) and 'delivery' (a regression: minutes a delivery takes, from River's Friedman "
+        "generator on a table with a region, an express flag and missing weights; the relation changes "
+        "everywhere). Prints a summary (accuracy, or a regressor's MAE, before / after the drift / after "
+        "recovery, detection delay, drift-to-new-champion time) and writes the monitor's HTML report and "
+        "a PNG of accuracy (or error) over time under DATA_DIR/results/MODEL/. About a minute.",
     )
     _add_stack_flags(demo, _data_dir_default() / "demo", fixed_ports=False)
     demo.add_argument(
@@ -340,10 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--scenario",
-        choices=("sea", "loan", "loan-tiers"),
+        choices=("sea", "loan", "loan-tiers", "delivery"),  # services.demo.SCENARIOS (imported only to run)
         default="sea",
-        help="the drifting stream: sea (numeric), loan (categories, flags, missing values) or loan-tiers "
-        "(the same table, three classes); default sea",
+        help="the drifting stream: sea (numeric), loan (categories, flags, missing values), loan-tiers "
+        "(the same table, three classes) or delivery (a regression on a typed table); default sea",
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -49,16 +49,16 @@ from shared.events import (
     DeploymentChanged,
     DriftDetected,
     FeatureValue,
-    Label,
+    Target,
     TrainingCompleted,
     decode_as,
 )
-from shared.registry import Registry
-from shared.spec import apply_spec
+from shared.registry import Registry, headline
+from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
 
-Sample = tuple[dict[str, FeatureValue], Label]
-"""One labelled event of a stream: features by name, and the label."""
+Sample = tuple[dict[str, FeatureValue], Target]
+"""One labelled event of a stream: features by name, and the label (a class, or a number)."""
 OperatorAction = Literal["promote", "canary"]
 """How an operator rolls out a version trained by hand (:attr:`DemoPlan.operator_action`)."""
 
@@ -222,7 +222,103 @@ LOAN_TIERS = Scenario(
     description="loan applications in three tiers (decline / review / approve): categories, flags, missing "
     "values; the applicant mix shifts and one of the two approval rules changes",
 )
-SCENARIOS: dict[str, Scenario] = {"sea": SEA_SWITCH, "loan": LOAN_SHIFT, "loan-tiers": LOAN_TIERS}
+REGIONS = ("north", "south", "east", "west", "centre", "harbour")
+REGION_MINUTES: dict[bool, dict[str, float]] = {
+    False: {"north": 0.0, "south": 4.0, "east": 2.0, "west": 6.0, "centre": -2.0, "harbour": 8.0},
+    True: {"north": 0.0, "south": 4.0, "east": 2.0, "west": 6.0, "centre": 5.0, "harbour": 18.0},
+}
+"""Minutes each region adds to a delivery, before and after the change (the harbour bridge
+closes and the centre becomes a low-traffic zone)."""
+DELIVERY_FEATURES: tuple[tuple[str, str, str], ...] = (
+    ("distance_km", "numeric", "min: 0"),
+    ("parcels", "numeric", "min: 0"),
+    ("hour", "numeric", "min: 0, max: 24"),
+    ("traffic", "numeric", "min: 0, max: 1"),
+    ("weight_kg", "numeric", "min: 0, allow_missing: true"),
+    ("region", "categorical", "values: [" + ", ".join(REGIONS) + "]"),
+    ("express", "boolean", ""),
+)
+"""The delivery table: name, type and the rest of each feature's spec entry."""
+
+
+def delivery(
+    events: int, seed: int, changed: bool = False, shifted: bool = False, missing: float = 0.05
+) -> list[Sample]:
+    """``events`` deliveries and how many minutes each took: a numeric target on a real table.
+
+    River's Friedman generator gives the five numbers that matter (distance, parcels, hour,
+    traffic, weight; ``missing`` of the weights are not recorded) and its noise; the minutes are
+    twice Friedman's target plus what the region adds, less six for an express delivery. With
+    ``changed`` the relation changes everywhere: Friedman's drifted concept (its global abrupt
+    drift, ``gra``: other features matter, differently) and new region minutes
+    (:data:`REGION_MINUTES`). With ``shifted`` only who orders changes (most deliveries go to
+    the harbour and the west, and more are express): a covariate shift that a model trained on
+    every region and both kinds of delivery handles without losing accuracy.
+    """
+    rng = random.Random(seed + 2000)
+    position = (0, 10**9) if changed else (10**9, 2 * 10**9)
+    generator = synth.FriedmanDrift(drift_type="gra", position=position, seed=seed)
+    minutes = REGION_MINUTES[changed]
+    out: list[Sample] = []
+    for x, y in generator:
+        if shifted and rng.random() < 0.6:
+            region = rng.choice(("harbour", "west"))
+            express = rng.random() < 0.7
+        else:
+            region = REGIONS[min(int(x[5] * len(REGIONS)), len(REGIONS) - 1)]
+            express = x[6] < 0.3
+        row: dict[str, FeatureValue] = {
+            "distance_km": round(0.5 + 20.0 * x[0], 3),
+            "parcels": round(10.0 * x[1], 3),
+            "hour": round(24.0 * x[2], 3),
+            "traffic": round(x[3], 4),
+            "weight_kg": None if rng.random() < missing else round(30.0 * x[4], 3),
+            "region": region,
+            "express": express,
+        }
+        out.append((row, round(max(0.0, 8.0 + 2.0 * y + minutes[region] - (6.0 if express else 0.0)), 2)))
+        if len(out) == events:
+            break
+    return out
+
+
+REGRESSION_SPEC_LINES = (
+    ("label: {{values: [@LABELS@]}}", "label: {{type: regression, min: 0}}"),
+    (
+        "gate: {{metric: accuracy, min: 0.6, min_delta_vs_champion: 0.005}}",
+        "gate: {{metric: mae, min_delta_vs_champion: 0.05}}",
+    ),
+)
+"""What a regression loop spec says instead: a number per record, gated on MAE (a candidate
+must be 0.05 minutes better than the champion on the same holdout)."""
+
+
+def _delivery_spec() -> str:
+    declared = ", ".join(
+        f"{{{{name: {name}, type: {kind}{', ' + rest if rest else ''}}}}}" for name, kind, rest in DELIVERY_FEATURES
+    )
+    spec = LOOP_SPEC.replace("@FEATURES@", declared).replace("@ESTIMATOR@", "HistGradientBoostingRegressor")
+    for classification, regression in REGRESSION_SPEC_LINES:
+        spec = spec.replace(classification, regression)
+    return spec
+
+
+DELIVERY_CHANGE = Scenario(
+    model="delivery-demo",
+    spec=_delivery_spec(),
+    features=tuple(name for name, _, _ in DELIVERY_FEATURES),
+    types=tuple(kind for _, kind, _ in DELIVERY_FEATURES),
+    before=lambda n, seed: delivery(n, seed=seed),
+    after=lambda n, seed: delivery(n, seed=seed, changed=True),
+    description="delivery times in minutes (River Friedman on a table with a region, a flag and missing "
+    "weights); the relation changes everywhere",
+)
+SCENARIOS: dict[str, Scenario] = {
+    "sea": SEA_SWITCH,
+    "loan": LOAN_SHIFT,
+    "loan-tiers": LOAN_TIERS,
+    "delivery": DELIVERY_CHANGE,
+}
 """The demo's scenarios by the name ``driftloop demo --scenario`` takes."""
 
 POISON = (b"{not json", b"\xff\xfe", b"[1, 2, 3]")
@@ -237,15 +333,15 @@ def labelled_records(model: str, samples: list[Sample], prefix: str) -> list[Ann
 
 
 def broken_records(scenario: Scenario, count: int, seed: int = 11) -> list[AnnotationSubmitted]:
-    """Records an annotation tool might really send: out of range, unsure, unknown label, a
-    missing feature; for a typed table also a string where a number belongs and a category
-    outside the declared ones."""
+    """Records an annotation tool might really send: out of range, unsure, unknown label (text
+    for a regression), a missing feature; for a typed table also a string where a number belongs
+    and a category outside the declared ones (where the spec declares some)."""
     rng = random.Random(seed)
     features = scenario.features
     base, good = scenario.before(1, seed)[0]
-    bad = 7 if isinstance(good, int) else "no-such-class"
+    bad: Target = 7 if isinstance(good, int) else "no-such-class"  # a number where a class belongs, or text
     numeric = [f for f in features if isinstance(base[f], float)]  # present, not a flag
-    kinds: list[tuple[dict[str, FeatureValue], Label, float]] = [
+    kinds: list[tuple[dict[str, FeatureValue], Target, float]] = [
         ({**base, numeric[0]: -1000.0}, good, 1.0),
         (base, good, 0.3),
         (base, bad, 1.0),
@@ -253,8 +349,9 @@ def broken_records(scenario: Scenario, count: int, seed: int = 11) -> list[Annot
     ]
     if scenario.types:
         kinds.append(({**base, numeric[-1]: "n/a"}, good, 1.0))
-        if "education" in base:
-            kinds.append(({**base, "education": "kindergarten"}, good, 1.0))
+        declared = next((f.name for f in parse_spec(scenario.spec_text).features if f.values), None)
+        if declared is not None:  # a category outside the declared ones
+            kinds.append(({**base, declared: "no-such-category"}, good, 1.0))
     out = []
     for i in range(count):
         values, label, confidence = kinds[i % len(kinds)]
@@ -431,7 +528,7 @@ async def _bootstrap(
         "resends skipped": len(resent),
         "rejected by rule": dict(sorted(rejected.items())),
         "dead-lettered": len({(d.source.partition, d.source.offset) for d in dead}),
-        "first model": f"v{first} {card.estimator}, holdout accuracy {card.metrics['accuracy']:.3f}",
+        "first model": f"v{first} {card.estimator}, holdout {headline(card.metrics, 3)}",
         "_ok": len(data.record_ids) == len(set(data.record_ids.tolist())) == len(records)
         and sum(rejected.values()) == len(broken)
         and len({(d.source.partition, d.source.offset) for d in dead}) == len(poison),
@@ -471,17 +568,20 @@ async def _serve(
     """Send a batch of events to inference; pair each answer with its ground truth to publish."""
     model = scenario.model
 
-    async def one(i: int, x: dict[str, FeatureValue], y: Label) -> tuple[Served, AnnotationSubmitted]:
+    async def one(i: int, x: dict[str, FeatureValue], y: Target) -> tuple[Served, AnnotationSubmitted]:
         inference_id = f"{run}-{start + i}"
         body = {"id": inference_id, "inputs": v2_inputs(scenario, x)}
         response = await client.post(f"/v2/models/{model}/infer", json=body)
         response.raise_for_status()
         answer = response.json()
+        first = answer["outputs"][0]
+        error = abs(float(first["data"][0]) - float(y)) if first["name"] == "prediction" else None
         served = Served(
             start + i,
-            str(answer["outputs"][0]["data"][0]) == str(y),
+            error is None and str(first["data"][0]) == str(y),
             int(answer["model_version"]),
             str(answer["parameters"]["variant"]),
+            error,
         )
         truth = AnnotationSubmitted(
             model=model,

@@ -3,8 +3,9 @@
 The demo records every prediction it was served (event index, truth, answer, version, variant)
 and every loop event it saw (drift, training, deployment) with the event index at that moment.
 From those alone this module computes the figures of the summary table — accuracy before the
-drift, right after it and after recovery, detection delay, drift-to-new-champion time — and
-draws accuracy over time with the loop's events marked.
+drift, right after it and after recovery (a regressor's mean absolute error instead), detection
+delay, drift-to-new-champion time — and draws accuracy (or the error) over time with the loop's
+events marked.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import numpy as np
 
 WINDOW = 1000
 """Served predictions per accuracy figure (before the drift, right after it, at the end)."""
+RECOVERED_MAE_RATIO = 1.25
+"""A regressor has recovered when its MAE after the new champion is at most this many times
+the MAE before the drift (a new concept need not be as predictable as the old one)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,8 @@ class Served:
     correct: bool
     version: int
     variant: str
+    error: float | None = None
+    """A regressor's absolute error (None for a classifier, whose ``correct`` tells)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,10 @@ class LoopFigures:
     accuracy_before: float | None = None
     accuracy_right_after: float | None = None
     accuracy_recovered: float | None = None
+    mae_before: float | None = None
+    mae_right_after: float | None = None
+    mae_recovered: float | None = None
+    """A regressor's figures, in place of the three accuracies (which stay None)."""
     detection_delay_events: int | None = None
     detection_delay_seconds: float | None = None
     champion_delay_events: int | None = None
@@ -58,20 +68,31 @@ class LoopFigures:
     alarms_before_drift: int = 0
     versions: list[str] = field(default_factory=list)
 
+    @property
+    def regression(self) -> bool:
+        """True when the figures are a regressor's errors."""
+        return self.mae_before is not None
+
     def checks(self) -> dict[str, bool]:
         """What the demo promises, each true or false."""
-        recovered = (
-            self.accuracy_before is not None
-            and self.accuracy_recovered is not None
-            and self.accuracy_recovered >= self.accuracy_before - 0.05
-        )
-        return {
+        checks = {
             "no retrain before the drift": self.retrains_before_drift == 0,
             "no drift alarm before the drift": self.alarms_before_drift == 0,
             "drift detected": self.detection_delay_events is not None,
             "a new champion after the drift": self.new_champion is not None,
-            "recovered within 5 points of pre-drift accuracy": recovered,
         }
+        if self.regression:
+            recovered = self.mae_recovered is not None and self.mae_recovered <= RECOVERED_MAE_RATIO * (
+                self.mae_before or 0.0
+            )
+            checks[f"recovered within {RECOVERED_MAE_RATIO:g} x the pre-drift MAE"] = recovered
+        else:
+            checks["recovered within 5 points of pre-drift accuracy"] = (
+                self.accuracy_before is not None
+                and self.accuracy_recovered is not None
+                and self.accuracy_recovered >= self.accuracy_before - 0.05
+            )
+        return checks
 
     def rows(self) -> list[tuple[str, str]]:
         """(figure, value) for the summary table."""
@@ -82,11 +103,21 @@ class LoopFigures:
         def delay(events: int | None, seconds: float | None) -> str:
             return "not reached" if events is None or seconds is None else f"{events} events / {seconds:.1f} s"
 
+        if self.regression:
+            measured = [
+                (f"MAE before the drift (last {WINDOW} served)", pct(self.mae_before)),
+                (f"MAE right after the drift (first {WINDOW} served)", pct(self.mae_right_after)),
+                (f"MAE after recovery (last {WINDOW} served)", pct(self.mae_recovered)),
+            ]
+        else:
+            measured = [
+                (f"accuracy before the drift (last {WINDOW} served)", pct(self.accuracy_before)),
+                (f"accuracy right after the drift (first {WINDOW} served)", pct(self.accuracy_right_after)),
+                (f"accuracy after recovery (last {WINDOW} served)", pct(self.accuracy_recovered)),
+            ]
         return [
             ("model versions", ", ".join(self.versions) or "—"),
-            (f"accuracy before the drift (last {WINDOW} served)", pct(self.accuracy_before)),
-            (f"accuracy right after the drift (first {WINDOW} served)", pct(self.accuracy_right_after)),
-            (f"accuracy after recovery (last {WINDOW} served)", pct(self.accuracy_recovered)),
+            *measured,
             ("detection delay", delay(self.detection_delay_events, self.detection_delay_seconds)),
             ("drift to new champion", delay(self.champion_delay_events, self.champion_delay_seconds)),
             ("new champion", "—" if self.new_champion is None else f"v{self.new_champion}"),
@@ -97,6 +128,16 @@ class LoopFigures:
 
 def _accuracy(served: list[Served]) -> float | None:
     return sum(s.correct for s in served) / len(served) if served else None
+
+
+def _mae(served: list[Served]) -> float | None:
+    errors = [s.error for s in served if s.error is not None]
+    return sum(errors) / len(errors) if errors else None
+
+
+def is_regression(served: list[Served]) -> bool:
+    """True when the served predictions are a regressor's (they carry errors)."""
+    return any(s.error is not None for s in served)
 
 
 def new_champion(timeline: list[LoopEvent], switch_index: int, first_version: int) -> LoopEvent | None:
@@ -121,13 +162,11 @@ def figures(
     """The summary figures of a run (``served`` in index order)."""
     before = [s for s in served if s.index < switch_index]
     after = [s for s in served if s.index >= switch_index]
-    result = LoopFigures(
-        switch_index=switch_index,
-        switch_seconds=switch_seconds,
-        accuracy_before=_accuracy(before[-WINDOW:]),
-        accuracy_right_after=_accuracy(after[:WINDOW]),
-        versions=versions,
-    )
+    result = LoopFigures(switch_index=switch_index, switch_seconds=switch_seconds, versions=versions)
+    if is_regression(served):
+        result.mae_before, result.mae_right_after = _mae(before[-WINDOW:]), _mae(after[:WINDOW])
+    else:
+        result.accuracy_before, result.accuracy_right_after = _accuracy(before[-WINDOW:]), _accuracy(after[:WINDOW])
     pre = [e for e in timeline if e.index < switch_index]
     result.retrains_before_drift = sum(e.kind == "training" and e.version != first_version for e in pre)
     result.alarms_before_drift = sum(e.kind == "drift" for e in pre)
@@ -141,8 +180,11 @@ def figures(
         result.new_champion = champion.version
         result.champion_delay_events = champion.index - switch_index
         result.champion_delay_seconds = champion.seconds - switch_seconds
-        recovered = [s for s in after if s.index >= champion.index]
-        result.accuracy_recovered = _accuracy(recovered[-WINDOW:])
+        recovered = [s for s in after if s.index >= champion.index][-WINDOW:]
+        if result.regression:
+            result.mae_recovered = _mae(recovered)
+        else:
+            result.accuracy_recovered = _accuracy(recovered)
     return result
 
 
@@ -157,31 +199,37 @@ MARKER_STYLE: dict[str, tuple[str, str]] = {
 
 
 def plot(served: list[Served], timeline: list[LoopEvent], switch_index: int, path: Path, title: str) -> None:
-    """Accuracy of the served predictions over the stream (rolling 200), with the loop's events."""
+    """Accuracy of the served predictions over the stream (rolling 200), with the loop's events
+    (a regressor's absolute error, rolling 200, instead)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
+    regression = is_regression(served)
+    measure = "absolute error" if regression else "accuracy"
     if served:
         index = np.array([s.index for s in served])
-        correct = np.array([s.correct for s in served], dtype=float)
-        width = min(200, len(correct))
-        rolling = np.convolve(correct, np.ones(width) / width, mode="valid")
-        ax.plot(index[width - 1 :], rolling, color="#333", linewidth=1.4, label="served accuracy (rolling 200)")
+        values = np.array([(s.error or 0.0) if regression else s.correct for s in served], dtype=float)
+        width = min(200, len(values))
+        rolling = np.convolve(values, np.ones(width) / width, mode="valid")
+        ax.plot(index[width - 1 :], rolling, color="#333", linewidth=1.4, label=f"served {measure} (rolling 200)")
     ax.axvline(switch_index, color="#000", linestyle=":", linewidth=1.5, label="concept switch")
     seen: set[str] = set()
     for event in timeline:
         colour, name = MARKER_STYLE.get(event.kind, ("#000", event.kind))
         ax.axvline(event.index, color=colour, linestyle="--", linewidth=1, label=None if name in seen else name)
         seen.add(name)
-    ax.set_ylim(0.4, 1.02)
+    if regression:
+        ax.set_ylim(bottom=0.0)
+    else:
+        ax.set_ylim(0.4, 1.02)
     ax.set_xlabel("event in the stream")
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(measure)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=8, ncol=3)
+    ax.legend(loc="upper left" if regression else "lower left", fontsize=8, ncol=3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -190,4 +238,4 @@ def plot(served: list[Served], timeline: list[LoopEvent], switch_index: int, pat
 
 def to_json(result: LoopFigures) -> dict[str, Any]:
     """The figures as stored next to the report."""
-    return {name: value for name, value in result.__dict__.items()} | {"checks": result.checks()}
+    return dict(result.__dict__) | {"checks": result.checks()}

@@ -21,7 +21,7 @@ from shared.config import DriftloopSettings, build_store
 from shared.datasets import DatasetRepository
 from shared.errors import Forbidden, InvalidInput, ModelNotFound
 from shared.events import DeploymentChanged
-from shared.registry import ALIASES, CANARY, PRODUCTION, AliasChange, Registry
+from shared.registry import ALIASES, CANARY, PRODUCTION, AliasChange, Registry, headline
 from shared.spec import SpecCatalog
 
 
@@ -61,16 +61,15 @@ def cmd_models_list(args: argparse.Namespace) -> int:
         emit_json(rows)
         return 0
     table = Table(title="models")
-    for column in ("model", "versions", "latest", "aliases", "latest accuracy", "latest gate"):
+    for column in ("model", "versions", "latest", "aliases", "latest holdout", "latest gate"):
         table.add_column(column)
     for row in rows:
-        accuracy = row["latest_metrics"].get("accuracy")
         table.add_row(
             row["model"],
             str(row["versions"]),
             str(row["latest"]),
             ", ".join(f"{k}=v{v}" for k, v in row["aliases"].items()) or "-",
-            f"{accuracy:.4f}" if accuracy is not None else "-",
+            headline(row["latest_metrics"]),
             {True: "passed", False: "rejected", None: "-"}[row["latest_gate"]],
         )
     Console().print(table if rows else "no models registered yet")

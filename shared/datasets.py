@@ -18,6 +18,14 @@ Columns are typed as the spec's features are (:mod:`shared.features`): float64 f
 string for categorical, bool for boolean, with nulls where a value is missing. Datasets
 written before features had types are all-float64, which is exactly the numeric form, so
 they load unchanged; their manifests (without ``feature_types``) read as all-numeric.
+
+The label column is a class's text (string) for a classification dataset and a float64 for a
+regression one (the manifest's ``task``; manifests written before regression read as
+classification). A regression manifest keeps the label's summary instead of class counts:
+statistics that merge exactly across shards (:class:`FeatureStats`: count, mean, M2, min, max)
+and a :class:`LabelHistogram` whose bin edges are fixed for the lineage, so its counts add up
+exactly from version to version; the median is read from the histogram (interpolated), and
+ingest's label-shift check compares a batch with it by PSI.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -40,17 +48,19 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.errors import AlreadyExists, CorruptArtifact, KeyNotFound, NotFound
-from shared.events import DatasetVersionCreated, FeatureValue, Label, UtcDatetime, utc_now
+from shared.events import DatasetVersionCreated, FeatureValue, Label, Target, UtcDatetime, utc_now
 from shared.features import (
     BOOLEAN,
     CATEGORICAL,
     MATRIX,
     NUMERIC,
     FeatureType,
+    TaskKind,
     category_key,
     category_text,
     layout_of,
 )
+from shared.spec import CLASSIFICATION, REGRESSION
 from shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -68,6 +78,13 @@ MAX_CATEGORIES = 1000
 
 A categorical feature can be an identifier with a new value per row: listing every one in
 every shard and version would make manifests grow with the data instead of with its shape.
+"""
+LABEL_EDGES_ROWS = 500
+"""Rows a regression lineage collects before its label histogram's bin edges are fixed.
+
+Until then every version derives the edges again from all the lineage's labels (kept in the
+manifest's ``label_sample``), so a first flush of a handful of rows does not leave the lineage
+with two or three bins for good; from then on the edges stay and only counts are added.
 """
 
 
@@ -96,7 +113,8 @@ class AcceptedRecord:
 
     record_id: str
     occurred_at: datetime
-    label: Label
+    label: Target
+    """A class (classification) or a float (regression)."""
     confidence: float
     annotator: str | None
     inference_id: str | None
@@ -157,6 +175,104 @@ class FeatureStats(BaseModel):
         return math.sqrt(self.m2 / self.count) if self.count else 0.0
 
 
+class LabelBinning(Protocol):
+    """How a regression label's histogram is binned: edges for a lineage's labels, and counts on them.
+
+    The rule is :mod:`shared.reference`'s (quantile edges, :func:`~shared.reference.bin_of`),
+    which ingest passes in (``services.ingest.core.LABEL_BINNING``): ``shared.reference``
+    imports this module, so this module cannot import it.
+    """
+
+    def edges(self, values: NDArray[np.float64]) -> list[float]:
+        """Bin edges for a lineage's first labels."""
+        ...
+
+    def counts(self, edges: Sequence[float], values: NDArray[np.float64]) -> list[int]:
+        """How many of ``values`` fall in each bin of ``edges``."""
+        ...
+
+
+class LabelHistogram(BaseModel):
+    """A regression label's histogram over a dataset version: bin edges and each bin's rows.
+
+    The edges are quantile edges (:func:`shared.reference.histogram`) of the lineage's first
+    :data:`LABEL_EDGES_ROWS` labels and stay fixed after that, so the counts of two batches binned
+    on them (:func:`shared.reference.bin_of`: values beyond the end edges go to the end bins)
+    add up exactly, and a batch binned on them compares with the dataset by PSI
+    (:class:`LabelBinning` is how the writer brings that rule).
+
+    >>> h = LabelHistogram(edges=[0.0, 1.0, 2.0, 4.0], counts=[2, 4, 2])
+    >>> h.rows, h.shares(), h.quantile(0.5, low=0.0, high=4.0)
+    (8, [0.25, 0.5, 0.25], 1.5)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edges: list[float]
+    counts: list[int]
+
+    @model_validator(mode="after")
+    def _one_count_per_bin(self) -> LabelHistogram:
+        if len(self.edges) != len(self.counts) + 1:
+            raise ValueError(f"{len(self.edges)} edges for {len(self.counts)} bins")
+        return self
+
+    @property
+    def rows(self) -> int:
+        """Values counted."""
+        return sum(self.counts)
+
+    def shares(self) -> list[float]:
+        """Each bin's share of the values (all 0 when there are none)."""
+        total = self.rows
+        return [c / total if total else 0.0 for c in self.counts]
+
+    def add(self, counts: Sequence[int]) -> LabelHistogram:
+        """This histogram with ``counts`` binned on the same edges added."""
+        if len(counts) != len(self.counts):
+            raise ValueError(f"{len(counts)} counts for {len(self.counts)} bins")
+        return LabelHistogram(edges=self.edges, counts=[a + int(b) for a, b in zip(self.counts, counts, strict=True)])
+
+    def quantile(self, q: float, low: float, high: float) -> float:
+        """The ``q`` quantile, interpolated linearly inside its bin.
+
+        ``low`` / ``high`` are the smallest and largest value counted: the end bins also hold
+        the values beyond the end edges, so they reach out to those.
+        """
+        total = self.rows
+        if total == 0:
+            return low
+        target = min(max(q, 0.0), 1.0) * total
+        last = len(self.counts) - 1
+        before = 0
+        for i, count in enumerate(self.counts):
+            if count and before + count >= target:
+                lo = low if i == 0 else max(self.edges[i], low)
+                hi = high if i == last else min(self.edges[i + 1], high)
+                hi = max(hi, lo)
+                return min(max(lo + (hi - lo) * (target - before) / count, low), high)
+            before += count
+        return high
+
+
+def summary_of_labels(stats: FeatureStats, median: float) -> dict[str, float]:
+    """A regression label's summary as events and listings carry it: count, mean, std, min, p50, max."""
+    return {
+        "count": float(stats.count),
+        "mean": stats.mean,
+        "std": stats.std,
+        "min": stats.min if stats.min is not None else math.nan,
+        "p50": median,
+        "max": stats.max if stats.max is not None else math.nan,
+    }
+
+
+def batch_label_summary(labels: Sequence[float] | NDArray[np.float64]) -> dict[str, float]:
+    """The summary of a batch of regression labels held in memory (its median exact)."""
+    values = np.asarray(labels, dtype=np.float64)
+    return summary_of_labels(FeatureStats.of(values), float(np.median(values)) if values.size else math.nan)
+
+
 class ShardInfo(BaseModel):
     """One shard as a manifest lists it.
 
@@ -164,7 +280,8 @@ class ShardInfo(BaseModel):
     of its categorical and boolean features (booleans as ``"true"`` / ``"false"``), most
     frequent first, at most :data:`MAX_CATEGORIES` of them (``categories_other`` counts the
     rows of the rest); ``missing`` counts the rows where each feature is null. Shards written
-    before features had types have no ``categories`` and no ``missing``.
+    before features had types have no ``categories`` and no ``missing``. A regression shard
+    has no ``label_counts`` (``{}``) but ``label_stats``, its label's statistics.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -174,6 +291,7 @@ class ShardInfo(BaseModel):
     rows: int
     label_counts: dict[str, int]
     stats: dict[str, FeatureStats]
+    label_stats: FeatureStats | None = None
     first_occurred_at: UtcDatetime | None = None
     last_occurred_at: UtcDatetime | None = None
     categories: dict[str, dict[str, int]] = Field(default_factory=dict)
@@ -199,6 +317,13 @@ class DatasetManifest(BaseModel):
     before features had types reads as all-numeric). ``stats`` cover the numeric features;
     ``categories`` / ``categories_other`` the categorical and boolean ones, and ``missing``
     every feature, merged over all shards as in :class:`ShardInfo`.
+
+    ``task`` says what the label is (a manifest written before regression reads as
+    classification). A classification manifest counts rows per class (``label_counts``); a
+    regression one has ``label_counts == {}`` and instead ``label_stats`` (merged over the
+    shards exactly) and ``label_histogram`` (see :class:`LabelHistogram`); while the lineage has
+    fewer than :data:`LABEL_EDGES_ROWS` rows, ``label_sample`` holds all its labels, from which
+    each version derives the histogram's edges again. :meth:`label_summary` reads them.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -220,6 +345,10 @@ class DatasetManifest(BaseModel):
     categories: dict[str, dict[str, int]] = Field(default_factory=dict)
     categories_other: dict[str, int] = Field(default_factory=dict)
     missing: dict[str, int] = Field(default_factory=dict)
+    task: TaskKind = CLASSIFICATION
+    label_stats: FeatureStats | None = None
+    label_histogram: LabelHistogram | None = None
+    label_sample: list[float] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -236,9 +365,34 @@ class DatasetManifest(BaseModel):
         return self
 
     def label_distribution(self) -> dict[str, float]:
-        """Share of each label over the whole dataset."""
+        """Share of each label over the whole dataset (``{}`` for a regression label)."""
         total = sum(self.label_counts.values())
         return {k: v / total for k, v in self.label_counts.items()} if total else {}
+
+    @property
+    def regression(self) -> bool:
+        """True when the label is a number."""
+        return self.task == REGRESSION
+
+    def label_summary(self) -> dict[str, float] | None:
+        """A regression label's count, mean, std, min, p50 and max over the whole version.
+
+        The median is exact while the lineage is small enough to keep every label
+        (``label_sample``), and read from the histogram, interpolated inside its bin, after
+        that (a version written without a histogram has no ``p50`` then). None for a
+        classification label (its summary is ``label_counts``).
+        """
+        stats = self.label_stats
+        if not self.regression or stats is None or stats.count == 0:
+            return None
+        assert stats.min is not None and stats.max is not None
+        if self.label_sample:
+            median = float(np.median(np.asarray(self.label_sample, dtype=np.float64)))
+        elif self.label_histogram is not None:
+            median = self.label_histogram.quantile(0.5, stats.min, stats.max)
+        else:
+            return {k: v for k, v in summary_of_labels(stats, math.nan).items() if k != "p50"}
+        return summary_of_labels(stats, median)
 
     def announcement(self) -> DatasetVersionCreated:
         """The ``datasets`` event that says this version exists."""
@@ -250,6 +404,7 @@ class DatasetManifest(BaseModel):
             rows_added=self.rows_added,
             label_counts=self.label_counts,
             schema_hash=self.schema_hash,
+            label_summary=self.label_summary(),
         )
 
 
@@ -261,7 +416,8 @@ class Dataset:
     float64 with NaN where missing, boolean as an object array of True / False / None,
     categorical as an object array of str / None. ``X`` is the float matrix of an
     all-numeric dataset (as it always was); a dataset with any categorical or boolean
-    feature has no such matrix, and ``X`` is ``(rows, 0)``: use ``columns``.
+    feature has no such matrix, and ``X`` is ``(rows, 0)``: use ``columns``. ``y`` holds the
+    spec's classes for a classification dataset and is float64 for a regression one.
     """
 
     model: str
@@ -273,6 +429,7 @@ class Dataset:
     occurred_at: NDArray[Any]
     types: list[str] = field(default_factory=list)
     columns: dict[str, NDArray[Any]] = field(default_factory=dict)
+    task: TaskKind = CLASSIFICATION
 
 
 _ARROW_TYPES: dict[str, pa.DataType] = {NUMERIC: pa.float64(), CATEGORICAL: pa.string(), BOOLEAN: pa.bool_()}
@@ -289,13 +446,15 @@ def _types_of(feature_names: Sequence[str], feature_types: Sequence[str] | None)
     return cast("list[FeatureType]", types)
 
 
-def _arrow_schema(feature_names: Sequence[str], feature_types: Sequence[str] | None = None) -> pa.Schema:
+def _arrow_schema(
+    feature_names: Sequence[str], feature_types: Sequence[str] | None = None, task: TaskKind = CLASSIFICATION
+) -> pa.Schema:
     types = _types_of(feature_names, feature_types)
     return pa.schema(
         [
             pa.field(RECORD_ID, pa.string(), nullable=False),
             pa.field(OCCURRED_AT, pa.timestamp("us", tz="UTC"), nullable=False),
-            pa.field(LABEL, pa.string(), nullable=False),
+            pa.field(LABEL, pa.float64() if task == REGRESSION else pa.string(), nullable=False),
             pa.field(CONFIDENCE, pa.float64(), nullable=False),
             pa.field(ANNOTATOR, pa.string()),
             pa.field(INFERENCE_ID, pa.string()),
@@ -360,20 +519,42 @@ def _arrow_column(values: Sequence[FeatureValue], kind: str) -> pa.Array:
     return pa.array(values, type=_ARROW_TYPES[kind])
 
 
+def _regression_labels(records: Sequence[AcceptedRecord]) -> NDArray[np.float64]:
+    """The records' labels as float64 (ingest's validation sends floats; an int is a number too)."""
+    labels = np.empty(len(records), dtype=np.float64)
+    for i, record in enumerate(records):
+        label = record.label
+        if isinstance(label, bool) or not isinstance(label, int | float):
+            raise ValueError(f"record {record.record_id}: label {label!r} is not a number (a regression label is)")
+        labels[i] = label
+    if not np.isfinite(labels).all():
+        raise ValueError("a regression label must be a finite number")
+    return labels
+
+
 def encode_shard(
-    records: Sequence[AcceptedRecord], feature_names: Sequence[str], feature_types: Sequence[str] | None = None
+    records: Sequence[AcceptedRecord],
+    feature_names: Sequence[str],
+    feature_types: Sequence[str] | None = None,
+    task: TaskKind = CLASSIFICATION,
 ) -> bytes:
     """Records as Parquet bytes; the same records always give the same bytes.
 
     Each feature is a column of its type (``feature_types``, spec order; None: all numeric):
-    float64, string or bool, with nulls where a value is missing.
+    float64, string or bool, with nulls where a value is missing. The label is the class's
+    text, or a float64 for a regression ``task``.
     """
     types = _types_of(feature_names, feature_types)
-    schema = _arrow_schema(feature_names, types)
+    schema = _arrow_schema(feature_names, types, task)
+    label = (
+        pa.array(_regression_labels(records), type=pa.float64())
+        if task == REGRESSION
+        else pa.array([str(r.label) for r in records], type=pa.string())
+    )
     arrays = [
         pa.array([r.record_id for r in records], type=pa.string()),
         pa.array([r.occurred_at for r in records], type=pa.timestamp("us", tz="UTC")),
-        pa.array([str(r.label) for r in records], type=pa.string()),
+        label,
         pa.array([r.confidence for r in records], type=pa.float64()),
         pa.array([r.annotator for r in records], type=pa.string()),
         pa.array([r.inference_id for r in records], type=pa.string()),
@@ -407,8 +588,12 @@ def shard_info(
     feature_names: Sequence[str],
     data: bytes,
     feature_types: Sequence[str] | None = None,
+    task: TaskKind = CLASSIFICATION,
 ) -> ShardInfo:
-    """Describe a shard for its manifest: rows, labels, numeric statistics, category counts, missing values."""
+    """Describe a shard for its manifest: rows, labels, numeric statistics, category counts, missing values.
+
+    Labels are counted per class, or for a regression ``task`` summarised (``label_stats``).
+    """
     types = _types_of(feature_names, feature_types)
     sha = hashlib.sha256(data).hexdigest()
     stats: dict[str, FeatureStats] = {}
@@ -441,8 +626,9 @@ def shard_info(
         key=shard_key(model, sha),
         sha256=sha,
         rows=len(records),
-        label_counts=dict(Counter(str(r.label) for r in records)),
+        label_counts={} if task == REGRESSION else dict(Counter(str(r.label) for r in records)),
         stats=stats,
+        label_stats=FeatureStats.of(_regression_labels(records)) if task == REGRESSION else None,
         first_occurred_at=min(times) if times else None,
         last_occurred_at=max(times) if times else None,
         categories=categories,
@@ -462,6 +648,29 @@ def label_shift(before: dict[str, int], batch: dict[str, int]) -> float:
         return 0.0
     labels = set(before) | set(batch)
     return round(0.5 * sum(abs(before.get(k, 0) / total_a - batch.get(k, 0) / total_b) for k in labels), 12)
+
+
+def next_label_histogram(
+    parent: DatasetManifest | None, labels: NDArray[np.float64], binning: LabelBinning | None
+) -> tuple[LabelHistogram | None, list[float]]:
+    """A regression version's label histogram and sample: its lineage parent's plus the new ``labels``.
+
+    ``parent`` is the previous version of the same lineage (None for the first). Once the
+    parent's edges are fixed (its ``label_sample`` is empty), the new labels are binned on them
+    and added; before that, the edges are derived from every label so far, which are also kept
+    as the new ``label_sample`` while there are fewer than :data:`LABEL_EDGES_ROWS` of them (an
+    empty list once the edges are fixed). Without a ``binning`` there is no histogram, only the
+    sample while the lineage is small.
+    """
+    if parent is not None and parent.label_histogram is not None and not parent.label_sample:
+        fixed = parent.label_histogram
+        return (fixed.add(binning.counts(fixed.edges, labels)) if binning else None), []
+    seen = np.concatenate([np.asarray(parent.label_sample if parent else [], dtype=np.float64), labels])
+    sample = [float(v) for v in seen] if seen.size < LABEL_EDGES_ROWS else []
+    if binning is None:
+        return None, sample
+    edges = binning.edges(seen)
+    return LabelHistogram(edges=edges, counts=binning.counts(edges, seen)), sample
 
 
 class DatasetRepository:
@@ -526,6 +735,8 @@ class DatasetRepository:
         known_version: int | None,
         checks: dict[str, Any] | None = None,
         feature_types: Sequence[str] | None = None,
+        task: TaskKind = CLASSIFICATION,
+        label_binning: LabelBinning | None = None,
     ) -> DatasetManifest | None:
         """Store ``records`` as a new shard and a new version; returns its manifest.
 
@@ -533,6 +744,11 @@ class DatasetRepository:
         Rows another writer stored in a later version are dropped first; returns None when
         nothing new is left to store. ``feature_types`` are the spec's (``ModelSpec.feature_types``,
         None for all numeric): they type the shard's columns and the manifest's summaries.
+        ``task`` is the spec's ``label.type``: a regression label is stored as float64 and
+        summarised instead of counted per class (a change of task changes the schema hash, so
+        it starts a new lineage as any schema change does); ``label_binning`` bins its
+        histogram (without it the manifest has none: no label-shift check, and a median only
+        while the lineage is small enough to keep every label).
         """
         types = _types_of(feature_names, feature_types)
         pending = list(records)
@@ -559,12 +775,19 @@ class DatasetRepository:
                     parent.version + 1,
                 )
                 parent_shards: list[ShardInfo] = []
+                lineage = None
             else:
                 parent_shards = list(parent.shards) if parent else []
-            data = encode_shard(pending, feature_names, types)
-            info = shard_info(model, pending, feature_names, data, types)
+                lineage = parent
+            data = encode_shard(pending, feature_names, types, task)
+            info = shard_info(model, pending, feature_names, data, types, task)
             if not self.store.exists(info.key):
                 self.store.put(info.key, data)
+            labels = (
+                next_label_histogram(lineage, _regression_labels(pending), label_binning)
+                if task == REGRESSION
+                else None
+            )
             manifest = self._manifest(
                 model,
                 schema_hash,
@@ -575,6 +798,8 @@ class DatasetRepository:
                 parent_shards,
                 info,
                 checks or {},
+                task,
+                labels,
             )
             try:
                 self.store.put_if_absent(manifest_key(model, manifest.version), manifest.model_dump_json().encode())
@@ -603,9 +828,12 @@ class DatasetRepository:
         parent_shards: list[ShardInfo],
         added: ShardInfo,
         checks: dict[str, Any],
+        task: TaskKind = CLASSIFICATION,
+        labels: tuple[LabelHistogram | None, list[float]] | None = None,
     ) -> DatasetManifest:
         shards = [*parent_shards, added]
         label_counts: Counter[str] = Counter()
+        label_stats = FeatureStats() if task == REGRESSION else None
         numeric = [n for n, kind in zip(feature_names, feature_types, strict=True) if kind == NUMERIC]
         counted = [n for n, kind in zip(feature_names, feature_types, strict=True) if kind != NUMERIC]
         stats = {name: FeatureStats() for name in numeric}
@@ -614,6 +842,8 @@ class DatasetRepository:
         missing = dict.fromkeys(feature_names, 0)
         for shard in shards:
             label_counts.update(shard.label_counts)
+            if label_stats is not None:
+                label_stats = label_stats.merge(shard.label_stats or FeatureStats())
             for name in numeric:
                 stats[name] = stats[name].merge(shard.stats.get(name, FeatureStats()))
             for name in counted:
@@ -644,6 +874,10 @@ class DatasetRepository:
             categories=categories,
             categories_other=categories_other,
             missing=missing,
+            task=task,
+            label_stats=label_stats,
+            label_histogram=labels[0] if labels else None,
+            label_sample=labels[1] if labels else [],
         )
 
     def rows_since(self, model: str, version: int, since: datetime) -> int:
@@ -687,7 +921,7 @@ class DatasetRepository:
                 total += shard.rows if whole else 0  # a shard straddling `since` may hold fewer
             shards = list(reversed(kept))
         types = list(manifest.feature_types)
-        schema = _arrow_schema(manifest.features, types)
+        schema = _arrow_schema(manifest.features, types, manifest.task)
         tables = [_conform(self.shard_table(s), schema) for s in shards]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         if since is not None:
@@ -705,8 +939,11 @@ class DatasetRepository:
             )
         else:
             X = np.empty((table.num_rows, 0), dtype=np.float64)
-        by_text = {str(v): v for v in manifest.label_values}
-        y = np.array([by_text.get(v, v) for v in table.column(LABEL).to_pylist()])
+        if manifest.regression:
+            y = np.asarray(table.column(LABEL).to_numpy(zero_copy_only=False), dtype=np.float64)
+        else:
+            by_text = {str(v): v for v in manifest.label_values}
+            y = np.array([by_text.get(v, v) for v in table.column(LABEL).to_pylist()])
         return Dataset(
             model=model,
             version=manifest.version,
@@ -717,6 +954,7 @@ class DatasetRepository:
             occurred_at=table.column(OCCURRED_AT).to_numpy(zero_copy_only=False),
             types=list(types),
             columns=columns,
+            task=manifest.task,
         )
 
 
@@ -743,14 +981,20 @@ def _utc_scalar(at: datetime) -> pa.Scalar:
 
 
 def manifest_summary(manifest: DatasetManifest) -> dict[str, Any]:
-    """A manifest's headline figures, for listings."""
+    """A manifest's headline figures, for listings.
+
+    ``label_counts`` for a classification label; ``label_summary`` (count, mean, std, min,
+    p50, max) for a regression one, None otherwise.
+    """
     return {
         "model": manifest.model,
         "version": manifest.version,
         "rows_total": manifest.rows_total,
         "rows_added": manifest.rows_added,
         "shards": len(manifest.shards),
+        "task": manifest.task,
         "label_counts": manifest.label_counts,
+        "label_summary": manifest.label_summary(),
         "created_at": manifest.created_at.isoformat(),
         "schema_hash": manifest.schema_hash[:12],
         "feature_types": dict(Counter(manifest.feature_types)),

@@ -53,9 +53,11 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 Label = str | int
 """Class labels: strings (``"good"``) or integers (``0``/``1``) as a data set gives them."""
-Target = str | int | float
+Target = bool | str | int | float
 """What a record is labelled with, or a model predicts: a class (:data:`Label`) or, for a
-regression model, a number."""
+regression model, a number. ``bool`` comes first only to keep a JSON ``true`` a boolean (a
+label type without it reads ``true`` as the integer 1): ingest takes it as the class 1 of a
+classifier, and refuses it as a regression label."""
 FeatureValue = bool | float | str | None
 """A feature's value in an event: a number, a category (string), a flag, or null (missing)."""
 

@@ -255,18 +255,30 @@ def _shares(edges: NDArray[np.float64], finite: NDArray[np.float64]) -> Referenc
 def build_reference(
     X: NDArray[np.float64],
     feature_names: Sequence[str],
-    y_pred: NDArray[Any],
-    proba: NDArray[Any],
-    classes: Sequence[Any],
+    y_pred: NDArray[Any] | None = None,
+    proba: NDArray[Any] | None = None,
+    classes: Sequence[Any] = (),
     expected_error: ExpectedError | None = None,
+    *,
+    predictions: PredictionReference | None = None,
 ) -> Reference:
     """What normal looks like: every feature of the training window, predictions and the error
-    rate on the holdout."""
-    features = {name: numeric_reference(X[:, i]) for i, name in enumerate(feature_names)}
-    return Reference(
-        features=features,
-        predictions=prediction_reference(y_pred, proba, classes),
-        expected_error=expected_error,
+    rate on the holdout.
+
+    A classifier's predictions are given as ``y_pred``, ``proba`` and ``classes``
+    (:func:`prediction_reference`); any other model's as the finished ``predictions`` (a
+    regressor's :func:`regression_prediction_reference`), and then not the other three.
+    """
+    columns = {name: X[:, i] for i, name in enumerate(feature_names)}
+    return build_typed_reference(
+        columns,
+        feature_names,
+        [NUMERIC] * len(feature_names),
+        y_pred,
+        proba,
+        classes,
+        expected_error,
+        predictions=predictions,
     )
 
 
@@ -274,15 +286,18 @@ def build_typed_reference(
     columns: Mapping[str, Sequence[Any] | NDArray[Any]],
     feature_names: Sequence[str],
     types: Sequence[str],
-    y_pred: NDArray[Any],
-    proba: NDArray[Any],
-    classes: Sequence[Any],
+    y_pred: NDArray[Any] | None = None,
+    proba: NDArray[Any] | None = None,
+    classes: Sequence[Any] = (),
     expected_error: ExpectedError | None = None,
+    *,
+    predictions: PredictionReference | None = None,
 ) -> Reference:
     """:func:`build_reference` for features of any type, given one column per feature.
 
     Numeric features (float, NaN for missing) go to ``features`` as they always did;
-    categorical and boolean ones to ``categories`` (:func:`category_reference`).
+    categorical and boolean ones to ``categories`` (:func:`category_reference`). The
+    predictions are given as for :func:`build_reference`.
     """
     features: dict[str, FeatureReference] = {}
     categories: dict[str, CategoryReference] = {}
@@ -294,10 +309,26 @@ def build_typed_reference(
             categories[name] = category_reference(values, kind)
     return Reference(
         features=features,
-        predictions=prediction_reference(y_pred, proba, classes),
+        predictions=_predictions_of(y_pred, proba, classes, predictions),
         expected_error=expected_error,
         categories=categories,
     )
+
+
+def _predictions_of(
+    y_pred: NDArray[Any] | None,
+    proba: NDArray[Any] | None,
+    classes: Sequence[Any],
+    predictions: PredictionReference | None,
+) -> PredictionReference:
+    """The prediction part of a reference: given whole, or a classifier's built from its outputs."""
+    if predictions is not None:
+        if y_pred is not None or proba is not None or len(classes):
+            raise ValueError("give either a classifier's y_pred, proba and classes or predictions, not both")
+        return predictions
+    if y_pred is None or proba is None:
+        raise ValueError("a reference needs the predictions: a classifier's y_pred and proba, or predictions")
+    return prediction_reference(y_pred, proba, classes)
 
 
 def numeric_reference(values: NDArray[np.float64]) -> FeatureReference:

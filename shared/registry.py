@@ -152,6 +152,18 @@ class ModelCard(_Frozen):
     for the training lineage; ``metrics``, ``reference`` and ``window`` are this run's."""
 
 
+def headline(metrics: dict[str, float], digits: int = 4) -> str:
+    """A version's holdout figure in one phrase, for listings: accuracy, or a regressor's MAE.
+
+    >>> headline({"accuracy": 0.91234, "f1_macro": 0.9}), headline({"mae": 2.5, "r2": 0.8}), headline({})
+    ('accuracy 0.9123', 'mae 2.5000', '-')
+    """
+    for name in ("accuracy", "mae"):
+        if name in metrics:
+            return f"{name} {metrics[name]:.{digits}f}"
+    return "-"
+
+
 class AliasChange(_Frozen):
     """One move of an alias; the history keeps every one and the pointer file holds the latest."""
 

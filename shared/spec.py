@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.errors import InvalidSpec, KeyNotFound
 from shared.events import Label, ModelName, Target
-from shared.features import GRAPH_OUTPUTS, TaskKind, graph_outputs
+from shared.features import TaskKind, graph_outputs
 
 if TYPE_CHECKING:
     from shared.store import ObjectStore
@@ -331,6 +331,12 @@ class ModelSpec(_Section):
             raise ValueError(f"gate.metric: {metric} is a classification metric; use {', '.join(REGRESSION_METRICS)}")
         if not regression and metric not in CLASSIFICATION_METRICS:
             raise ValueError(f"gate.metric: {metric} is a regression metric; use {', '.join(CLASSIFICATION_METRICS)}")
+        clashing = sorted(set(self.feature_names) & set(self.outputs)) if self.typed else []
+        if clashing:  # a per-feature input cannot share a name with an output
+            raise ValueError(
+                f"{', '.join(clashing)}: a model with categorical or boolean features takes one input per "
+                "feature, and these names are its outputs; rename the feature"
+            )
         return self
 
     @field_validator("features")
@@ -340,13 +346,6 @@ class ModelSpec(_Section):
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise ValueError(f"feature names must be unique; repeated: {', '.join(duplicated)}")
-        if any(f.type != "numeric" for f in features):
-            clashing = sorted(set(names) & set(GRAPH_OUTPUTS))  # a per-feature input cannot share one
-            if clashing:
-                raise ValueError(
-                    f"{', '.join(clashing)}: a model with categorical or boolean features takes one input per "
-                    "feature, and these names are its outputs; rename the feature"
-                )
         return features
 
     @property
@@ -416,7 +415,10 @@ def regression_target(value: Any, low: float | None = None, high: float | None =
     """
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range (JSON allows one)
+        return None
     if not math.isfinite(number):
         return None
     if (low is not None and number < low) or (high is not None and number > high):

@@ -27,7 +27,7 @@ from services.inference.handlers import InferenceHandlers, Served, encode_predic
 from services.inference.metrics import InferenceMetrics
 from services.inference.predict_routes import PredictRoutes
 from services.inference.predlog import PredictionLog
-from services.inference.protocol import OUTPUT_NAMES
+from services.inference.protocol import describe_outputs
 from shared import __version__, topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
@@ -187,8 +187,6 @@ def add_routes(service: InferenceService) -> None:
         loaded = slots.find(version) if version is not None else slots.champion
         if loaded is None:
             raise VersionNotLoaded(f"model {model!r} version {version} is not loaded; call its infer route to load it")
-        n_classes = len(loaded.classes)
-        label_type = "BYTES" if any(isinstance(c, str) for c in loaded.classes) else "INT64"
         schema = loaded.schema
         if schema.layout == COLUMNS:  # one tensor per feature, in its own datatype
             inputs = [
@@ -202,12 +200,10 @@ def add_routes(service: InferenceService) -> None:
             "versions": [str(m.version) for m in slots.loaded()],
             "platform": "onnxruntime_onnx",
             "inputs": inputs,
-            "outputs": [
-                {"name": OUTPUT_NAMES[0], "datatype": label_type, "shape": [-1]},
-                {"name": OUTPUT_NAMES[1], "datatype": "FP32", "shape": [-1, n_classes]},
-            ],
+            "outputs": describe_outputs(loaded.outputs, loaded.classes),
             "parameters": {
                 "version": str(loaded.version),
+                "task": loaded.task,
                 "features": list(schema.features),
                 "feature_types": list(schema.kinds),
                 "layout": schema.layout,

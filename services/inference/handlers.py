@@ -9,6 +9,9 @@ Answering counts the categories the answering version never saw in training (a v
 ``driftloop_inference_unseen_categories_total``) and queues what was served for the prediction
 log, which writes it as ``PredictionsLogged``: a MATRIX model's float32 matrix as it is, a
 COLUMNS model's feeds as typed rows (numbers, strings, booleans, null; :func:`typed_rows`).
+Whatever a version predicts, what it answered is one :class:`Prediction`; a regressor's rows
+are logged as the event's contract says: the predicted numbers as ``labels``, no ``classes``,
+an empty ``probabilities`` row each.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from numpy.typing import NDArray
 
 from services.inference.metrics import InferenceMetrics
 from services.inference.predlog import PredictionLog
-from services.inference.protocol import Feeds, InferenceRequest, Inputs, InputSchema, unseen_categories
+from services.inference.protocol import Feeds, InferenceRequest, Inputs, InputSchema, Prediction, unseen_categories
 from services.inference.runtime import LoadedModel, ModelSlots, Variant, load_version
 from shared.bus import Delivery
 from shared.errors import ModelNotFound
@@ -54,9 +57,18 @@ class Answer:
     version: int
     variant: Variant
     inference_id: str
-    labels: NDArray[Any]
-    probabilities: NDArray[np.float32]
+    prediction: Prediction
     latency_ms: float
+
+    @property
+    def labels(self) -> NDArray[Any]:
+        """The predicted classes, or a regressor's predicted numbers."""
+        return self.prediction.labels
+
+    @property
+    def probabilities(self) -> NDArray[np.float32]:
+        """The class probabilities (``[N, 0]`` for a regressor)."""
+        return self.prediction.probabilities
 
 
 class InferenceHandlers:
@@ -185,12 +197,12 @@ class InferenceHandlers:
         inference_id = inference_id or request.request_id or uuid.uuid4().hex
         chosen, variant = routed or self.route(model, inference_id, pinned)
         inputs = request.inputs
-        labels, probabilities = chosen.predict(inputs)
+        prediction = chosen.predict(inputs)
         latency_ms = (time.perf_counter() - started) * 1000
         if chosen.schema.categories:
             self._count_unseen(model, inputs, chosen.schema)
-        self._log(chosen, variant, inference_id, inputs, labels, probabilities, latency_ms)
-        return Answer(model, chosen.version, variant, inference_id, labels, probabilities, latency_ms)
+        self._log(chosen, variant, inference_id, inputs, prediction, latency_ms)
+        return Answer(model, chosen.version, variant, inference_id, prediction, latency_ms)
 
     def _count_unseen(self, model: str, inputs: Inputs, schema: InputSchema) -> None:
         """Categories the answering version never saw in training: valid, but counted."""
@@ -208,12 +220,12 @@ class InferenceHandlers:
             return
         started = time.perf_counter()
         try:
-            labels, probabilities = shadow.predict(request.inputs)
+            prediction = shadow.predict(request.inputs)
         except Exception as err:  # the shadow must never hurt the champion's traffic (nor a schema it does not share)
             log.warning("%s: shadow v%d failed: %s", model, shadow.version, err)
             return
         latency_ms = (time.perf_counter() - started) * 1000
-        self._log(shadow, "shadow", inference_id, request.inputs, labels, probabilities, latency_ms)
+        self._log(shadow, "shadow", inference_id, request.inputs, prediction, latency_ms)
 
     def _log(
         self,
@@ -221,12 +233,20 @@ class InferenceHandlers:
         variant: Variant,
         inference_id: str,
         inputs: Inputs,
-        labels: NDArray[Any],
-        probabilities: NDArray[np.float32],
+        prediction: Prediction,
         latency_ms: float,
     ) -> None:
         # only references are queued here; the log's background task encodes many at once
         if self.log_predictions:
+            labels, probabilities = prediction
+            if loaded.regression and not np.isfinite(labels).all():  # the event has no form for it
+                log.error(
+                    "%s v%d: a prediction that is not a finite number (request %s) is answered as null, not logged",
+                    loaded.model,
+                    loaded.version,
+                    inference_id,
+                )
+                return
             self.predlog.append(
                 Served(loaded, variant, inference_id, inputs, labels, probabilities, latency_ms, time.time())
             )
@@ -242,7 +262,9 @@ class Served(NamedTuple):
     inputs: Inputs
     """What the graph was fed: the ``[N, F]`` matrix, or one ``[N, 1]`` array per feature."""
     labels: NDArray[Any]
+    """The :class:`Prediction`'s labels: classes, or a regressor's predicted numbers."""
     probabilities: NDArray[np.float32]
+    """The :class:`Prediction`'s probabilities (``[N, 0]`` for a regressor)."""
     latency_ms: float
     at: float  # seconds since the epoch
     first_row: int = 0

@@ -11,7 +11,9 @@ metrics, the OpenAPI docs — is FastAPI's.
 
 A request is routed (champion or canary, by inference id) before it is decoded, and decoded
 against the schema of the version that answers it: a canary trained on other features (typed
-ones, say, beside an all-numeric champion) reads its requests as it takes them.
+ones, say, beside an all-numeric champion) reads its requests as it takes them, and the outputs
+a V2 request may ask for, and the form of a V1 answer, are that version's (a classifier's
+``label`` and ``probabilities``, a regressor's ``prediction``).
 
 Errors take their status and body from the one mapping, :func:`shared.http.encode_error`: a
 :class:`DriftloopError` is its status with ``{"error": "..."}``, anything else a logged 500 with
@@ -33,7 +35,13 @@ import orjson
 from services.inference.binary import split_body
 from services.inference.handlers import Answer, InferenceHandlers
 from services.inference.metrics import InferenceMetrics
-from services.inference.protocol import InferenceRequest, decode_v1, decode_v2, encode_v2_outputs
+from services.inference.protocol import (
+    InferenceRequest,
+    decode_v1,
+    decode_v2,
+    encode_v1_predictions,
+    encode_v2_outputs,
+)
 from shared.errors import (
     DriftloopError,
     InvalidInput,
@@ -189,18 +197,11 @@ class PredictRoutes:
                 raise MalformedRequest("the binary tensor data extension is for the V2 infer route; send V1 as JSON")
             inference_id = body.inference_id or uuid.uuid4().hex
             routed = handlers.route(model, inference_id)
-            decoded = decode_v1(split_body(body.raw, None)[0], routed[0].schema)
+            chosen = routed[0]
+            decoded = decode_v1(split_body(body.raw, None)[0], chosen.schema, chosen.outputs)
             answer = handlers.predict(model, decoded, inference_id, routed=routed)
-            classes = [str(c) for c in routed[0].classes]
-            predictions = [
-                {
-                    "label": label.item() if hasattr(label, "item") else label,
-                    "probabilities": dict(zip(classes, map(float, row), strict=False)),
-                }
-                for label, row in zip(answer.labels, answer.probabilities, strict=True)
-            ]
             payload: dict[str, Any] = {
-                "predictions": predictions,
+                "predictions": encode_v1_predictions(answer.prediction, chosen.classes, chosen.outputs),
                 "model_version": str(answer.version),
                 "id": answer.inference_id,
             }
@@ -210,11 +211,9 @@ class PredictRoutes:
         request_id = header.get("id") if isinstance(header, Mapping) else None
         inference_id = body.inference_id or (request_id if isinstance(request_id, str) else None) or uuid.uuid4().hex
         routed = handlers.route(model, inference_id, pinned)
-        decoded = decode_v2(header, routed[0].schema, tail)
+        decoded = decode_v2(header, routed[0].schema, tail, routed[0].outputs)
         answer = handlers.predict(model, decoded, inference_id, route.version, pinned, routed)
-        outputs, binary = encode_v2_outputs(
-            answer.labels, answer.probabilities, decoded.outputs, decoded.binary_outputs
-        )
+        outputs, binary = encode_v2_outputs(*answer.prediction, decoded.outputs, decoded.binary_outputs)
         payload = {
             "model_name": model,
             "model_version": str(answer.version),

@@ -20,6 +20,12 @@ A missing value is refused where the feature does not allow one (the spec's
 is a valid input (:func:`unseen_categories` counts them). Anything else is an
 :class:`InvalidInput` whose message names the feature, says what was wrong and what was
 expected.
+
+What a version answers is a :class:`Prediction`, whatever it predicts. Its outputs are named
+by :func:`shared.features.graph_outputs`: a classifier's ``label`` and ``probabilities``, a
+regressor's ``prediction`` (FP64 ``[N]`` in V2, ``{"prediction": x}`` per instance in V1). A
+request for an output the answering version does not have is an :class:`InvalidInput` naming
+the ones it has.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from shared.features import (
     MATRIX,
     MISSING_CATEGORY,
     NUMERIC,
+    REGRESSION_OUTPUTS,
     category_text,
 )
 
@@ -51,6 +58,9 @@ DATATYPES = (*FIXED_SIZE, "BYTES")
 """Every tensor datatype a request may use."""
 _DATATYPE_SET = frozenset(DATATYPES)
 OUTPUT_NAMES = GRAPH_OUTPUTS
+"""A classifier's outputs (the default of the functions that take a model's outputs)."""
+PREDICTION = REGRESSION_OUTPUTS[0]
+"""A regressor's one output: the predicted number."""
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Feeds = dict[str, NDArray[Any]]
@@ -88,6 +98,36 @@ class InputSchema:
     def datatypes(self) -> list[str]:
         """The V2 datatype of each feature's tensor (:data:`DATATYPE_OF`)."""
         return [DATATYPE_OF[kind] for kind in self.kinds]
+
+
+class Prediction(NamedTuple):
+    """What a version answered for ``N`` rows, in the columns the prediction log carries
+    (:class:`~shared.events.PredictionsLogged`), so every caller -- champion, canary, shadow,
+    pinned versions, warm-up -- handles one type whatever the model predicts.
+
+    A classifier's ``labels`` are its classes and ``probabilities`` ``[N, C]`` in class order;
+    a regressor's ``labels`` are its predicted numbers (float64 ``[N]``, :meth:`of_values`) and
+    ``probabilities`` is ``[N, 0]``. A tuple, so ``labels, probabilities = loaded.predict(X)``
+    reads as it always did.
+
+    >>> p = Prediction.of_values(np.array([[12.5], [3.0]], dtype=np.float32))
+    >>> p.labels.tolist(), p.probabilities.shape, p.rows
+    ([12.5, 3.0], (2, 0), 2)
+    """
+
+    labels: NDArray[Any]
+    probabilities: NDArray[np.float32]
+
+    @classmethod
+    def of_values(cls, values: NDArray[Any]) -> Prediction:
+        """A regressor's answer: its graph's ``prediction`` (float32 ``[N, 1]``) as float64 ``[N]``."""
+        numbers = np.asarray(values, dtype=np.float64).reshape(-1)
+        return cls(numbers, np.empty((numbers.shape[0], 0), dtype=np.float32))
+
+    @property
+    def rows(self) -> int:
+        """How many rows were answered."""
+        return int(self.labels.shape[0])
 
 
 @dataclass(frozen=True)
@@ -251,11 +291,18 @@ def _binary_size(parameters: Any, where: str) -> int | None:
     return size
 
 
-def decode_v2(body: Any, schema: InputSchema, binary: memoryview | None = None) -> InferenceRequest:
+def decode_v2(
+    body: Any,
+    schema: InputSchema,
+    binary: memoryview | None = None,
+    model_outputs: Sequence[str] = OUTPUT_NAMES,
+) -> InferenceRequest:
     """An Open Inference Protocol V2 request → the graph's inputs.
 
     ``body`` is the parsed JSON (the part before ``binary`` when the request uses the binary
     tensor data extension; :func:`services.inference.binary.split_body` splits them).
+    ``model_outputs`` are the outputs of the version that answers (a classifier's by default):
+    the request may ask for any of them, and gets all of them when it names none.
     """
     if not isinstance(body, Mapping):
         raise InvalidInput("the request body must be a JSON object with an 'inputs' list")
@@ -273,7 +320,9 @@ def decode_v2(body: Any, schema: InputSchema, binary: memoryview | None = None) 
         decoded = _v2_columns(tensors, schema)
     else:
         decoded = _checked(_v2_matrix(tensors, schema), schema)
-    outputs, binary_outputs = _outputs(body.get("outputs"), _binary_output_default(body.get("parameters")))
+    outputs, binary_outputs = _outputs(
+        body.get("outputs"), _binary_output_default(body.get("parameters")), tuple(model_outputs)
+    )
     return InferenceRequest(inputs=decoded, request_id=request_id, outputs=outputs, binary_outputs=binary_outputs)
 
 
@@ -477,23 +526,30 @@ def _binary_output_default(parameters: Any) -> bool:
     return value
 
 
-def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, ...], frozenset[str]]:
-    """The outputs asked for, in order, and which of them go back as binary data."""
+def _outputs(
+    requested: Any, binary_default: bool, available: tuple[str, ...] = OUTPUT_NAMES
+) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outputs asked for (of the model's ``available`` ones), in order, and which of them go
+    back as binary data."""
     if requested is None:
-        return OUTPUT_NAMES, frozenset(OUTPUT_NAMES) if binary_default else frozenset()
+        return available, frozenset(available) if binary_default else frozenset()
     if not isinstance(requested, list) or not all(isinstance(o, Mapping) and "name" in o for o in requested):
         raise InvalidInput("'outputs' must be a list of objects with a 'name'")
     names = tuple(str(o["name"]) for o in requested)
-    unknown = [n for n in names if n not in OUTPUT_NAMES]
+    unknown = [n for n in names if n not in available]
     if unknown:
-        raise InvalidInput(f"unknown output(s) {', '.join(unknown)}; this model has {', '.join(OUTPUT_NAMES)}")
+        kind = "a regressor" if PREDICTION in available else "a classifier"
+        raise InvalidInput(
+            f"unknown output(s) {', '.join(unknown)}; this model is {kind} and has {', '.join(available)}"
+        )
     binary: set[str] = set()
     for name, output in zip(names, requested, strict=True):
         parameters = output.get("parameters") or {}
         if not isinstance(parameters, Mapping):
             raise InvalidInput(f"output {name!r}: parameters must be an object")
         if "classification" in parameters:
-            raise InvalidInput(f"output {name!r}: classification is not supported; ask for 'probabilities'")
+            hint = "ask for 'probabilities'" if name != PREDICTION else f"{name!r} is a number, not classes"
+            raise InvalidInput(f"output {name!r}: classification is not supported; {hint}")
         wanted = parameters.get("binary_data", binary_default)
         if not isinstance(wanted, bool):
             raise InvalidInput(f"output {name!r}: parameters.binary_data must be true or false, got {wanted!r}")
@@ -505,11 +561,11 @@ def _outputs(requested: Any, binary_default: bool) -> tuple[tuple[str, ...], fro
 # --- V1 ------------------------------------------------------------------------------------
 
 
-def decode_v1(body: Any, schema: InputSchema) -> InferenceRequest:
+def decode_v1(body: Any, schema: InputSchema, model_outputs: Sequence[str] = OUTPUT_NAMES) -> InferenceRequest:
     """A KServe V1 ``{"instances": [{feature: value, ...}, ...]}`` body → the graph's inputs.
 
     Instances may also be lists of values in the model's feature order. A feature that may be
-    missing may be ``null`` or absent.
+    missing may be ``null`` or absent. A V1 answer has every output of the model (``model_outputs``).
     """
     if not isinstance(body, Mapping) or not isinstance(body.get("instances"), list):
         raise InvalidInput('the request body must be {"instances": [{feature: value, ...}, ...]}')
@@ -517,7 +573,7 @@ def decode_v1(body: Any, schema: InputSchema) -> InferenceRequest:
     if not instances:
         raise InvalidInput("'instances' is empty")
     if schema.layout == COLUMNS:
-        return InferenceRequest(inputs=_v1_columns(instances, schema), request_id=None, outputs=OUTPUT_NAMES)
+        return InferenceRequest(inputs=_v1_columns(instances, schema), request_id=None, outputs=tuple(model_outputs))
     rows: list[list[float]] = []
     declared = frozenset(schema.features)
     for i, instance in enumerate(instances):
@@ -531,7 +587,7 @@ def decode_v1(body: Any, schema: InputSchema) -> InferenceRequest:
             else:
                 row.append(float(value))
         rows.append(row)
-    return InferenceRequest(inputs=_checked(np.asarray(rows), schema), request_id=None, outputs=OUTPUT_NAMES)
+    return InferenceRequest(inputs=_checked(np.asarray(rows), schema), request_id=None, outputs=tuple(model_outputs))
 
 
 def _instance_values(instance: Any, i: int, schema: InputSchema, declared: frozenset[str]) -> Sequence[Any]:
@@ -645,13 +701,26 @@ def encode_v2_outputs(
     binary: frozenset[str] = frozenset(),
 ) -> tuple[list[dict[str, Any]], bytes]:
     """The ``outputs`` list of a V2 response, in the order asked for, and the bytes of those in
-    ``binary`` (sent after the JSON, each output saying its ``binary_data_size``)."""
+    ``binary`` (sent after the JSON, each output saying its ``binary_data_size``).
+
+    ``labels`` and ``probabilities`` are a :class:`Prediction`'s; a regressor's ``prediction``
+    is its labels as FP64 ``[N]`` (little-endian float64 bytes when binary). A number JSON cannot
+    hold (NaN, infinite; no graph served here gives one) is written as ``null``, never as
+    invalid JSON.
+    """
     encoded: list[dict[str, Any]] = []
     tail: list[bytes] = []
     for name in outputs:
-        if name == "label":
+        if name == PREDICTION:
+            values = labels.astype(np.float64, copy=False)
+            output: dict[str, Any] = {"name": PREDICTION, "shape": [int(values.shape[0])], "datatype": "FP64"}
+            if name in binary:
+                tail.append(values.astype("<f8", copy=False).tobytes())
+            else:
+                output["data"] = _json_numbers(values)
+        elif name == "label":
             is_text = labels.dtype.kind in "OUS"
-            output: dict[str, Any] = {
+            output = {
                 "name": "label",
                 "shape": [int(labels.shape[0])],
                 "datatype": "BYTES" if is_text else "INT64",
@@ -674,6 +743,56 @@ def encode_v2_outputs(
             output["parameters"] = {"binary_data_size": len(tail[-1])}
         encoded.append(output)
     return encoded, b"".join(tail)
+
+
+def _json_numbers(values: NDArray[np.float64]) -> list[float | None]:
+    """Numbers for a JSON body: finite ones as they are, others as ``null`` (JSON has no NaN)."""
+    numbers: list[float | None] = values.tolist()
+    if not np.isfinite(values).all():
+        numbers = [v if math.isfinite(v) else None for v in numbers]  # type: ignore[arg-type]
+    return numbers
+
+
+def encode_v1_predictions(
+    prediction: Prediction, classes: Sequence[Any], model_outputs: Sequence[str] = OUTPUT_NAMES
+) -> list[dict[str, Any]]:
+    """The ``predictions`` of a KServe V1 response, one object per instance: a classifier's
+    ``{"label": ..., "probabilities": {class: p, ...}}``, a regressor's ``{"prediction": x}``.
+
+    >>> encode_v1_predictions(Prediction.of_values(np.array([12.5])), [], ("prediction",))
+    [{'prediction': 12.5}]
+    """
+    labels, probabilities = prediction
+    if PREDICTION in model_outputs:
+        return [{PREDICTION: value} for value in _json_numbers(labels.astype(np.float64, copy=False))]
+    names = [str(c) for c in classes]
+    return [
+        {
+            "label": label.item() if hasattr(label, "item") else label,
+            "probabilities": dict(zip(names, map(float, row), strict=False)),
+        }
+        for label, row in zip(labels, probabilities, strict=True)
+    ]
+
+
+def describe_outputs(model_outputs: Sequence[str], classes: Sequence[Any]) -> list[dict[str, Any]]:
+    """The ``outputs`` of V2 model metadata: each output's name, datatype and shape.
+
+    >>> describe_outputs(("prediction",), [])
+    [{'name': 'prediction', 'datatype': 'FP64', 'shape': [-1]}]
+    >>> [o["datatype"] for o in describe_outputs(("label", "probabilities"), ["bad", "good"])]
+    ['BYTES', 'FP32']
+    """
+    described: list[dict[str, Any]] = []
+    for name in model_outputs:
+        if name == PREDICTION:
+            described.append({"name": name, "datatype": "FP64", "shape": [-1]})
+        elif name == "label":
+            label_type = "BYTES" if any(isinstance(c, str) for c in classes) else "INT64"
+            described.append({"name": name, "datatype": label_type, "shape": [-1]})
+        else:
+            described.append({"name": name, "datatype": "FP32", "shape": [-1, len(classes)]})
+    return described
 
 
 def canary_bucket(inference_id: str) -> float:

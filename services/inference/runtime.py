@@ -1,8 +1,9 @@
 """Loaded models and the routing between them: champion, canary, shadow, pinned versions.
 
 A version is loaded from the registry (sha256 verified), its graph's inputs checked against its
-card's layout (:mod:`shared.features`: one ``input`` matrix, or one input per feature), warmed
-up with one row, and only then
+card's layout (:mod:`shared.features`: one ``input`` matrix, or one input per feature) and its
+outputs against its card's task (a classifier's ``label`` and ``probabilities``, a regressor's
+``prediction``), warmed up with one row, and only then
 swapped in by replacing a reference — requests already running keep the session they started
 with, new ones get the new one, nobody waits. A version that fails to load leaves the current
 one serving.
@@ -18,11 +19,10 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-from numpy.typing import NDArray
 
-from services.inference.protocol import Inputs, InputSchema, canary_bucket
+from services.inference.protocol import Inputs, InputSchema, Prediction, canary_bucket
 from shared.errors import CorruptArtifact, InvalidInput, ModelNotFound
-from shared.features import CATEGORICAL, COLUMNS, GRAPH_OUTPUTS, MISSING_CATEGORY
+from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY, TaskKind, graph_outputs
 from shared.registry import InputSchema as CardSchema
 from shared.registry import Registry
 
@@ -41,12 +41,26 @@ class LoadedModel:
     session: ort.InferenceSession
     schema: InputSchema
     classes: list[Any]
+    """The classes, in the order of the probabilities' columns (empty for a regressor)."""
     load_seconds: float
+    task: TaskKind = "classification"
+    """What the version predicts (its card's ``input_schema.task``)."""
 
-    def predict(self, inputs: Inputs) -> tuple[NDArray[Any], NDArray[np.float32]]:
-        """Labels and class probabilities for the rows of ``inputs``: the ``[N, F]`` matrix of a
+    @property
+    def regression(self) -> bool:
+        """True when the version predicts a number."""
+        return self.task == "regression"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The graph's outputs this version answers with, as the protocols name them."""
+        return graph_outputs(self.regression)
+
+    def predict(self, inputs: Inputs) -> Prediction:
+        """What the version predicts for the rows of ``inputs``: the ``[N, F]`` matrix of a
         MATRIX graph, or the per-feature feeds of a COLUMNS graph (as the request was decoded
-        against this version's schema)."""
+        against this version's schema). A classifier's labels and class probabilities, a
+        regressor's numbers (float64 ``[N]``): one :class:`Prediction` either way."""
         if isinstance(inputs, np.ndarray):
             if self.schema.layout == COLUMNS:
                 raise InvalidInput(
@@ -61,8 +75,11 @@ class LoadedModel:
             )
         else:
             feeds = inputs
-        label, proba = self.session.run(list(GRAPH_OUTPUTS), feeds)
-        return np.asarray(label), np.asarray(proba, dtype=np.float32)
+        if self.regression:
+            (values,) = self.session.run(list(self.outputs), feeds)
+            return Prediction.of_values(values)
+        label, proba = self.session.run(list(self.outputs), feeds)
+        return Prediction(np.asarray(label), np.asarray(proba, dtype=np.float32))
 
 
 def schema_of(card: CardSchema, optional: frozenset[str] = frozenset()) -> InputSchema:
@@ -91,14 +108,23 @@ def warm_up_row(schema: InputSchema) -> Inputs:
     }
 
 
-def _check_graph(session: ort.InferenceSession, schema: InputSchema, where: str) -> None:
-    """The graph takes what the card says: ``input`` for MATRIX, the features' names for COLUMNS."""
+def _check_graph(session: ort.InferenceSession, schema: InputSchema, task: TaskKind, where: str) -> None:
+    """The graph takes what the card says (``input`` for MATRIX, the features' names for
+    COLUMNS) and answers what its task says (:func:`shared.features.graph_outputs`): a card that
+    calls a classifier's graph a regressor's, or the reverse, is refused at load, not at the
+    first request."""
     names = sorted(i.name for i in session.get_inputs())
     expected = sorted(schema.features) if schema.layout == COLUMNS else ["input"]
     if names != expected:
         raise CorruptArtifact(
             f"{where}: the ONNX graph's inputs {names} do not match its card's {schema.layout} layout "
             f"(expected {expected})"
+        )
+    outputs = [o.name for o in session.get_outputs()]
+    wanted = list(graph_outputs(task == "regression"))
+    if any(name not in outputs for name in wanted):
+        raise CorruptArtifact(
+            f"{where}: the ONNX graph's outputs {outputs} do not match its card's task {task!r} (expected {wanted})"
         )
 
 
@@ -113,8 +139,9 @@ def load_version(registry: Registry, model: str, version: int, optional: frozens
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
     schema = schema_of(card.input_schema, optional)
-    _check_graph(session, schema, f"{model} v{version}")
-    loaded = LoadedModel(model, version, session, schema, list(card.input_schema.label_values), 0.0)
+    task = card.input_schema.task
+    _check_graph(session, schema, task, f"{model} v{version}")
+    loaded = LoadedModel(model, version, session, schema, list(card.input_schema.label_values), 0.0, task)
     loaded.predict(warm_up_row(schema))  # warm-up: first run allocates
     loaded.load_seconds = time.perf_counter() - started
     return loaded

@@ -8,15 +8,48 @@ window's outcomes for the rejection-rate alarm.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.datasets import AcceptedRecord, label_shift
+import numpy as np
+from numpy.typing import NDArray
+
+from shared.datasets import AcceptedRecord, LabelHistogram, batch_label_summary, label_shift
+from shared.reference import ReferenceHistogram, bin_counts, column_counts, histogram, psi_from_counts
 from shared.spec import ModelSpec
 
 MIN_ROWS_FOR_LABEL_SHIFT = 100
+"""Rows the dataset needs before a batch's labels are compared with it (and, for a regression
+label, rows the batch needs too: a PSI over ten bins of a few dozen values is mostly noise)."""
 MIN_RECORDS_FOR_REJECTION_ALARM = 20
+PSI_NOISE_Z = 2.326
+"""The standard normal's 99th percentile: the PSI two samples of one distribution stay under
+(nearly always) is the bound a regression label's shift must also exceed to be flagged."""
+
+
+class ReferenceBinning:
+    """A regression label's histogram binned by :mod:`shared.reference`'s rule (the monitor's):
+    quantile edges (:func:`~shared.reference.histogram`), values counted by
+    :func:`~shared.reference.bin_of` (vectorised, :func:`~shared.reference.column_counts`).
+
+    >>> LABEL_BINNING.counts([0.0, 1.0, 2.0], np.array([-5.0, 0.5, 1.0, 9.0]))
+    [2, 2]
+    """
+
+    def edges(self, values: NDArray[np.float64]) -> list[float]:
+        """Quantile edges of a lineage's first labels."""
+        return histogram(values).edges
+
+    def counts(self, edges: Sequence[float], values: NDArray[np.float64]) -> list[int]:
+        """Rows of ``values`` in each bin of ``edges`` (beyond the end edges: the end bins)."""
+        return [int(c) for c in column_counts(edges[1:-1], len(edges) - 1, values)]
+
+
+LABEL_BINNING = ReferenceBinning()
+"""What ingest writes regression datasets with (``DatasetRepository.write_version``'s ``label_binning``)."""
 
 
 @dataclass
@@ -72,25 +105,34 @@ def batch_checks(
     dataset_label_counts: dict[str, int],
     label_shift_alert: float,
     max_rejection_rate: float,
+    dataset_label_histogram: LabelHistogram | None = None,
 ) -> dict[str, Any]:
     """The checks written into a dataset version's manifest.
 
-    ``label_shift``: total-variation distance between the window's labels and the current
-    dataset's (flagged above ``label_shift_alert`` once the dataset has enough rows).
+    ``label_shift``: for a class label, the total-variation distance between the window's
+    labels and the current dataset's (flagged above ``label_shift_alert`` once the dataset has
+    enough rows); for a regression label (the window's spec says so), the PSI of the window's
+    labels against the dataset's label histogram (:func:`regression_label_shift`).
     ``rejections``: the window's rejection rate against ``max_rejection_rate``.
     """
-    batch_labels = Counter(str(r.label) for r in window.records)
-    distance = label_shift(dataset_label_counts, dict(batch_labels))
-    enough = sum(dataset_label_counts.values()) >= MIN_ROWS_FOR_LABEL_SHIFT
     considered = len(window.records) + window.rejected
     rate = window.rejected / considered if considered else 0.0
-    return {
-        "label_shift": {
+    if window.spec is not None and window.spec.regression:
+        shift = regression_label_shift(
+            [float(r.label) for r in window.records], dataset_label_histogram, label_shift_alert
+        )
+    else:
+        batch_labels = Counter(str(r.label) for r in window.records)
+        distance = label_shift(dataset_label_counts, dict(batch_labels))
+        enough = sum(dataset_label_counts.values()) >= MIN_ROWS_FOR_LABEL_SHIFT
+        shift = {
             "distance": distance,
             "threshold": label_shift_alert,
             "batch_label_counts": dict(batch_labels),
             "flagged": bool(enough and distance > label_shift_alert),
-        },
+        }
+    return {
+        "label_shift": shift,
         "rejections": {
             "rate": round(rate, 6),
             "limit": max_rejection_rate,
@@ -101,3 +143,66 @@ def batch_checks(
             "flagged": bool(considered >= MIN_RECORDS_FOR_REJECTION_ALARM and rate > max_rejection_rate),
         },
     }
+
+
+def regression_label_shift(
+    batch: list[float], dataset: LabelHistogram | None, label_shift_alert: float
+) -> dict[str, Any]:
+    """How far a batch's regression labels moved from the dataset's: PSI on the dataset's bins.
+
+    The batch is binned on the dataset's histogram edges (:func:`shared.reference.bin_counts`)
+    and compared with its shares by :func:`shared.reference.psi_from_counts`, the definition the
+    monitor's windows use. It is flagged when the dataset and the batch both have
+    :data:`MIN_ROWS_FOR_LABEL_SHIFT` rows and the PSI exceeds both ``label_shift_alert`` and
+    ``noise``, the PSI that sampling alone stays under in 99 % of stable batches
+    (:func:`psi_noise`): a small batch's PSI over ten bins is large by chance alone.
+
+    >>> stable = LabelHistogram(edges=[0.0, 1.0, 2.0, 3.0], counts=[100, 100, 100])
+    >>> check = regression_label_shift([0.5] * 60 + [2.5] * 60, stable, 0.2)
+    >>> round(check["psi"], 2), check["flagged"]
+    (2.84, True)
+    """
+    dataset_rows = dataset.rows if dataset is not None else 0
+    summary = batch_label_summary(batch) if batch else None
+    if dataset is None or not dataset_rows:
+        return {
+            "psi": 0.0,
+            "threshold": label_shift_alert,
+            "noise": None,
+            "batch_rows": len(batch),
+            "dataset_rows": 0,
+            "batch_label_summary": summary,
+            "flagged": False,
+        }
+    shares = dataset.shares()
+    counts = bin_counts(ReferenceHistogram(edges=dataset.edges, proportions=shares), batch)
+    psi = psi_from_counts(shares, counts)
+    noise = psi_noise(len(dataset.counts), len(batch), dataset_rows) if batch else math.inf
+    enough = dataset_rows >= MIN_ROWS_FOR_LABEL_SHIFT and len(batch) >= MIN_ROWS_FOR_LABEL_SHIFT
+    return {
+        "psi": round(psi, 6),
+        "threshold": label_shift_alert,
+        "noise": round(noise, 6) if math.isfinite(noise) else None,
+        "batch_rows": len(batch),
+        "dataset_rows": dataset_rows,
+        "batch_counts": counts,
+        "batch_label_summary": summary,
+        "flagged": bool(enough and psi > label_shift_alert and psi > noise),
+    }
+
+
+def psi_noise(bins: int, batch_rows: int, dataset_rows: int) -> float:
+    """The PSI two samples of one distribution stay under 99 % of the time.
+
+    For nearby distributions PSI is about ``sum((a - e)^2 / e)``, so ``PSI / (1/n + 1/m)``
+    is close to chi-square with ``bins - 1`` degrees of freedom; its 99th percentile comes from
+    the Wilson-Hilferty approximation.
+
+    >>> round(psi_noise(10, 100, 10_000), 3), round(psi_noise(10, 5000, 100_000), 4)
+    (0.219, 0.0046)
+    """
+    if bins < 2 or batch_rows <= 0 or dataset_rows <= 0:
+        return 0.0
+    k = bins - 1
+    quantile = k * (1.0 - 2.0 / (9.0 * k) + PSI_NOISE_Z * math.sqrt(2.0 / (9.0 * k))) ** 3
+    return float(quantile * (1.0 / batch_rows + 1.0 / dataset_rows))

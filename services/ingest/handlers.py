@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.structs import RecordMetadata
 
-from services.ingest.core import FlushPolicy, ModelWindow, batch_checks
+from services.ingest.core import LABEL_BINNING, FlushPolicy, ModelWindow, batch_checks
 from services.ingest.metrics import IngestMetrics
 from services.ingest.validation import RecordValidator, SchemaRejection, unknown_model
 from shared import topics
@@ -199,6 +199,7 @@ class IngestHandlers:
                 previous.label_counts if previous else {},
                 spec.validation.label_shift_alert,
                 spec.validation.max_rejection_rate,
+                previous.label_histogram if previous is not None and previous.regression else None,
             )
             manifest = await asyncio.to_thread(
                 self.repo.write_version,
@@ -210,6 +211,8 @@ class IngestHandlers:
                 cursor.version,
                 checks,
                 spec.feature_types,
+                spec.label.type,
+                LABEL_BINNING,
             )
             if self.crash_at == "after_manifest":
                 crash_here("after_manifest")
@@ -234,8 +237,22 @@ class IngestHandlers:
         self.metrics.versions.labels(model).inc()
         self.metrics.rows_total.labels(model).set(manifest.rows_total)
         shift = manifest.checks.get("label_shift", {})
-        self.metrics.label_shift.labels(model).set(shift.get("distance", 0.0))
-        if shift.get("flagged"):
+        psi = shift.get("psi")  # a regression label's check; a class label's measures a distance
+        self.metrics.label_shift.labels(model).set(psi if psi is not None else shift.get("distance", 0.0))
+        if shift.get("flagged") and psi is not None:
+            self.metrics.label_shift_flags.labels(model).inc()
+            log.warning(
+                "%s: label distribution shifted: PSI %.3f (threshold %.3f, noise %.3f) in dataset version %d: "
+                "batch %s vs dataset %s",
+                model,
+                psi,
+                shift["threshold"],
+                shift.get("noise") or 0.0,
+                manifest.version,
+                shift.get("batch_label_summary"),
+                manifest.label_summary(),
+            )
+        elif shift.get("flagged"):
             self.metrics.label_shift_flags.labels(model).inc()
             log.warning(
                 "%s: label distribution shifted by %.3f (threshold %.3f) in dataset version %d: batch %s vs dataset %s",
@@ -271,5 +288,5 @@ class IngestHandlers:
 
 
 def _schema_changed(before: ModelSpec | None, now: ModelSpec) -> bool:
-    """The stored layout differs: feature names, order or types, or the label values."""
+    """The stored layout differs: feature names, order or types, the label values, or the task."""
     return before is None or before.schema_hash() != now.schema_hash()

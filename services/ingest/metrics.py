@@ -74,7 +74,8 @@ class IngestMetrics:
             ),
             label_shift=Gauge(
                 "driftloop_ingest_label_shift_ratio",
-                "Total-variation distance between the last batch's labels and the dataset's.",
+                "How far the last batch's labels moved from the dataset's: total-variation distance "
+                "for a class label, PSI for a regression label.",
                 ["model"],
                 registry=registry,
             ),

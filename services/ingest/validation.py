@@ -16,13 +16,20 @@ finite          NaN or an infinity (numeric)
 range           below the feature's ``min`` or above its ``max`` (numeric)
 category        a category outside the feature's declared ``values`` (categorical)
 unknown_feature a feature the spec does not declare
-label           the label is not in the spec's label set (two classes or more)
+label           classification: the label is not in the spec's label set (two classes or
+                more); regression: the label is not a number (text, a boolean), not finite
+                (NaN, an infinity, an integer too large for a float), or outside the label's
+                ``min`` / ``max``
 min_confidence  the annotator's confidence is below ``validation.min_confidence``
 =============== ===========================================================================
 
 An accepted record's features are stored in spec order, each in its type's dataset form
 (:mod:`shared.features`): a float for a numeric feature, the category's text for a
-categorical one, a bool for a boolean one, and None where a value is missing.
+categorical one, a bool for a boolean one, and None where a value is missing. Its label is
+the spec's own class, or a float for a regression spec.
+
+A JSON ``true`` / ``false`` label stays a boolean in the event (:data:`shared.events.Target`):
+a regression label refuses it, a classification label takes it as 1 / 0, as it always did.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from pydantic_core import from_json
 
 from shared.datasets import AcceptedRecord
 from shared.errors import InvalidEvent
-from shared.events import AnnotationSubmitted, FeatureValue, RejectionReason
+from shared.events import AnnotationSubmitted, FeatureValue, RejectionReason, Target
 from shared.features import BOOLEAN, CATEGORICAL, NUMERIC, category_text
 from shared.spec import FeatureSpec, ModelSpec
 
@@ -128,13 +135,21 @@ class RecordValidator:
         )
         self._declared = frozenset(self._names)
         self._labels = {str(v): v for v in spec.label.values}
+        self._regression = spec.regression
+        self._label_low = -sys.float_info.max if spec.label.min is None else spec.label.min
+        self._label_high = sys.float_info.max if spec.label.max is None else spec.label.max
         self._min_confidence = spec.validation.min_confidence
 
     def check(self, event: AnnotationSubmitted) -> AcceptedRecord | list[RejectionReason]:
         """The stored form of a valid record, or every rule it fails."""
         features = event.features
         values = [features.get(name) for name in self._names]
-        label = None if isinstance(event.label, bool) else self._labels.get(str(event.label))
+        label: Target | None
+        if self._regression:
+            label = self._number(event.label)
+        else:
+            raw = event.label
+            label = self._labels.get(str(int(raw) if raw.__class__ is bool else raw))
         if (
             label is None
             or event.confidence < self._min_confidence
@@ -162,6 +177,23 @@ class RecordValidator:
             event.inference_id,
             stored,
         )
+
+    def _number(self, label: Target) -> float | None:
+        """A regression label as a float, or None when :func:`label_reason` has a reason.
+
+        Bounds default to the largest finite floats, so the one chained comparison also refuses
+        infinities and NaN.
+        """
+        if label.__class__ is float:
+            number = label
+        elif label.__class__ is int:
+            try:
+                number = float(label)
+            except OverflowError:
+                return None
+        else:
+            return None
+        return number if self._label_low <= number <= self._label_high else None
 
     def _typed(self, values: Sequence[FeatureValue]) -> tuple[FeatureValue, ...] | None:
         """Each value in its stored form, or None as soon as one breaks its feature's rule."""
@@ -205,11 +237,9 @@ class RecordValidator:
             if name not in self._declared:
                 message = f"{name} is not a feature of {spec.name}"
                 reasons.append(RejectionReason(field=f"features.{name}", rule="unknown_feature", message=message))
-        if spec.canonical_label(event.label) is None:
-            allowed = ", ".join(repr(v) for v in spec.label.values)
-            reasons.append(
-                RejectionReason(field="label", rule="label", message=f"{event.label!r} is not one of {allowed}")
-            )
+        reason = label_reason(spec, event.label)
+        if reason is not None:
+            reasons.append(reason)
         if event.confidence < self._min_confidence:
             message = f"confidence {event.confidence} is below {self._min_confidence}"
             reasons.append(RejectionReason(field="confidence", rule="min_confidence", message=message))
@@ -260,6 +290,46 @@ def feature_reason(feature: FeatureSpec, value: Any) -> RejectionReason | None:
         return None
     message = f"{name} is boolean (true or false), got {_describe(value)}"
     return RejectionReason(field=field, rule="type", message=message)
+
+
+def label_reason(spec: ModelSpec, value: Target) -> RejectionReason | None:
+    """Why ``value`` is not a valid label for ``spec`` (None when it is one).
+
+    The one statement of the label rule; :meth:`RecordValidator.check` only ever accepts what
+    this accepts. A classification label must be one of the declared classes (a JSON boolean
+    counts as 1 / 0); a regression label a finite number (not text, not a boolean) within
+    ``min`` / ``max``.
+    """
+    label = spec.label
+    if not spec.regression:
+        value = int(value) if isinstance(value, bool) else value  # what the event's type made of it before
+        if spec.canonical_label(value) is not None:
+            return None
+        allowed = ", ".join(repr(v) for v in label.values)
+        return _label_rejection(f"{value!r} is not one of {allowed}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _label_rejection(f"label {_describe_label(value)} is not a number: a regression label is a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        return _label_rejection(f"label {_clip(str(value))} is too large to be a number (beyond the float range)")
+    if not math.isfinite(number):
+        return _label_rejection(f"label {number} is not finite")
+    if label.min is not None and number < label.min:
+        return _label_rejection(f"label {number} is below min {label.min}")
+    if label.max is not None and number > label.max:
+        return _label_rejection(f"label {number} is above max {label.max}")
+    return None
+
+
+def _label_rejection(message: str) -> RejectionReason:
+    return RejectionReason(field="label", rule="label", message=message)
+
+
+def _describe_label(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(_clip(value)) if isinstance(value, str) else repr(value)
 
 
 def _clip(text: str) -> str:

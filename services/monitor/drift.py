@@ -4,8 +4,11 @@ Data drift: a River detector per numeric feature and windowed PSI against the mo
 reference; per categorical or boolean feature, windowed category statistics and the
 unseen-category rate (:mod:`services.monitor.category_drift`; the statistics themselves in
 :mod:`services.monitor.categorical`); prediction drift: windows of predicted classes and
-probabilities; concept drift: a detector on the champion's joined 0/1 error stream, and that
-stream held against the version's expected (holdout) error. Each proposes candidates to the
+probabilities, or of a regressor's predicted values; concept drift: a detector on the champion's
+joined 0/1 error stream, and that stream held against the version's expected (holdout) error. A
+regressor's error stream is 0/1 too: its misses, absolute errors beyond the holdout's threshold
+(:func:`services.monitor.outcome.score`), whose holdout share is the expected error -- so every
+detector and confirmation here applies to it unchanged. Each proposes candidates to the
 model's :class:`~services.monitor.alarms.AlarmPolicy`, which confirms them on fresh samples (see
 :mod:`services.monitor.alarms` for why a stable stream stays quiet). A concept candidate is
 confirmed against the detector's own pre-change error rate; in the detector's burn-in (too few
@@ -49,7 +52,7 @@ from services.monitor.psi import PredictionWindow, PredictionWindowState, PsiWin
 from services.monitor.sample_times import SampleTimes
 from services.monitor.signals import Detector, DriftSignal, update_many
 from services.monitor.state import State
-from shared.events import FeatureValue, Label, epoch
+from shared.events import FeatureValue, Target, epoch
 from shared.reference import ExpectedError, Reference
 from shared.spec import MonitoringSpec
 
@@ -162,7 +165,7 @@ class ModelDrift:
         self,
         feature_names: Sequence[str],
         features: ArrayLike | Sequence[Sequence[FeatureValue]],
-        labels: Sequence[Label],
+        labels: Sequence[Target],
         probabilities: ArrayLike,
         classes: Sequence[str],
         times: Sequence[datetime],
@@ -181,9 +184,10 @@ class ModelDrift:
             :attr:`~shared.events.PredictionsLogged.features` (numbers, category strings,
             booleans); ``None``, NaN and infinities are missing (and ``""`` for a category).
         labels, times
-            The predicted label and the event time of each row.
+            The predicted label (a regressor's predicted number) and the event time of each row.
         probabilities
-            ``rows x len(classes)`` predicted probabilities (``rows x 0`` when there are none).
+            ``rows x len(classes)`` predicted probabilities (``rows x 0`` when there are none, as
+            for a regressor, whose ``classes`` are empty).
         version
             The version that answered every row (None = current); prediction drift counts only
             the current version's rows, data drift all of them.
@@ -373,7 +377,8 @@ class ModelDrift:
     # -- concept drift --
 
     def observe_outcome(self, error: bool, at: datetime) -> DriftUpdate:
-        """One joined outcome of the champion: True when its prediction was wrong.
+        """One joined outcome of the champion: True when its prediction was wrong (a regressor's
+        miss: its absolute error beyond the expected error's threshold).
 
         Feeds a pending concept confirmation, the concept detector and the watch against the
         expected error (:meth:`_hold_against_expected`). When the detector fires, its candidate

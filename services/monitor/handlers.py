@@ -7,12 +7,17 @@ trial and the post-promotion watch — and is checkpointed to the object store
 stopped. The join's entries live in the mapping passed in (a faust Table in the service, whose
 changelog follows the partition). Decisions leave as events: ``DriftDetected`` on ``drift``,
 ``DeploymentChanged`` on ``deployments`` (with the registry's aliases moved first).
+
+Each joined pair is scored by the model's task (:func:`~services.monitor.outcome.score`): a
+classifier's right or wrong, a regressor's absolute error (live MAE / RMSE, the canary judge and
+the champion watch) and whether it is a miss against the champion's threshold (the concept stream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from datetime import datetime, timedelta
@@ -23,6 +28,7 @@ from services.monitor.categorical import category_of
 from services.monitor.drift import DriftUpdate
 from services.monitor.join import JoinedPair
 from services.monitor.metrics import MonitorMetrics
+from services.monitor.outcome import Outcome, score
 from services.monitor.watch import RECENT_VALUES, Decision, ModelWatch, load_checkpoint, state_key
 from shared.bus import Publisher
 from shared.errors import KeyNotFound
@@ -193,6 +199,8 @@ class MonitorHandlers:
             )
             if fresh:  # rows not seen before (a redelivered message is counted once)
                 self._remember_values(watch, event, fresh)
+                if watch.spec.regression and event.variant == "champion" and event.version == watch.champion:
+                    _remember_predictions(watch, [event.labels[i] for i in fresh[-RECENT_VALUES:]])
                 everything = len(fresh) == len(event.inference_ids)
                 features = event.features if everything else [event.features[i] for i in fresh]
                 update = watch.drift.observe_predictions(  # typed rows: numbers, categories, flags, null
@@ -282,7 +290,9 @@ class MonitorHandlers:
             ended, watch.watch = watch.watch, None
             if previous is not None and previous != event.version:
                 spec = watch.spec.deployment
-                watch.watch = ChampionWatch.start(event.version, previous, spec.promote_after, spec.rollback_on)
+                watch.watch = ChampionWatch.start(
+                    event.version, previous, spec.promote_after, spec.rollback_on, regression=watch.spec.regression
+                )
                 ours = ended is not None and ended.shadowed and shadow == ended.previous_version
                 if shadow is None or ours:  # an operator's or the trainer's shadow is left alone
                     watch.watch.shadowed = True
@@ -314,36 +324,57 @@ class MonitorHandlers:
 
     # --- outcomes and decisions ------------------------------------------------------------
 
-    def _count_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
+    def _score(self, watch: ModelWatch, pair: JoinedPair) -> Outcome | None:
+        """The pair's outcome by the model's task; a pair that cannot be scored is counted."""
+        reference = watch.drift.reference  # the champion's: its threshold makes an error a miss
+        label = watch.spec.label
+        outcome = score(
+            pair, watch.spec.regression, reference.expected_error if reference else None, label.min, label.max
+        )
+        if outcome is None:
+            watch.unscored += 1
+            self._child(self.metrics.unscored, watch.model).inc()
+        return outcome
+
+    def _count_outcome(self, watch: ModelWatch, pair: JoinedPair) -> Outcome | None:
         model = watch.model
-        if pair.variant == "shadow" and watch.watch is not None:  # the previous champion, on the same traffic
-            watch.watch.record_previous(pair.version, pair.correct)
-        labels = (model, str(pair.version), pair.variant)
-        self._child(self.metrics.labelled, *labels).inc()
         self._child(self.metrics.join_hits, model).inc()
         self._child(self.metrics.label_lag, model).observe(max(0.0, pair.lag_seconds))
-        point = watch.live.record(model, pair.version, pair.variant, pair.correct, pair.predicted_at)
-        if point is not None:
+        outcome = self._score(watch, pair)
+        if outcome is None:
+            return None
+        if pair.variant == "shadow" and watch.watch is not None:  # the previous champion, on the same traffic
+            watch.watch.record_previous(pair.version, outcome)
+        labels = (model, str(pair.version), pair.variant)
+        self._child(self.metrics.labelled, *labels).inc()
+        point = watch.live.record(model, pair.version, pair.variant, outcome, pair.predicted_at)
+        if point is not None and watch.spec.regression:
+            self._child(self.metrics.live_mae, *labels).set(point.mae)
+            self._child(self.metrics.live_rmse, *labels).set(point.rmse)
+        elif point is not None:
             self._child(self.metrics.live_accuracy, *labels).set(point.accuracy)
             self._child(self.metrics.error_rate, *labels).set(point.error_rate)
+        return outcome
 
     async def _on_outcome(self, watch: ModelWatch, pair: JoinedPair) -> None:
-        self._count_outcome(watch, pair)
+        outcome = self._count_outcome(watch, pair)
+        if outcome is None:  # no ground truth the trainer will see either: not a labelled row
+            return
         if watch.change_wait is not None:
             watch.change_wait.record_labelled()
             self._child(self.metrics.waiting_rows, watch.model).set(watch.change_wait.waiting_rows)
-        if pair.variant == "champion" and pair.version == watch.champion:
-            update = watch.drift.observe_outcome(not pair.correct, pair.labelled_at)
+        if pair.variant == "champion" and pair.version == watch.champion and outcome.miss is not None:
+            update = watch.drift.observe_outcome(outcome.miss, pair.labelled_at)
             await self._after_drift_update(watch, update, pair.labelled_at)
         if watch.trial is not None:
-            watch.trial.record(pair.version, pair.correct, pair.predicted_at)
+            watch.trial.record(pair.version, outcome, pair.predicted_at)
             spec = watch.spec.deployment
-            verdict = watch.trial.decide(CanaryJudge(spec.promote_after, spec.rollback_on))
+            verdict = watch.trial.decide(CanaryJudge(spec.promote_after, spec.rollback_on, watch.spec.regression))
             if verdict is not None:
                 await self._decide(watch, self._canary_decision(watch, verdict))
         champion_watch = watch.watch
         if champion_watch is not None and pair.variant == "champion":
-            verdict = champion_watch.record(pair.version, pair.correct)
+            verdict = champion_watch.record(pair.version, outcome)
             if verdict is not None and verdict.previous_version is not None:
                 await self._decide(watch, self._rollback_decision(watch, verdict, verdict.previous_version))
             elif champion_watch.done and champion_watch.shadowed:
@@ -482,23 +513,49 @@ class MonitorHandlers:
         watch = await self.watch_of(model)
         if watch is None:
             return None
+        regression = watch.spec.regression
+        reference = watch.drift.reference
+        expected = reference.expected_error if reference else None
         live = []
         for key in watch.live.keys(model):
             _, version, variant = key
             totals = watch.live.totals(*key)
             latest = watch.live.latest(*key)
-            live.append(
-                {
-                    "version": version,
-                    "variant": variant,
-                    "labelled": totals.labelled,
-                    "accuracy": totals.accuracy,
-                    "window_accuracy": latest.accuracy if latest else None,
+            row: dict[str, Any] = {"version": version, "variant": variant, "labelled": totals.labelled}
+            if regression:
+                row |= {
+                    "mae": totals.error_rate,
+                    "rmse": totals.rmse,
+                    "window_mae": latest.mae if latest else None,
+                    "window_rmse": latest.rmse if latest else None,
                 }
-            )
+                if version == watch.champion and expected is not None and expected.mae is not None:
+                    row["expected_mae"] = expected.mae  # the holdout's, from the card
+            else:
+                row |= {"accuracy": totals.accuracy, "window_accuracy": latest.accuracy if latest else None}
+            live.append(row)
         trial = watch.trial
+        trial_status: dict[str, Any] | None = None
+        if trial is not None:
+            trial_status = {
+                "champion": trial.champion_version,
+                "canary": trial.canary_version,
+                "champion_labelled": trial.champion.labelled,
+                "champion_error": trial.champion.error_rate,
+                "canary_labelled": trial.canary.labelled,
+                "canary_error": trial.canary.error_rate,
+                "needed": watch.spec.deployment.promote_after.labelled_samples,
+            }
+            if regression:  # the errors above are the MAEs; the RMSEs beside them
+                trial_status |= {
+                    "champion_mae": trial.champion.error_rate,
+                    "champion_rmse": trial.champion.rmse,
+                    "canary_mae": trial.canary.error_rate,
+                    "canary_rmse": trial.canary.rmse,
+                }
         return {
             "model": model,
+            "task": "regression" if regression else "classification",
             "champion": watch.champion,
             "canary": watch.canary,
             "live": live,
@@ -507,18 +564,10 @@ class MonitorHandlers:
                 "misses": watch.join.misses,
                 "hit_rate": watch.join.hit_rate,
                 "held": len(watch.join),  # predictions awaiting labels, labels awaiting predictions, recent joins
+                "unscored": watch.unscored,
             },
-            "canary_trial": None
-            if trial is None
-            else {
-                "champion": trial.champion_version,
-                "canary": trial.canary_version,
-                "champion_labelled": trial.champion.labelled,
-                "champion_error": trial.champion.error_rate,
-                "canary_labelled": trial.canary.labelled,
-                "canary_error": trial.canary.error_rate,
-                "needed": watch.spec.deployment.promote_after.labelled_samples,
-            },
+            "expected_error": None if expected is None else expected.model_dump(mode="json"),
+            "canary_trial": trial_status,
             "drift": {
                 **watch.drift.status(),
                 "last": watch.last_drift.model_dump(mode="json") if watch.last_drift else None,
@@ -539,6 +588,13 @@ def _trial_against(watch: ModelWatch, at: datetime) -> CanaryTrial | None:
     if watch.canary is None or watch.canary == watch.champion:
         return None
     return CanaryTrial(champion_version=watch.champion, canary_version=watch.canary, started_at=at)
+
+
+def _remember_predictions(watch: ModelWatch, values: list[Any]) -> None:
+    """A regressor's recent predicted values (finite numbers), for the report's histogram."""
+    watch.recent_predictions.extend(
+        float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    )
 
 
 def _clear_shadow(reason: str) -> Decision:

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.monitor.state import State
-from shared.events import Label, epoch, from_epoch
+from shared.events import Target, epoch, from_epoch
 
 _BATCH, _ID = "b:", "i:"
 CHUNK_ROWS = 2000
@@ -52,8 +52,10 @@ class JoinedPair:
     inference_id: str
     version: int
     variant: str
-    predicted: Label
-    actual: Label
+    predicted: Target
+    actual: Target
+    """A class, or a regressor's number: what they mean is the model's task's business
+    (:func:`services.monitor.outcome.score`)."""
     predicted_at: datetime
     labelled_at: datetime
 
@@ -77,7 +79,7 @@ class _Batch:
     version: int
     variant: str
     ids: list[str]
-    labels: list[Label]
+    labels: list[Target]
     times: list[float]
 
     def to_entry(self) -> dict[str, Any]:
@@ -135,7 +137,7 @@ class Join:
         self._batches: dict[str, _Batch] = {}
         self._waiting: dict[str, tuple[_Batch, int]] = {}
         """Predictions waiting for their label: inference id -> (message, row)."""
-        self._labels: dict[str, tuple[float, Label]] = {}
+        self._labels: dict[str, tuple[float, Target]] = {}
         """Labels waiting for their prediction: inference id -> (time, label)."""
         self._joined: dict[str, float] = {}
         """Tombstones of joined pairs: inference id -> the time they expire by."""
@@ -150,7 +152,7 @@ class Join:
         version: int,
         variant: str,
         ids: Sequence[str],
-        labels: Sequence[Label],
+        labels: Sequence[Target],
         times: Sequence[datetime],
     ) -> tuple[list[int], list[JoinedPair]]:
         """The rows of one prediction message (``message_id`` names it). Returns the rows seen for
@@ -202,7 +204,7 @@ class Join:
             self.store[batch.key] = batch.to_entry()
             self._push(batch.at, batch.key)
 
-    def add_label(self, inference_id: str, label: Label, at: datetime) -> JoinedPair | None:
+    def add_label(self, inference_id: str, label: Target, at: datetime) -> JoinedPair | None:
         """A ground-truth label; returns the pair if its prediction was waiting."""
         found = self._waiting.pop(inference_id, None)
         if found is not None:

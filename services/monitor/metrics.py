@@ -19,7 +19,10 @@ class MonitorMetrics:
 
     live_accuracy: Gauge
     error_rate: Gauge
+    live_mae: Gauge
+    live_rmse: Gauge
     labelled: Counter
+    unscored: Counter
     predictions: Counter
     drift_statistic: Gauge
     psi: Gauge
@@ -40,14 +43,35 @@ class MonitorMetrics:
         return cls(
             live_accuracy=Gauge(
                 "driftloop_monitor_live_accuracy_ratio",
-                "Accuracy of joined predictions in the latest tumbling window.",
+                "Accuracy of joined predictions in the latest tumbling window (classifiers).",
                 ["model", "version", "variant"],
                 registry=registry,
             ),
             error_rate=Gauge(
                 "driftloop_monitor_error_rate_ratio",
-                "Error rate of joined predictions in the latest tumbling window.",
+                "Error rate of joined predictions in the latest tumbling window (classifiers).",
                 ["model", "version", "variant"],
+                registry=registry,
+            ),
+            live_mae=Gauge(
+                "driftloop_monitor_live_mae",
+                "A regressor's mean absolute error of joined predictions in the latest tumbling window "
+                "(in the label's unit).",
+                ["model", "version", "variant"],
+                registry=registry,
+            ),
+            live_rmse=Gauge(
+                "driftloop_monitor_live_rmse",
+                "A regressor's root mean squared error of joined predictions in the latest tumbling window "
+                "(in the label's unit).",
+                ["model", "version", "variant"],
+                registry=registry,
+            ),
+            unscored=Counter(
+                "driftloop_monitor_unscored_outcomes_total",
+                "Joined predictions that could not be scored (a regressor's predicted or actual value "
+                "that is not a finite number, or an actual outside the declared range).",
+                ["model"],
                 registry=registry,
             ),
             labelled=Counter(

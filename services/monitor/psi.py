@@ -3,18 +3,20 @@
 PSI of observed bin counts against a reference's shares is ``sum((a - e) * ln(a / e))`` over the
 bins (an empty bin on either side counts as :data:`PSI_EPSILON`). The bins are the model card's
 (:mod:`shared.reference`, the trainer's rule); :class:`WindowedPsi` keeps per-feature counts of
-the open window, :class:`PredictionWindow` the predicted classes and each class's probability.
+the open window, :class:`PredictionWindow` the predicted classes and each class's probability --
+or, for a regressor, the predicted values.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from services.monitor.state import State
-from shared.events import Label
+from shared.events import Target
 from shared.reference import (
     PSI_EPSILON,
     PredictionReference,
@@ -26,6 +28,8 @@ from shared.reference import (
 
 PREDICTED_LABEL = "label"
 """Prediction-drift stream of the predicted class distribution."""
+PREDICTED_VALUE = "predicted_value"
+"""Prediction-drift stream of a regressor's predicted values (PSI on the reference's bins)."""
 
 
 def probability_stream(label: str) -> str:
@@ -160,13 +164,37 @@ class PredictionWindowState(State):
     labels: dict[str, int] = {}
     proba: dict[str, list[int]] = {}
     chi_square: float = 0.0
+    values: list[int] = []
+    """A regressor's predicted values, counted in the reference's value bins."""
+
+
+def predicted_numbers(labels: Sequence[Target]) -> NDArray[np.float64]:
+    """A regressor's predictions as floats (anything that is not a finite number: NaN, not counted)."""
+    return np.fromiter(
+        (
+            float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else math.nan
+            for v in labels
+        ),
+        dtype=np.float64,
+        count=len(labels),
+    )
 
 
 class PredictionWindow:
-    """Prediction drift over tumbling windows: predicted classes and per-class probabilities.
+    """Prediction drift over tumbling windows: predicted classes and per-class probabilities, or a
+    regressor's predicted values.
 
     When a window closes, :meth:`add_many` returns ``{"label": PSI of class shares, "proba:<c>": PSI of
-    c's probability histogram}``; :attr:`last_chi_square` keeps the class counts' chi-square.
+    c's probability histogram}``; :attr:`last_chi_square` keeps the class counts' chi-square. With
+    a reference ``value_histogram`` (a regressor) it returns ``{"predicted_value": PSI of the
+    predicted values}``; the class streams are left out when the reference has no class shares.
+
+    >>> from shared.reference import regression_prediction_reference
+    >>> w = PredictionWindow(regression_prediction_reference(np.arange(100.0)), window=10)
+    >>> {k: round(v, 3) for k, v in w.add_many([5.0, 15, 25, 35, 45, 55, 65, 75, 85, 95], {}).items()}
+    {'predicted_value': 0.0}
+    >>> {k: round(v, 3) for k, v in w.add_many([90.0] * 5 + [95] * 5, {}).items()}
+    {'predicted_value': 8.283}
     """
 
     def __init__(
@@ -176,10 +204,19 @@ class PredictionWindow:
             raise ValueError("window must be at least 1")
         self.reference = reference
         histograms = reference.probability_histograms
+        values = {PREDICTED_VALUE: reference.value_histogram} if reference.value_histogram is not None else {}
+        self._values = values
         self.state = (
-            PredictionWindowState(window=window, proba=_fresh_counts(histograms))
+            PredictionWindowState(
+                window=window, proba=_fresh_counts(histograms), values=_fresh_counts(values).get(PREDICTED_VALUE, [])
+            )
             if state is None
-            else state.model_copy(update={"proba": _kept_counts(state.proba, histograms)})
+            else state.model_copy(
+                update={
+                    "proba": _kept_counts(state.proba, histograms),
+                    "values": _kept_counts({PREDICTED_VALUE: state.values}, values).get(PREDICTED_VALUE, []),
+                }
+            )
         )
         self._inner = [(c, h.inner) for c, h in histograms.items()]
 
@@ -199,18 +236,26 @@ class PredictionWindow:
         return self.state.window - self.state.rows
 
     def add_many(
-        self, labels: Sequence[Label], probabilities: Mapping[str, NDArray[np.float64]]
+        self, labels: Sequence[Target], probabilities: Mapping[str, NDArray[np.float64]]
     ) -> dict[str, float] | None:
         """Count many predictions at once (``probabilities``: one column per class, NaN =
-        missing). They must fit in the open window (``len(labels) <= remaining``)."""
+        missing; a regressor's ``labels`` are its predicted numbers). They must fit in the open
+        window (``len(labels) <= remaining``)."""
         rows = len(labels)
         if not 0 < rows <= self.remaining:
             raise ValueError(f"{rows} predictions do not fit the {self.remaining} left in the window")
         state = self.state
-        counted = state.labels
-        for label in labels:
-            key = str(label)
-            counted[key] = counted.get(key, 0) + 1
+        if self.reference.label_distribution:
+            counted = state.labels
+            for label in labels:
+                key = str(label)
+                counted[key] = counted.get(key, 0) + 1
+        if self._values:
+            counts = {PREDICTED_VALUE: state.values}
+            _add_column_counts(
+                counts, [(k, h.inner) for k, h in self._values.items()], {PREDICTED_VALUE: predicted_numbers(labels)}
+            )
+            state.values = counts[PREDICTED_VALUE]
         _add_column_counts(state.proba, self._inner, probabilities)
         state.rows += rows
         if state.rows < state.window:
@@ -219,11 +264,18 @@ class PredictionWindow:
 
     def _close(self) -> dict[str, float]:
         state = self.state
-        result = {PREDICTED_LABEL: label_psi(self.reference.label_distribution, state.labels)}
+        distribution = self.reference.label_distribution
+        result: dict[str, float] = {}
+        if distribution:  # a regressor has no class shares: no class stream, no chi-square
+            result[PREDICTED_LABEL] = label_psi(distribution, state.labels)
+            state.chi_square = chi_square(distribution, state.labels)
         for c, hist in self.reference.probability_histograms.items():
             if sum(state.proba[c]):
                 result[probability_stream(c)] = psi_from_counts(hist.proportions, state.proba[c])
-        state.chi_square = chi_square(self.reference.label_distribution, state.labels)
+        for name, hist in self._values.items():
+            if sum(state.values):
+                result[name] = psi_from_counts(hist.proportions, state.values)
         state.rows, state.labels = 0, {}
         state.proba = _fresh_counts(self.reference.probability_histograms)
+        state.values = _fresh_counts(self._values).get(PREDICTED_VALUE, [])
         return result

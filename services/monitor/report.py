@@ -1,6 +1,7 @@
-"""The monitor's HTML report of one model: accuracy over time with what happened, and every
-feature's current distribution against its training reference -- a histogram for a numeric
-feature, bars of category shares for a categorical or boolean one. Pure: state in, HTML out.
+"""The monitor's HTML report of one model: accuracy over time (a regressor's MAE) with what
+happened, and every feature's current distribution against its training reference -- a histogram
+for a numeric feature, bars of category shares for a categorical or boolean one -- and, for a
+regressor, its predicted values against its predictions on the holdout. Pure: state in, HTML out.
 
 Plots are inline SVG — no plotting library, no script, no network: the page can be saved,
 mailed or attached to an incident as one file.
@@ -9,6 +10,7 @@ mailed or attached to an incident as one file.
 from __future__ import annotations
 
 import html
+import math
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ import numpy as np
 from services.monitor.categorical import UNSEEN, CategoryBuckets
 from services.monitor.psi import psi
 from services.monitor.watch import ModelWatch
-from shared.reference import OTHER_CATEGORIES, CategoryReference
+from shared.reference import OTHER_CATEGORIES, CategoryReference, bin_counts
 
 WIDTH, HEIGHT, PAD = 760, 260, 40
 MAX_BARS = 12
@@ -35,28 +37,58 @@ MARKER_COLOURS = {
 }
 
 
+def _nice_top(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 x a power of ten at or above ``value`` (1 for nothing): the top
+    of a MAE axis.
+
+    >>> _nice_top(0.0), _nice_top(3.2), _nice_top(0.21), _nice_top(700.0)
+    (1.0, 5.0, 0.25, 1000.0)
+    """
+    if not value > 0 or not math.isfinite(value):
+        return 1.0
+    magnitude = 10.0 ** math.floor(math.log10(value))
+    return next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= value * (1 - 1e-12))
+
+
 def _accuracy_svg(watch: ModelWatch, now: datetime) -> str:
+    """Accuracy over time per version and variant -- a regressor's MAE, on an axis from 0 to
+    above the largest window (its holdout MAE dashed) -- with the timeline's markers."""
+    regression = watch.spec.regression
+    metric = "MAE" if regression else "accuracy"
     series = []
     for key in watch.live.keys(watch.model):
-        points = [(p.start.timestamp(), p.accuracy) for p in watch.live.series(*key) if p.counts.labelled]
+        points = [
+            (p.start.timestamp(), p.mae if regression else p.accuracy)
+            for p in watch.live.series(*key)
+            if p.counts.labelled
+        ]
         if points:
             series.append((f"v{key[1]} {key[2]}", points))
     times = [t for _, pts in series for t, _ in pts] + [m.at.timestamp() for m in watch.markers]
     if not times:
-        return "<p>No labelled predictions yet: accuracy appears once ground truth arrives.</p>"
+        return f"<p>No labelled predictions yet: {metric} appears once ground truth arrives.</p>"
     t0 = min(times)
     t1 = max(max(times), t0 + 1.0)
+    reference = watch.drift.reference
+    expected = reference.expected_error.mae if reference and reference.expected_error else None
+    top = _nice_top(max([v for _, pts in series for _, v in pts] + [expected or 0.0])) if regression else 1.0
 
     def x(t: float) -> float:
         return PAD + (t - t0) / (t1 - t0) * (WIDTH - 2 * PAD)
 
     def y(v: float) -> float:
-        return HEIGHT - PAD - v * (HEIGHT - 2 * PAD)
+        return HEIGHT - PAD - v / top * (HEIGHT - 2 * PAD)
 
-    parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="accuracy over time">']
-    for level in (0.0, 0.25, 0.5, 0.75, 1.0):
+    parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{metric} over time">']
+    for level in (top * k / 4 for k in range(5)):
+        text = f"{level:.3g}" if regression else f"{level:.2f}"
         parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#eee"/>')
-        parts.append(f'<text x="4" y="{y(level) + 4:.1f}" font-size="11">{level:.2f}</text>')
+        parts.append(f'<text x="4" y="{y(level) + 4:.1f}" font-size="11">{text}</text>')
+    if regression and expected is not None:
+        parts.append(
+            f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y(expected):.1f}" y2="{y(expected):.1f}" stroke="#999" '
+            f'stroke-dasharray="2 2"><title>holdout MAE of v{watch.champion}: {expected:.4g}</title></line>'
+        )
     for marker in watch.markers:
         mx = x(marker.at.timestamp())
         colour = MARKER_COLOURS.get(marker.kind, "#000")
@@ -198,6 +230,37 @@ def _features_html(watch: ModelWatch) -> str:
     )
 
 
+def _predictions_html(watch: ModelWatch) -> str:
+    """A regressor's recent predicted values against its predictions on the holdout, with their PSI."""
+    reference = watch.drift.reference
+    hist = reference.predictions.value_histogram if reference else None
+    if hist is None:
+        return "<p>No reference of predicted values (no production version yet).</p>"
+    edges = list(hist.edges)
+    recent = list(watch.recent_predictions)
+    if recent:
+        counts = bin_counts(hist, recent)
+        current = [c / len(recent) for c in counts]
+        score = f"PSI {psi(hist, recent):.3f} over the last {len(recent)} predictions"
+    else:
+        current = [0.0] * len(hist.proportions)
+        score = "no live predictions yet"
+    return (
+        '<p><span style="color:#9ecae1">&#9632; holdout predictions</span> '
+        '<span style="color:#fd8d3c">&#9632; live predictions</span></p>'
+        f'<div class="card"><h3>predicted values</h3>'
+        f"{_histogram_svg('predicted values', edges, list(hist.proportions), current)}<p>{score}</p></div>"
+    )
+
+
+def _live_text(live: dict[str, Any]) -> str:
+    """One status row of live figures: accuracy, or a regressor's MAE and RMSE."""
+    if "mae" not in live:
+        return f"accuracy {live['accuracy']:.3f} over {live['labelled']} labelled predictions"
+    expected = f" (holdout MAE {live['expected_mae']:.4g})" if live.get("expected_mae") is not None else ""
+    return f"MAE {live['mae']:.4g}, RMSE {live['rmse']:.4g} over {live['labelled']} labelled predictions{expected}"
+
+
 def _status_html(status: dict[str, Any]) -> str:
     rows = [
         ("champion", f"v{status['champion']}" if status["champion"] else "none"),
@@ -209,12 +272,7 @@ def _status_html(status: dict[str, Any]) -> str:
         ),
     ]
     for live in status["live"]:
-        rows.append(
-            (
-                f"v{live['version']} {live['variant']}",
-                f"accuracy {live['accuracy']:.3f} over {live['labelled']} labelled predictions",
-            )
-        )
+        rows.append((f"v{live['version']} {live['variant']}", _live_text(live)))
     last = status["drift"].get("last")
     if last:
         where = f" on {last['feature']}" if last.get("feature") else ""
@@ -240,6 +298,8 @@ def _events_html(status: dict[str, Any]) -> str:
 def render_report(watch: ModelWatch, status: dict[str, Any], now: datetime) -> str:
     """The whole page."""
     title = f"driftloop — {html.escape(watch.model)}"
+    regression = watch.spec.regression
+    predictions = f"<h2>Predictions: holdout vs live traffic</h2>\n{_predictions_html(watch)}\n" if regression else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -251,11 +311,11 @@ table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 4px 
 <h1>{title}</h1>
 <p>Generated {html.escape(now.isoformat(timespec="seconds"))}.</p>
 {_status_html(status)}
-<h2>Live accuracy</h2>
+<h2>{"Live MAE" if regression else "Live accuracy"}</h2>
 {_accuracy_svg(watch, now)}
 <h2>Features: training reference vs live traffic</h2>
 {_features_html(watch)}
-<h2>What happened</h2>
+{predictions}<h2>What happened</h2>
 {_events_html(status)}
 </body></html>
 """

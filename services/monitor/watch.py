@@ -1,8 +1,9 @@
 """Everything the monitor keeps about one model, and its checkpoint. Pure: no I/O.
 
 A :class:`ModelWatch` holds a model's drift streams (:class:`~services.monitor.drift.ModelDrift`),
-the prediction/label joins of the champion and canary and of the shadow, live accuracy, the
-running canary trial, the post-promotion watch and the report's timeline. Its checkpoint
+the prediction/label joins of the champion and canary and of the shadow, live accuracy (a
+regressor's MAE and RMSE), the running canary trial, the post-promotion watch and the report's
+timeline. Its checkpoint
 (``monitor/<model>/state.json``) is one :class:`WatchState`: ``model_dump_json()`` to write,
 :func:`load_checkpoint` to read, which migrates an older ``schema_version`` in
 :func:`migrate_v1` -- the one place that knows old formats.
@@ -80,6 +81,10 @@ class WatchState(State):
     handled: list[str] = []
     change_wait: ChangeWait | None = None
     decisions: list[Decision] = []
+    recent_predictions: list[float] = []
+    """A regressor's recent predicted values (the champion's), for the report's histogram."""
+    unscored: int = 0
+    """Joined pairs that could not be scored (a regressor's value that is not a finite number)."""
 
 
 @dataclass
@@ -108,6 +113,12 @@ class ModelWatch:
     """Ids of the deployment events already applied (the monitor also sees its own)."""
     decisions: list[Decision] = field(default_factory=list)
     """Verdicts and alarms decided but not yet carried out (a store or broker outage)."""
+    recent_predictions: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_VALUES))
+    """A regressor's recent predicted values (the champion's): the report's histogram against the
+    reference's predicted values."""
+    unscored: int = 0
+    """Joined pairs that could not be scored (a regressor's predicted or actual value that is not a
+    finite number): counted, not fed to any mean."""
     dirty: bool = False
 
     @classmethod
@@ -168,6 +179,8 @@ class ModelWatch:
             change_wait=state.change_wait,
             handled=deque(state.handled, maxlen=HANDLED_EVENTS),
             decisions=list(state.decisions),
+            recent_predictions=deque(state.recent_predictions, maxlen=RECENT_VALUES),
+            unscored=state.unscored,
         )
 
     def mark(self, at: datetime, kind: MarkerKind, text: str) -> None:
@@ -194,6 +207,8 @@ class ModelWatch:
             handled=list(self.handled),
             change_wait=self.change_wait if self.change_wait and self.change_wait.waiting else None,
             decisions=self.decisions,
+            recent_predictions=list(self.recent_predictions),
+            unscored=self.unscored,
         )
 
 

@@ -34,6 +34,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, l
 
 from shared.errors import InvalidInput
 from shared.events import GateVerdict, UtcDatetime
+from shared.features import TaskKind
 from shared.spec import LOWER_IS_BETTER, GateSpec, TriggerSpec, improvement
 
 MIN_TRAIN_ROWS = 20
@@ -389,10 +390,69 @@ def time_split(n_rows: int, holdout: float) -> tuple[slice, slice]:
     return slice(0, n_train), slice(n_train, n_rows)
 
 
+def regression_targets(labels: NDArray[Any]) -> NDArray[np.float64]:
+    """A regression window's labels as float64, whether a dataset stores them as numbers or as
+    their text; :class:`InvalidInput` when one is not a finite number (ingest admits none, so
+    such a row is a damaged dataset, and a model must not be scored on it).
+
+    >>> regression_targets(np.array(["1.5", "2"])).tolist()
+    [1.5, 2.0]
+    """
+    try:
+        targets = np.asarray(labels, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        bad = next(v for v in np.asarray(labels, dtype=object).reshape(-1) if not _is_number(v))
+        raise InvalidInput(
+            f"the window holds a label that is not a number ({bad!r}); a regression needs numbers"
+        ) from None
+    finite = np.isfinite(targets)
+    if not finite.all():
+        raise InvalidInput(
+            f"the window holds {int((~finite).sum())} non-finite labels (first {targets[~finite][0]!r}); "
+            "a regression needs finite numbers"
+        )
+    return targets
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def check_training_targets(y_train: NDArray[Any], regression: bool) -> None:
+    """Refuse a training window a model cannot learn from (:class:`InvalidInput`).
+
+    A classifier needs two classes. A regressor needs two distinct targets: fitted on one
+    value it predicts that value whatever the features, its holdout errors would be all zero
+    when the holdout is constant too (a stuck feed writing one default value looks exactly like
+    this), so the gate would take it for a perfect model, and its expected error would make
+    every later nonzero error a miss.
+
+    >>> try:
+    ...     check_training_targets(np.array([2.0, 2.0, 2.0]), regression=True)
+    ... except InvalidInput as err:
+    ...     print(err.message.split(":")[0])
+    the training rows hold a single target value (2.0)
+    """
+    if regression:
+        values = np.asarray(y_train, dtype=np.float64)
+        if values.size and float(values.min()) == float(values.max()):
+            raise InvalidInput(
+                f"the training rows hold a single target value ({float(values[0])!r}): a model fit on them "
+                "predicts it whatever the features; wait for varied labels"
+            )
+        return
+    if len({str(v) for v in y_train}) < 2:
+        raise InvalidInput(f"the training rows hold a single label ({y_train[0]!r}); need at least two classes")
+
+
 def evaluate(
     y_true: NDArray[Any], y_pred: NDArray[Any], proba: NDArray[Any], classes: Sequence[Any]
 ) -> dict[str, float]:
-    """Every gate metric on one holdout; all are "higher is better" (log loss is negated).
+    """A classifier's gate metrics on one holdout; all are "higher is better" (log loss is negated).
 
     Binary and multiclass alike (``proba`` has a column per class, in ``classes`` order). A
     holdout class the model does not know (it was absent from its training rows, which with
@@ -414,6 +474,48 @@ def evaluate(
         "f1_macro": float(f1_score(true_text, pred_text, average="macro", labels=labels, zero_division=0)),
         "log_loss_neg": -float(log_loss(true_text, clipped, labels=labels)),
     }
+
+
+def evaluate_regression(y_true: NDArray[Any], y_pred: NDArray[Any]) -> dict[str, float]:
+    """A regressor's gate metrics on one holdout: ``mae`` and ``rmse`` (lower is better), ``r2``.
+
+    Every value is finite, as metrics travel in JSON events. ``r2`` of a constant holdout
+    (no variance to explain) is 1.0 when every prediction is exact and 0.0 otherwise, as
+    scikit-learn's ``r2_score`` defines it, rather than the NaN or minus infinity of the
+    formula. Raises ``ValueError`` for an empty holdout or a non-finite value (the runner
+    rejects non-finite targets and predictions before scoring).
+
+    >>> m = evaluate_regression(np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0, 6.0]))
+    >>> m["mae"], m["rmse"], round(m["r2"], 6)
+    (0.5, 1.0, 0.2)
+    >>> evaluate_regression(np.array([5.0, 5.0]), np.array([5.0, 6.0]))["r2"]
+    0.0
+    """
+    truth = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    predicted = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    if truth.shape != predicted.shape or truth.size == 0:
+        raise ValueError(f"need as many predictions as targets, at least one: {truth.size} and {predicted.size}")
+    if not (np.all(np.isfinite(truth)) and np.all(np.isfinite(predicted))):
+        raise ValueError("targets and predictions must be finite numbers")
+    errors = predicted - truth
+    squared = float(np.sum(errors * errors))
+    spread = float(np.sum((truth - truth.mean()) ** 2))
+    r2 = 1.0 - squared / spread if spread > 0 else (1.0 if squared == 0 else 0.0)
+    return {
+        "mae": float(np.mean(np.abs(errors))),
+        "rmse": float(np.sqrt(squared / truth.size)),
+        "r2": float(r2),
+    }
+
+
+def evaluate_task(
+    task: TaskKind, y_true: NDArray[Any], y_pred: NDArray[Any], proba: NDArray[Any], classes: Sequence[Any]
+) -> dict[str, float]:
+    """The gate metrics of a model of ``task`` on one holdout: :func:`evaluate` of a classifier's
+    labels and probabilities, :func:`evaluate_regression` of a regressor's predictions."""
+    if task == "regression":
+        return evaluate_regression(y_true, y_pred)
+    return evaluate(y_true, y_pred, proba, classes)
 
 
 REUSE_MARGIN = 0.01

@@ -3,13 +3,15 @@
 The ONNX graph of an all-numeric model takes one float32 tensor ``input`` of shape ``[N, F]``
 (features in spec order, :data:`shared.features.MATRIX`); a typed model's graph takes one
 ``[N, 1]`` tensor per feature, named as the feature (:data:`shared.features.COLUMNS`): float32
-for numeric and boolean features, string for categorical ones. Both give two plain tensors:
-``label`` ``[N]`` (int64 or string, as the classes are) and ``probabilities`` ``[N, C]``
-float32, whose columns follow ``pipeline.classes_``; a regressor's graph gives one,
-``prediction`` ``[N, 1]`` float32 (:data:`shared.features.REGRESSION_OUTPUTS`). float32, because onnxruntime's tree
-ensembles compute in float32; the parity check therefore feeds scikit-learn the same
-float32-rounded values (for a typed model, the frame :func:`shared.features.frame_columns`
-builds from the very values :func:`shared.features.onnx_feeds` sends).
+for numeric and boolean features, string for categorical ones. A classifier's graph gives two
+plain tensors: ``label`` ``[N]`` (int64 or string, as the classes are) and ``probabilities``
+``[N, C]`` float32, whose columns follow ``pipeline.classes_``; a regressor's graph gives one,
+``prediction`` ``[N, 1]`` float32 (:data:`shared.features.REGRESSION_OUTPUTS`). float32, because
+onnxruntime's tree ensembles compute in float32; the parity check therefore feeds scikit-learn
+the same float32-rounded values (for a typed model, the frame
+:func:`shared.features.frame_columns` builds from the very values
+:func:`shared.features.onnx_feeds` sends), and holds a regressor's predictions to a tolerance
+relative to their scale (:data:`REGRESSION_RTOL`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from shared.features import (
     NUMERIC,
     REGRESSION_OUTPUTS,
     frame_columns,
+    graph_outputs,
     layout_of,
     onnx_feeds,
 )
@@ -183,20 +186,23 @@ def _array(values: Sequence[Any] | NDArray[Any], kind: str) -> NDArray[Any]:
     return out
 
 
-def input_types(features: int | Sequence[str], types: Sequence[str] | None = None) -> list[tuple[str, Any]]:
+def input_types(
+    features: int | Sequence[str], types: Sequence[str] | None = None, outputs: Sequence[str] = OUTPUTS
+) -> list[tuple[str, Any]]:
     """The graph inputs of a model: one ``input`` matrix, or one ``[N, 1]`` tensor per feature.
 
     ``features`` is the number of features (a matrix) or their names; with ``types`` of which
-    any is not numeric, each feature gets its own input named as the feature.
+    any is not numeric, each feature gets its own input named as the feature, which must not be
+    one of the graph's ``outputs`` (a classifier's, or :data:`shared.features.REGRESSION_OUTPUTS`).
     """
     if isinstance(features, int):
         return [("input", FloatTensorType([None, features]))]
     kinds = list(types) if types is not None else [NUMERIC] * len(features)
     if layout_of(kinds) == MATRIX:
         return [("input", FloatTensorType([None, len(features)]))]
-    clashing = sorted(set(features) & set(OUTPUTS))
+    clashing = sorted(set(features) & set(outputs))
     if clashing:
-        raise ValueError(f"feature names {clashing} clash with the graph's outputs {list(OUTPUTS)}")
+        raise ValueError(f"feature names {clashing} clash with the graph's outputs {list(outputs)}")
     return [
         (name, StringTensorType([None, 1]) if kind == CATEGORICAL else FloatTensorType([None, 1]))
         for name, kind in zip(features, kinds, strict=True)
@@ -209,11 +215,13 @@ def to_onnx(pipeline: Any, features: int | Sequence[str], types: Sequence[str] |
     ``features`` is the number of features of an all-numeric model (one ``input`` matrix) or
     the feature names; with ``types`` holding a categorical or boolean feature, the graph takes
     one input per feature (see :func:`input_types`), and the pipeline must be the one
-    :func:`services.trainer.estimators.build_typed_estimator` builds.
+    :func:`services.trainer.estimators.build_typed_estimator` builds. A classifier's graph
+    answers :data:`shared.features.GRAPH_OUTPUTS`, a regressor's
+    :data:`shared.features.REGRESSION_OUTPUTS`, whichever layout it takes.
     """
     model = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
-    inputs = input_types(features, types)
     regression = is_regressor(model)
+    inputs = input_types(features, types, graph_outputs(regression))
     onx = skl_to_onnx(
         pipeline,
         initial_types=inputs,
@@ -283,7 +291,11 @@ def session_for(onnx: bytes) -> ort.InferenceSession:
 
 @dataclass(frozen=True)
 class ParityReport:
-    """How closely ONNX matched scikit-learn on a set of rows."""
+    """How closely ONNX matched scikit-learn on a set of rows.
+
+    ``max_abs_diff`` is the largest difference of a probability (a classifier) or of a
+    prediction, in the target's units (a regressor); ``label_mismatches`` is 0 for a regressor.
+    """
 
     max_abs_diff: float
     label_mismatches: int
@@ -292,24 +304,70 @@ class ParityReport:
     reason: str
 
 
+REGRESSION_RTOL = 1e-5
+"""How far a regressor's graph may be from scikit-learn: ``max |diff| <= REGRESSION_RTOL *
+max(1, max |prediction|)``. float32 carries about 7 significant digits, so the tolerance follows
+the predictions' scale. Measured on the six allowed regressors with default parameters (targets
+of scale 1, ~2,000 and ~200,000; all-numeric, and typed with unseen-category and missing-value
+probes): at most 7.2e-7 of the scale (forests, which sum 100 float32 trees), 1.6e-7 for
+Ridge and SGDRegressor; a different model is off by orders of magnitude more."""
+
+
+def is_regression_graph(outputs: Sequence[str]) -> bool:
+    """True when a graph's outputs are a regressor's (:data:`shared.features.REGRESSION_OUTPUTS`)."""
+    return tuple(outputs) == REGRESSION_OUTPUTS
+
+
+def run_graph(onnx: bytes, X: NDArray[Any] | TypedColumns) -> tuple[NDArray[Any], NDArray[np.float32]]:
+    """What the graph answers for these rows, as serving computes it, for either task.
+
+    A classifier's graph gives its labels ``[N]`` and class probabilities ``[N, C]``; a
+    regressor's its predictions as float64 ``[N]`` in the first place and an empty ``[N, 0]``
+    probability matrix, as a regressor's ``PredictionsLogged`` row carries a number and no
+    probabilities. ``X`` is a matrix for a :data:`shared.features.MATRIX` graph,
+    :class:`TypedColumns` for a :data:`shared.features.COLUMNS` one.
+    """
+    session = session_for(onnx)
+    outputs = [o.name for o in session.get_outputs()]
+    if is_regression_graph(outputs):
+        (prediction,) = session.run(list(REGRESSION_OUTPUTS), feeds_for(X))
+        values = np.asarray(prediction, dtype=np.float64).reshape(-1)
+        return values, np.zeros((len(values), 0), dtype=np.float32)
+    label, proba = session.run(list(OUTPUTS), feeds_for(X))
+    return np.asarray(label), np.asarray(proba, dtype=np.float32)
+
+
 def check_parity(
-    onnx: bytes, pipeline: Any, X: NDArray[np.float64] | TypedColumns, tolerance: float = 1e-4
+    onnx: bytes,
+    pipeline: Any,
+    X: NDArray[np.float64] | TypedColumns,
+    tolerance: float = 1e-4,
+    relative_tolerance: float = REGRESSION_RTOL,
 ) -> ParityReport:
-    """Compare ONNX and scikit-learn probabilities and labels on ``X``.
+    """Compare ONNX and scikit-learn on ``X``: probabilities and labels, or a regressor's predictions.
 
     ``X`` is a matrix for a :data:`shared.features.MATRIX` graph, :class:`TypedColumns` for a
     typed one (add :meth:`TypedColumns.with_probes` to cover unseen categories and missing
-    values). Both see the same float32-rounded inputs (what serving will send). A label may
-    differ only where the two best probabilities are within ``tolerance`` of each other (a tie).
+    values). Both see the same float32-rounded inputs (what serving will send).
+
+    A classifier passes when no probability differs by more than ``tolerance`` and labels
+    agree, except where the two best probabilities are within ``tolerance`` of each other (a
+    tie). A regressor passes when every prediction is finite on both sides and no prediction
+    differs by more than ``relative_tolerance`` of the predictions' scale (see
+    :data:`REGRESSION_RTOL`): a model that answers NaN or infinity is refused here, before its
+    metrics reach an event.
     """
+    model = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    if is_regressor(model):
+        return _regression_parity(onnx, pipeline, X, relative_tolerance)
     if isinstance(X, TypedColumns):
         rows = len(X)
-        label, proba = session_for(onnx).run(list(OUTPUTS), X.feeds())
+        label, proba = run_graph(onnx, X)
         expected = pipeline.predict_proba(X.frame()) if rows else np.zeros((0, len(pipeline.classes_)))
     else:
         X32 = np.asarray(X, dtype=np.float32)
         rows = len(X32)
-        label, proba = session_for(onnx).run(list(OUTPUTS), {"input": X32})
+        label, proba = run_graph(onnx, X32)
         expected = pipeline.predict_proba(X32.astype(np.float64))
     expected_labels = pipeline.classes_[np.argmax(expected, axis=1)]
     diff = float(np.max(np.abs(np.asarray(proba, dtype=np.float64) - expected))) if rows else 0.0
@@ -324,3 +382,37 @@ def check_parity(
         else f"max probability difference {diff:.2e} (tolerance {tolerance:.0e}), {mismatches} of {rows} labels differ"
     )
     return ParityReport(max_abs_diff=diff, label_mismatches=mismatches, rows=rows, passed=passed, reason=reason)
+
+
+def _regression_parity(
+    onnx: bytes, pipeline: Any, X: NDArray[np.float64] | TypedColumns, relative_tolerance: float
+) -> ParityReport:
+    """:func:`check_parity` of a regressor: ``pipeline.predict`` against the graph's ``prediction``."""
+    if isinstance(X, TypedColumns):
+        rows = len(X)
+        expected = np.asarray(pipeline.predict(X.frame()), dtype=np.float64).reshape(-1) if rows else np.zeros(0)
+        got, _ = run_graph(onnx, X)
+    else:
+        X32 = np.asarray(X, dtype=np.float32)
+        rows = len(X32)
+        expected = np.asarray(pipeline.predict(X32.astype(np.float64)), dtype=np.float64).reshape(-1)
+        got, _ = run_graph(onnx, X32)
+    if not np.all(np.isfinite(expected)):
+        bad = int(np.sum(~np.isfinite(expected)))
+        return ParityReport(
+            math.inf, 0, rows, False, f"scikit-learn predicts non-finite values for {bad} of {rows} rows"
+        )
+    if not np.all(np.isfinite(got)):
+        bad = int(np.sum(~np.isfinite(got)))
+        return ParityReport(math.inf, 0, rows, False, f"the graph predicts non-finite values for {bad} of {rows} rows")
+    diff = float(np.max(np.abs(got - expected))) if rows else 0.0
+    scale = max(1.0, float(np.max(np.abs(expected)))) if rows else 1.0
+    limit = relative_tolerance * scale
+    passed = diff <= limit
+    reason = (
+        "ok"
+        if passed
+        else f"max prediction difference {diff:.3g} on predictions up to {scale:.3g} in size: {diff / scale:.1e} of it "
+        f"(tolerance {relative_tolerance:.0e}, {limit:.3g})"
+    )
+    return ParityReport(max_abs_diff=diff, label_mismatches=0, rows=rows, passed=passed, reason=reason)

@@ -8,7 +8,13 @@ An all-numeric spec trains as it always did (a matrix in, one ``input`` tensor i
 spec with categorical or boolean features trains one pipeline on the dataset's typed columns,
 exports a graph with one input per feature, and checks parity on the holdout plus probes of
 unseen categories and missing values. The champion is scored on the same holdout, fed in its
-own card's layout, when its features and their types are the spec's.
+own card's layout, when its features, their types and its task are the spec's.
+
+A regression spec (``label: {type: regression}``) trains the same way on float targets: its
+graph answers ``prediction``, its metrics are ``mae`` / ``rmse`` / ``r2``
+(:func:`services.trainer.core.evaluate_regression`), its expected error is the holdout's miss
+threshold and rate (:meth:`shared.reference.ExpectedError.of_errors`) and its reference holds
+the histogram of its predicted values.
 """
 
 from __future__ import annotations
@@ -28,13 +34,20 @@ from numpy.typing import NDArray
 
 from services.trainer import core
 from services.trainer.estimators import build_estimator, build_typed_estimator, empty_features, one_hot_categories
-from services.trainer.export import OUTPUTS, TypedColumns, check_parity, feeds_for, session_for, to_onnx
+from services.trainer.export import TypedColumns, check_parity, run_graph, to_onnx
 from shared import __version__
 from shared.datasets import DatasetRepository, manifest_key
 from shared.errors import BrokerUnavailable, DriftloopError, InvalidInput, StoreError
 from shared.events import GateVerdict
-from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY
-from shared.reference import ExpectedError, build_reference, build_typed_reference
+from shared.features import CATEGORICAL, COLUMNS, MISSING_CATEGORY, TaskKind
+from shared.reference import (
+    ExpectedError,
+    PredictionReference,
+    build_reference,
+    build_typed_reference,
+    prediction_reference,
+    regression_prediction_reference,
+)
 from shared.registry import PRODUCTION, CodeVersion, InputSchema, ModelCard, Registry
 from shared.spec import ModelSpec
 
@@ -88,14 +101,14 @@ def git_commit() -> str | None:
 
 
 def predict_onnx(onnx: bytes, X: NDArray[np.float64] | TypedColumns) -> tuple[NDArray[Any], NDArray[np.float32]]:
-    """Labels and class probabilities from an ONNX model, as serving computes them.
+    """Labels and class probabilities from an ONNX model, as serving computes them; for a
+    regressor's graph its predictions (float64 ``[N]``) and an empty ``[N, 0]`` probability
+    matrix (:func:`services.trainer.export.run_graph`), so every caller unpacks one shape.
 
     ``X`` is a matrix for a graph of the ``matrix`` layout, :class:`TypedColumns` for one of
     the ``columns`` layout (one input per feature).
     """
-    session = session_for(onnx)
-    label, proba = session.run(list(OUTPUTS), feeds_for(X))
-    return np.asarray(label), np.asarray(proba, dtype=np.float32)
+    return run_graph(onnx, X)
 
 
 Rows = NDArray[np.float64] | TypedColumns
@@ -205,12 +218,19 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             f"dataset v{manifest.version} has feature types {manifest.feature_types}, the spec "
             f"{spec.feature_types}: wait for data on the new schema"
         )
+    if bool(manifest.label_values) == spec.regression:  # a regression dataset has no classes
+        held = f"the classes {manifest.label_values}" if manifest.label_values else "a number per row"
+        raise InvalidInput(
+            f"dataset v{manifest.version} holds {held}, the spec is a {spec.label.type} one: "
+            "wait for data on the new schema"
+        )
     data = repo.load(model, result.dataset_version, last_rows=training.window.last_rows, since=result.since)
     result.window_rows = int(len(data.y))
     train_rows, test_rows = core.time_split(len(data.y), training.holdout)
-    y_train, y_test = data.y[train_rows], data.y[test_rows]
-    if len({str(v) for v in y_train}) < 2:
-        raise InvalidInput(f"the training rows hold a single label ({y_train[0]!r}); need at least two classes")
+    task = spec.label.type
+    y = core.regression_targets(data.y) if spec.regression else data.y
+    y_train, y_test = y[train_rows], y[test_rows]
+    core.check_training_targets(y_train, spec.regression)
     names, types = spec.feature_names, spec.feature_types
     train_in: Rows
     test_in: Rows
@@ -233,21 +253,21 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
     if not parity.passed:
         raise InvalidInput(f"ONNX parity check failed: {parity.reason}")
 
-    classes = [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
+    classes = [] if spec.regression else [c.item() if isinstance(c, np.generic) else c for c in pipeline.classes_]
     y_pred, proba = predict_onnx(onnx, test_in)
-    result.metrics = core.evaluate(y_test, y_pred, proba, classes)
+    result.metrics = core.evaluate_task(task, y_test, y_pred, proba, classes)
 
     champion = registry.alias(model, PRODUCTION)
     champion_sha = None
     if champion is not None:
         champion_card = registry.card(model, champion)
         champion_sha = champion_card.artifact_sha256
-        if _same_inputs(champion_card, names, types):
+        if _same_inputs(champion_card, names, types, task):
             result.champion_version = champion
             result.champion_metrics = score_version(registry, champion_card, test_in, y_test).metrics
         else:
             log.warning(
-                "%s: champion v%d has other features or feature types; the gate judges the candidate alone",
+                "%s: champion v%d has other features, feature types or task; the gate judges the candidate alone",
                 model,
                 champion,
             )
@@ -272,11 +292,18 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
         note = f"reused v{reused.card.version}'s graph: {spec.gate.metric} {reused.metrics[spec.gate.metric]:.4f} "
         note += f"on the post-change holdout, {fresh[spec.gate.metric]:.4f} for a fresh fit"
         result.gate = GateVerdict(passed=result.gate.passed, reasons=[note, *result.gate.reasons])
-    expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
-    if isinstance(train_in, TypedColumns):
-        ref = build_typed_reference(train_in.columns, names, types, y_pred, proba, classes, expected)
+    expected: ExpectedError | None
+    predictions: PredictionReference
+    if spec.regression:  # the monitor's misses: errors above the holdout's 80th percentile
+        expected = ExpectedError.of_errors(np.abs(np.asarray(y_test, dtype=np.float64) - y_pred))
+        predictions = regression_prediction_reference(y_pred)
     else:
-        ref = build_reference(train_in, names, y_pred, proba, classes, expected)
+        expected = ExpectedError.of(result.metrics["accuracy"], len(y_test)) if "accuracy" in result.metrics else None
+        predictions = prediction_reference(y_pred, proba, classes)
+    if isinstance(train_in, TypedColumns):
+        ref = build_typed_reference(train_in.columns, names, types, expected_error=expected, predictions=predictions)
+    else:
+        ref = build_reference(train_in, names, expected_error=expected, predictions=predictions)
     result.timings["total_s"] = time.perf_counter() - started
 
     def build_card(version: int, artifact_key: str, sha256: str) -> ModelCard:
@@ -305,7 +332,7 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
             gate=result.gate,
             onnx_opset=opset,
             input_schema=reused.card.input_schema if reused else _input_schema(spec, classes, categories),
-            output_names=list(OUTPUTS),
+            output_names=list(reused.card.output_names) if reused else list(spec.outputs),
             artifact_key=artifact_key,
             artifact_sha256=sha256,
             artifact_bytes=len(onnx),
@@ -319,14 +346,18 @@ def _train(spec: ModelSpec, repo: DatasetRepository, registry: Registry, result:
     result.card = registry.register(model, onnx, build_card)
 
 
-def _same_inputs(card: ModelCard, names: Sequence[str], types: Sequence[str]) -> bool:
-    """True when a version takes the spec's features with their types (it can be scored on the holdout)."""
-    return card.input_schema.features == list(names) and card.input_schema.feature_types == list(types)
+def _same_inputs(card: ModelCard, names: Sequence[str], types: Sequence[str], task: TaskKind) -> bool:
+    """True when a version takes the spec's features with their types and answers the spec's
+    task (it can be scored on the holdout: a classifier's accuracy means nothing beside a
+    regressor's MAE, so after a spec changed task the candidate is judged alone)."""
+    schema = card.input_schema
+    return schema.features == list(names) and schema.feature_types == list(types) and schema.task == task
 
 
 @dataclass(frozen=True)
 class Scored:
-    """A registered version's predictions and metrics on a run's holdout."""
+    """A registered version's predictions and metrics on a run's holdout (a regressor's
+    ``labels`` are its predicted numbers, ``proba`` is ``[N, 0]`` and ``classes`` empty)."""
 
     card: ModelCard
     labels: NDArray[Any]
@@ -336,11 +367,12 @@ class Scored:
 
 
 def score_version(registry: Registry, card: ModelCard, test_in: Rows, y_test: NDArray[Any]) -> Scored:
-    """``card``'s version on the holdout, fed in its own card's layout."""
-    rows = rows_for(card.input_schema.layout, card.input_schema.features, test_in)
+    """``card``'s version on the holdout, fed in its own card's layout, scored as its task is."""
+    schema = card.input_schema
+    rows = rows_for(schema.layout, schema.features, test_in)
     labels, proba = predict_onnx(registry.load_onnx(card.model, card.version), rows)
-    classes = _classes_of(card, proba.shape[1])
-    return Scored(card, labels, proba, classes, core.evaluate(y_test, labels, proba, classes))
+    classes = [] if schema.task == "regression" else _classes_of(card, proba.shape[1])
+    return Scored(card, labels, proba, classes, core.evaluate_task(schema.task, y_test, labels, proba, classes))
 
 
 def _reusable(
@@ -365,7 +397,7 @@ def _reusable(
         if card.artifact_sha256 in seen or not card.gate.passed:
             continue
         seen.add(card.artifact_sha256)
-        if _same_inputs(card, spec.feature_names, spec.feature_types):
+        if _same_inputs(card, spec.feature_names, spec.feature_types, spec.label.type):
             scored.append(score_version(registry, card, test_in, y_test))
     chosen = core.choose_reuse(
         fresh,
@@ -377,9 +409,10 @@ def _reusable(
 
 
 def _input_schema(spec: ModelSpec, classes: list[Any], categories: dict[str, list[str]]) -> InputSchema:
-    """What the version takes: an all-numeric spec's card stays as it was before features had types."""
+    """What the version takes and answers: an all-numeric classifier's card stays as it was before
+    features had types; a regressor's says ``task="regression"`` and has no label values."""
     if not spec.typed:
-        return InputSchema(features=spec.feature_names, dtype="float32", label_values=classes)
+        return InputSchema(features=spec.feature_names, dtype="float32", label_values=classes, task=spec.label.type)
     return InputSchema(
         features=spec.feature_names,
         dtype="float32",
@@ -387,6 +420,7 @@ def _input_schema(spec: ModelSpec, classes: list[Any], categories: dict[str, lis
         types=[f.type for f in spec.features],
         layout="columns",
         categories=categories,
+        task=spec.label.type,
     )
 
 

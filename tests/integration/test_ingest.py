@@ -279,3 +279,87 @@ async def test_two_replicas_split_the_work_without_collisions(
         for m in models
     ]
     assert sum(accepted) >= 1200
+
+
+REGRESSION_SPEC = """
+name: {name}
+features: [{{name: size, min: 0}}, {{name: district, type: categorical}}, {{name: garden, type: boolean}}]
+label: {{type: regression, min: 0, max: 10000}}
+"""
+
+
+async def test_regression_labels_are_checked_by_rule_and_stored_with_a_label_summary(
+    options: KafkaOptions, store: FileStore, publisher: Publisher, unique: str
+) -> None:
+    model = f"m{unique}"
+    apply_spec(store, REGRESSION_SPEC.format(name=model))
+    rng = random.Random(5)
+    good = [
+        {
+            "model": model,
+            "record_id": f"{model}-{i}",
+            "features": {
+                "size": rng.uniform(20, 200),
+                "district": rng.choice(["north", "south"]),
+                "garden": i % 3 == 0,
+            },
+            "label": rng.randint(100, 900) if i % 2 else round(rng.uniform(100, 900), 2),  # ints are numbers too
+        }
+        for i in range(150)
+    ]
+    bad_labels: dict[str, Any] = {
+        "text": "cheap",
+        "numeric_text": "250",
+        "boolean": True,
+        "nan": float("nan"),
+        "infinite": float("inf"),
+        "below": -5,
+        "above": 10_000.5,
+    }
+    template = good[0]
+    for name, label in bad_labels.items():
+        body = {**template, "record_id": f"bad-{name}", "label": label}
+        # json.dumps writes NaN and Infinity as Python producers do
+        await publisher.send(topics.ANNOTATIONS, json.dumps(body).encode(), model.encode())
+    for body in good:
+        await publisher.send(topics.ANNOTATIONS, json.dumps(body).encode(), model.encode())
+
+    service = IngestService(settings_for(options, store, group_id=f"g-{unique}"))
+    task = await running(service)
+    repo = DatasetRepository(store)
+    try:
+        await wait_rows(repo, model, 150)
+        rejected = [
+            AnnotationRejected.model_validate_json(v)
+            for v in await read_keyed(options, topics.ANNOTATIONS_REJECTED, model, len(bad_labels))
+        ]
+        announced = [
+            DatasetVersionCreated.model_validate_json(v) for v in await read_keyed(options, topics.DATASETS, model, 1)
+        ]
+    finally:
+        await stop(service, task)
+
+    by_record = {json.loads(r.payload)["record_id"]: r.reasons for r in rejected}
+    assert set(by_record) == {f"bad-{name}" for name in bad_labels}
+    for reasons in by_record.values():
+        assert [(r.field, r.rule) for r in reasons] == [("label", "label")]
+    assert by_record["bad-boolean"][0].message == "label true is not a number: a regression label is a number"
+    assert by_record["bad-nan"][0].message == "label nan is not finite"
+    assert by_record["bad-below"][0].message == "label -5.0 is below min 0.0"
+
+    manifest = repo.manifest(model)
+    assert manifest.rows_total == 150 and manifest.task == "regression" and manifest.label_counts == {}
+    assert manifest.label_histogram is not None and manifest.label_histogram.rows == 150
+    labels = [float(b["label"]) for b in good]
+    data = repo.load(model)
+    by_id = dict(zip(data.record_ids.tolist(), data.y.tolist(), strict=True))
+    assert data.y.dtype.kind == "f" and by_id == {b["record_id"]: float(b["label"]) for b in good}
+    summary = manifest.label_summary()
+    assert summary is not None and summary["count"] == 150.0
+    assert summary["min"] == min(labels) and summary["max"] == max(labels)
+    assert abs(summary["mean"] - sum(labels) / 150) < 1e-9
+    assert announced[0].label_counts == {} and announced[0].label_summary is not None
+    assert all(set(e.label_summary or {}) == {"count", "mean", "std", "min", "p50", "max"} for e in announced)
+    assert service.registry.get_sample_value(
+        "driftloop_ingest_rejected_records_total", {"model": model, "rule": "label"}
+    ) == len(bad_labels)

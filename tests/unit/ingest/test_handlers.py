@@ -578,3 +578,99 @@ async def test_a_feature_that_changes_type_starts_the_dataset_again_on_the_typed
     assert second.schema_hash != first.schema_hash and second.categories == {"c": {"blue": 1}}
     assert repo.load(MODEL).columns["c"].tolist() == ["blue"]
     assert repo.load(MODEL, 1).X.tolist() == [[1.0, 1.0, 0.5], [2.0, 2.0, 0.5]]
+
+
+PRICE_SPEC = """
+name: price
+features: [{name: size, min: 0}, {name: district, type: categorical}]
+label: {type: regression, min: 0, max: 100000}
+"""
+
+
+def priced(i: int, label: str) -> bytes:
+    """A price annotation with ``label`` as raw JSON text (so NaN and booleans arrive as sent)."""
+    features = json.dumps({"size": float(i % 200), "district": ["north", "south"][i % 2]})
+    return f'{{"model": "price", "record_id": "p{i}", "features": {features}, "label": {label}}}'.encode()
+
+
+async def test_regression_labels_are_checked_stored_as_floats_and_summarised(store: FileStore) -> None:
+    apply_spec(store, PRICE_SPEC)
+    ingest = Ingest(store)
+    for i in range(200):
+        await ingest.send_bytes(priced(i, str(100 + i) if i % 2 else f"{100.5 + i}"), "price")
+    for i, bad in enumerate(['"cheap"', "true", "NaN", "-1", "1e9"], start=1000):
+        await ingest.send_bytes(priced(i, bad), "price")
+    await ingest.handlers.flush()
+
+    rejected = ingest.publisher.rejections()
+    assert [[(r.field, r.rule) for r in x.reasons] for x in rejected] == [[("label", "label")]] * 5
+    assert [x.reasons[0].message for x in rejected] == [
+        "label 'cheap' is not a number: a regression label is a number",
+        "label true is not a number: a regression label is a number",
+        "label nan is not finite",
+        "label -1.0 is below min 0.0",
+        "label 1000000000.0 is above max 100000.0",
+    ]
+    assert ingest.metric("driftloop_ingest_rejected_records_total", model="price", rule="label") == 5
+
+    repo = DatasetRepository(store)
+    manifest = repo.manifest("price")
+    expected = [float(100 + i) if i % 2 else 100.5 + i for i in range(200)]
+    assert manifest.task == "regression" and manifest.label_counts == {} and manifest.rows_total == 200
+    data = repo.load("price")
+    assert data.y.dtype.kind == "f" and sorted(data.y.tolist()) == sorted(expected)
+    [event] = ingest.publisher.announced()
+    assert event.label_counts == {} and event.label_summary == manifest.label_summary()
+    assert event.label_summary is not None and event.label_summary["count"] == 200.0
+    assert event.label_summary["mean"] == sum(expected) / 200 and event.label_summary["max"] == 299.0
+    shift = manifest.checks["label_shift"]
+    assert shift["psi"] == 0.0 and shift["flagged"] is False, "nothing to compare the first version with"
+
+
+async def test_a_shifted_regression_batch_raises_the_label_shift_flag(store: FileStore) -> None:
+    apply_spec(store, PRICE_SPEC)
+    ingest = Ingest(store)
+    repo = DatasetRepository(store)
+    await ingest.send_bytes(priced(0, "50"), "price")
+    await ingest.handlers.flush()  # a tiny first version does not fix the lineage's bins
+    for i in range(1, 800):
+        await ingest.send_bytes(priced(i, str(100 + (i * 37) % 100)), "price")
+    await ingest.handlers.flush()
+    steady = repo.manifest("price")
+    assert steady.label_histogram is not None and len(steady.label_histogram.counts) == 10
+    for i in range(800, 1200):
+        await ingest.send_bytes(priced(i, str(100 + (i * 37) % 100)), "price")
+    await ingest.handlers.flush()
+    assert repo.manifest("price").checks["label_shift"]["flagged"] is False
+    assert ingest.metric("driftloop_ingest_label_shift_flags_total", model="price") in (None, 0.0)
+
+    for i in range(1200, 1500):
+        await ingest.send_bytes(priced(i, str(180 + (i * 37) % 100)), "price")  # prices went up
+    await ingest.handlers.flush()
+    shift = repo.manifest("price").checks["label_shift"]
+    assert shift["flagged"] is True and shift["psi"] > 0.2 and shift["batch_rows"] == 300
+    assert ingest.metric("driftloop_ingest_label_shift_flags_total", model="price") == 1.0
+    assert ingest.metric("driftloop_ingest_label_shift_ratio", model="price") == shift["psi"]
+
+
+async def test_a_spec_switching_to_regression_starts_a_new_lineage(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.send(annotation(1), annotation(2))
+    regression = SPEC.format(name=MODEL).replace('label: {values: ["no", "yes"]}', "label: {type: regression}")
+    apply_spec(store, regression)
+    ingest.handlers.catalog.refresh()
+    await ingest.send_bytes(
+        json.dumps({"model": MODEL, "record_id": "r3", "features": {"a": 1.0, "b": 2.0, "c": 3.0}, "label": 7}).encode()
+    )
+    await ingest.send_bytes(
+        json.dumps({"model": MODEL, "record_id": "r4", "features": {"a": 1.0, "b": 2.0}, "label": "yes"}).encode()
+    )
+    await ingest.handlers.flush()
+
+    repo = DatasetRepository(store)
+    first, second = repo.manifest(MODEL, 1), repo.manifest(MODEL, 2)
+    assert first.task == "classification" and first.label_counts == {"yes": 1, "no": 1}
+    assert second.task == "regression" and second.rows_total == 1 and second.schema_hash != first.schema_hash
+    assert repo.load(MODEL).y.tolist() == [7.0] and repo.load(MODEL, 1).y.tolist() == ["yes", "no"]
+    [rejection] = ingest.publisher.rejections()
+    assert [(r.field, r.rule) for r in rejection.reasons] == [("label", "label")]

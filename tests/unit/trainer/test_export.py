@@ -1,4 +1,6 @@
-"""ONNX export: every allowed estimator, int and string labels, parity with scikit-learn."""
+"""ONNX export: every allowed classifier, int and string labels, parity with scikit-learn.
+
+(Regressors: tests/unit/trainer/test_regression.py.)"""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import onnx
 import pytest
 from sklearn.datasets import load_breast_cancer, load_wine
 
-from services.trainer.estimators import ALLOWED, build_estimator
+from services.trainer.estimators import build_estimator
 from services.trainer.export import check_parity, session_for, to_onnx
+from shared.spec import CLASSIFIERS
 
 SMALL = {
     "RandomForestClassifier": {"n_estimators": 20},
@@ -32,7 +35,7 @@ def breast_cancer_text_labels() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(data.data), np.where(data.target == 1, "benign", "malignant")
 
 
-@pytest.mark.parametrize("name", ALLOWED)
+@pytest.mark.parametrize("name", CLASSIFIERS)
 @pytest.mark.parametrize("data", [wine, breast_cancer_text_labels], ids=["wine-int", "cancer-str"])
 def test_every_estimator_exports_with_parity(name: str, data: object) -> None:
     X, y = data()  # type: ignore[operator]
