@@ -724,7 +724,8 @@ async def run_loop(
         versions.append(f"v{version} ({card.trigger.split(' (')[0]}, {card.training_rows} rows, gate {verdict})")
     result = figures(served, watcher.timeline, switch_index, switch_seconds, first, versions)
     out = stack.data_dir / "results" / model
-    title = f"{model}: served accuracy through a drift ({plan.scenario.description})"
+    measure = "error" if parse_spec(plan.scenario.spec_text).regression else "accuracy"
+    title = f"{model}: served {measure} through a drift"
     plot(served, watcher.timeline, switch_index, out / "accuracy.png", title)
     monitor = stack.endpoints()["services"].get("monitor")
     if monitor:
