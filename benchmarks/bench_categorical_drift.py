@@ -38,9 +38,15 @@ import numpy as np
 
 from services.monitor.category_drift import SHARE_Z
 from services.monitor.drift import DriftSettings, ModelDrift
-from shared.datasets import FeatureStats
 from shared.features import BOOLEAN, CATEGORICAL
-from shared.reference import FeatureReference, PredictionReference, Reference, category_reference, histogram
+from shared.reference import (
+    FeatureReference,
+    FeatureStats,
+    PredictionReference,
+    Reference,
+    category_reference,
+    histogram,
+)
 from shared.spec import MonitoringSpec
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

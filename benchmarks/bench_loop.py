@@ -822,7 +822,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog=(
             "Targets: served last-2000 accuracy >= max(HAT, ARF) - 1 point on every classification scenario, "
             ">= max + 5 points on hyperplane; on delivery (a regression) served MAE at least 10 % below "
-            "min(HAT, ARF) and below the model left in place; zero drift alarms before the change; never blind for more than 1,000 labelled events; "
+            "min(HAT, ARF) and below the model left in place; zero drift alarms before the change; "
+            "never blind for more than 1,000 labelled events; "
             "a variation (sea-promoted, sea-canary, ...) served last-2000 >= its base scenario's - 2 points when "
             "the base runs in the same invocation. The loop runs in wall-clock time "
             "(--rate events/s); each scenario is bounded by --timeout. Exit status: 2 when a scenario "

@@ -28,9 +28,10 @@ from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig
 from shared import __version__
 from shared.bus import KafkaOptions
 from shared.config import build_store
-from shared.datasets import DatasetRepository, FeatureStats, manifest_summary
+from shared.datasets import DatasetRepository, manifest_summary
 from shared.errors import DriftloopError, InvalidInput, NotFound
 from shared.lifecycle import configure_logging
+from shared.reference import FeatureStats
 from shared.spec import ModelSpec, SpecCatalog, apply_spec
 
 log = logging.getLogger("driftloop")

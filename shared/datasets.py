@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +60,7 @@ from shared.features import (
     category_text,
     layout_of,
 )
+from shared.reference import FeatureStats, column_counts, histogram
 from shared.spec import CLASSIFICATION, REGRESSION
 from shared.store import ObjectStore
 
@@ -121,85 +122,13 @@ class AcceptedRecord:
     features: tuple[FeatureValue, ...]
 
 
-class FeatureStats(BaseModel):
-    """Mergeable summary of one feature: count, mean, M2 (for the variance), min, max.
-
-    >>> a = FeatureStats.of([1.0, 2.0]); b = FeatureStats.of([3.0, 4.0])
-    >>> merged = a.merge(b); (merged.count, merged.mean, round(merged.std, 4), merged.min, merged.max)
-    (4, 2.5, 1.118, 1.0, 4.0)
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-    min: float | None = None
-    max: float | None = None
-
-    @classmethod
-    def of(cls, values: Iterable[float] | NDArray[np.float64]) -> FeatureStats:
-        """Statistics of a batch of finite values."""
-        arr = values if isinstance(values, np.ndarray) else np.asarray(list(values), dtype=np.float64)
-        if arr.size == 0:
-            return cls()
-        mean = float(arr.mean())
-        return cls(
-            count=int(arr.size),
-            mean=mean,
-            m2=float(((arr - mean) ** 2).sum()),
-            min=float(arr.min()),
-            max=float(arr.max()),
-        )
-
-    def merge(self, other: FeatureStats) -> FeatureStats:
-        """Combine two summaries (Chan et al.'s parallel variance)."""
-        if other.count == 0:
-            return self
-        if self.count == 0:
-            return other
-        n = self.count + other.count
-        delta = other.mean - self.mean
-        assert self.min is not None and other.min is not None and self.max is not None and other.max is not None
-        return FeatureStats(
-            count=n,
-            mean=self.mean + delta * other.count / n,
-            m2=self.m2 + other.m2 + delta * delta * self.count * other.count / n,
-            min=min(self.min, other.min),
-            max=max(self.max, other.max),
-        )
-
-    @property
-    def std(self) -> float:
-        """Population standard deviation."""
-        return math.sqrt(self.m2 / self.count) if self.count else 0.0
-
-
-class LabelBinning(Protocol):
-    """How a regression label's histogram is binned: edges for a lineage's labels, and counts on them.
-
-    The rule is :mod:`shared.reference`'s (quantile edges, :func:`~shared.reference.bin_of`),
-    which ingest passes in (``services.ingest.core.LABEL_BINNING``): ``shared.reference``
-    imports this module, so this module cannot import it.
-    """
-
-    def edges(self, values: NDArray[np.float64]) -> list[float]:
-        """Bin edges for a lineage's first labels."""
-        ...
-
-    def counts(self, edges: Sequence[float], values: NDArray[np.float64]) -> list[int]:
-        """How many of ``values`` fall in each bin of ``edges``."""
-        ...
-
-
 class LabelHistogram(BaseModel):
     """A regression label's histogram over a dataset version: bin edges and each bin's rows.
 
     The edges are quantile edges (:func:`shared.reference.histogram`) of the lineage's first
     :data:`LABEL_EDGES_ROWS` labels and stay fixed after that, so the counts of two batches binned
     on them (:func:`shared.reference.bin_of`: values beyond the end edges go to the end bins)
-    add up exactly, and a batch binned on them compares with the dataset by PSI
-    (:class:`LabelBinning` is how the writer brings that rule).
+    add up exactly, and a batch binned on them compares with the dataset by PSI.
 
     >>> h = LabelHistogram(edges=[0.0, 1.0, 2.0, 4.0], counts=[2, 4, 2])
     >>> h.rows, h.shares(), h.quantile(0.5, low=0.0, high=4.0)
@@ -651,26 +580,29 @@ def label_shift(before: dict[str, int], batch: dict[str, int]) -> float:
 
 
 def next_label_histogram(
-    parent: DatasetManifest | None, labels: NDArray[np.float64], binning: LabelBinning | None
-) -> tuple[LabelHistogram | None, list[float]]:
+    parent: DatasetManifest | None, labels: NDArray[np.float64]
+) -> tuple[LabelHistogram, list[float]]:
     """A regression version's label histogram and sample: its lineage parent's plus the new ``labels``.
 
     ``parent`` is the previous version of the same lineage (None for the first). Once the
     parent's edges are fixed (its ``label_sample`` is empty), the new labels are binned on them
     and added; before that, the edges are derived from every label so far, which are also kept
     as the new ``label_sample`` while there are fewer than :data:`LABEL_EDGES_ROWS` of them (an
-    empty list once the edges are fixed). Without a ``binning`` there is no histogram, only the
-    sample while the lineage is small.
+    empty list once the edges are fixed). Edges and counts follow :mod:`shared.reference`'s rule
+    (quantile edges, :func:`~shared.reference.bin_of`), the one the monitor bins with.
     """
     if parent is not None and parent.label_histogram is not None and not parent.label_sample:
         fixed = parent.label_histogram
-        return (fixed.add(binning.counts(fixed.edges, labels)) if binning else None), []
+        return fixed.add(_label_counts(fixed.edges, labels)), []
     seen = np.concatenate([np.asarray(parent.label_sample if parent else [], dtype=np.float64), labels])
     sample = [float(v) for v in seen] if seen.size < LABEL_EDGES_ROWS else []
-    if binning is None:
-        return None, sample
-    edges = binning.edges(seen)
-    return LabelHistogram(edges=edges, counts=binning.counts(edges, seen)), sample
+    edges = histogram(seen).edges
+    return LabelHistogram(edges=edges, counts=_label_counts(edges, seen)), sample
+
+
+def _label_counts(edges: Sequence[float], values: NDArray[np.float64]) -> list[int]:
+    """Rows of ``values`` in each bin of ``edges`` (beyond the end edges: the end bins)."""
+    return [int(c) for c in column_counts(edges[1:-1], len(edges) - 1, values)]
 
 
 class DatasetRepository:
@@ -736,7 +668,6 @@ class DatasetRepository:
         checks: dict[str, Any] | None = None,
         feature_types: Sequence[str] | None = None,
         task: TaskKind = CLASSIFICATION,
-        label_binning: LabelBinning | None = None,
     ) -> DatasetManifest | None:
         """Store ``records`` as a new shard and a new version; returns its manifest.
 
@@ -746,9 +677,8 @@ class DatasetRepository:
         None for all numeric): they type the shard's columns and the manifest's summaries.
         ``task`` is the spec's ``label.type``: a regression label is stored as float64 and
         summarised instead of counted per class (a change of task changes the schema hash, so
-        it starts a new lineage as any schema change does); ``label_binning`` bins its
-        histogram (without it the manifest has none: no label-shift check, and a median only
-        while the lineage is small enough to keep every label).
+        it starts a new lineage as any schema change does), with a histogram of it
+        (:func:`next_label_histogram`) for the label-shift check.
         """
         types = _types_of(feature_names, feature_types)
         pending = list(records)
@@ -783,11 +713,7 @@ class DatasetRepository:
             info = shard_info(model, pending, feature_names, data, types, task)
             if not self.store.exists(info.key):
                 self.store.put(info.key, data)
-            labels = (
-                next_label_histogram(lineage, _regression_labels(pending), label_binning)
-                if task == REGRESSION
-                else None
-            )
+            labels = next_label_histogram(lineage, _regression_labels(pending)) if task == REGRESSION else None
             manifest = self._manifest(
                 model,
                 schema_hash,

@@ -24,7 +24,6 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-from shared.datasets import FeatureStats
 from shared.features import BOOLEAN, NUMERIC, category_key
 
 HISTOGRAM_BINS = 10
@@ -38,6 +37,60 @@ OTHER_CATEGORIES = "__other__"
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureStats(BaseModel):
+    """Mergeable summary of one feature: count, mean, M2 (for the variance), min, max.
+
+    >>> a = FeatureStats.of([1.0, 2.0]); b = FeatureStats.of([3.0, 4.0])
+    >>> merged = a.merge(b); (merged.count, merged.mean, round(merged.std, 4), merged.min, merged.max)
+    (4, 2.5, 1.118, 1.0, 4.0)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float] | NDArray[np.float64]) -> FeatureStats:
+        """Statistics of a batch of finite values."""
+        arr = values if isinstance(values, np.ndarray) else np.asarray(list(values), dtype=np.float64)
+        if arr.size == 0:
+            return cls()
+        mean = float(arr.mean())
+        return cls(
+            count=int(arr.size),
+            mean=mean,
+            m2=float(((arr - mean) ** 2).sum()),
+            min=float(arr.min()),
+            max=float(arr.max()),
+        )
+
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        """Combine two summaries (Chan et al.'s parallel variance)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        assert self.min is not None and other.min is not None and self.max is not None and other.max is not None
+        return FeatureStats(
+            count=n,
+            mean=self.mean + delta * other.count / n,
+            m2=self.m2 + other.m2 + delta * delta * self.count * other.count / n,
+            min=min(self.min, other.min),
+            max=max(self.max, other.max),
+        )
+
+    @property
+    def std(self) -> float:
+        """Population standard deviation."""
+        return math.sqrt(self.m2 / self.count) if self.count else 0.0
 
 
 class ReferenceHistogram(_Frozen):

@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from shared.datasets import AcceptedRecord, LabelHistogram, batch_label_summary, label_shift
-from shared.reference import ReferenceHistogram, bin_counts, column_counts, histogram, psi_from_counts
+from shared.reference import ReferenceHistogram, bin_counts, psi_from_counts
 from shared.spec import ModelSpec
 
 MIN_ROWS_FOR_LABEL_SHIFT = 100
@@ -28,28 +24,6 @@ MIN_RECORDS_FOR_REJECTION_ALARM = 20
 PSI_NOISE_Z = 2.326
 """The standard normal's 99th percentile: the PSI two samples of one distribution stay under
 (nearly always) is the bound a regression label's shift must also exceed to be flagged."""
-
-
-class ReferenceBinning:
-    """A regression label's histogram binned by :mod:`shared.reference`'s rule (the monitor's):
-    quantile edges (:func:`~shared.reference.histogram`), values counted by
-    :func:`~shared.reference.bin_of` (vectorised, :func:`~shared.reference.column_counts`).
-
-    >>> LABEL_BINNING.counts([0.0, 1.0, 2.0], np.array([-5.0, 0.5, 1.0, 9.0]))
-    [2, 2]
-    """
-
-    def edges(self, values: NDArray[np.float64]) -> list[float]:
-        """Quantile edges of a lineage's first labels."""
-        return histogram(values).edges
-
-    def counts(self, edges: Sequence[float], values: NDArray[np.float64]) -> list[int]:
-        """Rows of ``values`` in each bin of ``edges`` (beyond the end edges: the end bins)."""
-        return [int(c) for c in column_counts(edges[1:-1], len(edges) - 1, values)]
-
-
-LABEL_BINNING = ReferenceBinning()
-"""What ingest writes regression datasets with (``DatasetRepository.write_version``'s ``label_binning``)."""
 
 
 @dataclass

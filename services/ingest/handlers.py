@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from aiokafka.structs import RecordMetadata
 
-from services.ingest.core import LABEL_BINNING, FlushPolicy, ModelWindow, batch_checks
+from services.ingest.core import FlushPolicy, ModelWindow, batch_checks
 from services.ingest.metrics import IngestMetrics
 from services.ingest.validation import RecordValidator, SchemaRejection, unknown_model
 from shared import topics
@@ -212,7 +212,6 @@ class IngestHandlers:
                 checks,
                 spec.feature_types,
                 spec.label.type,
-                LABEL_BINNING,
             )
             if self.crash_at == "after_manifest":
                 crash_here("after_manifest")

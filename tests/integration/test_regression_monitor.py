@@ -21,7 +21,6 @@ import pytest
 
 from services.demo import DELIVERY_CHANGE, Sample, delivery
 from services.inference.runtime import load_version
-from services.ingest.core import LABEL_BINNING
 from services.ingest.validation import check_record
 from services.monitor.app import MonitorService, MonitorSettings
 from services.trainer.runner import train
@@ -67,7 +66,6 @@ def register(store: FileStore, spec: ModelSpec, samples: list[Sample], known: in
         known,
         feature_types=spec.feature_types,
         task="regression",
-        label_binning=LABEL_BINNING,
     )
     assert manifest is not None
     result = train(spec, repo, Registry(store), manifest.version, uuid.uuid4().hex, "manual", None)

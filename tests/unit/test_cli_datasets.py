@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from services.cli import main
-from services.ingest.core import LABEL_BINNING
 from shared.datasets import AcceptedRecord, DatasetRepository
 from shared.spec import apply_spec
 from shared.store import FileStore
@@ -29,7 +28,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FileStore:
     prices = [
         AcceptedRecord(f"p{i}", T0 + timedelta(seconds=i), 10.0 * i, 1.0, None, None, (float(i),)) for i in range(1, 6)
     ]
-    repo.write_version("price", "r" * 64, ["size"], [], prices, None, task="regression", label_binning=LABEL_BINNING)
+    repo.write_version("price", "r" * 64, ["size"], [], prices, None, task="regression")
     classes = [AcceptedRecord(f"c{i}", T0, ["no", "yes"][i % 2], 1.0, None, None, (float(i),)) for i in range(3)]
     repo.write_version("credit", "c" * 64, ["size"], ["no", "yes"], classes, None)
     apply_spec(store, "name: price\nfeatures: [{name: size}]\nlabel: {type: regression, min: 0}")

@@ -11,9 +11,8 @@ from river.datasets import synth
 
 from services.monitor.alarms import Alarm
 from services.monitor.drift import DriftUpdate, ModelDrift
-from shared.datasets import FeatureStats
 from shared.events import Label
-from shared.reference import FeatureReference, PredictionReference, Reference, ReferenceHistogram
+from shared.reference import FeatureReference, FeatureStats, PredictionReference, Reference, ReferenceHistogram
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -35,12 +35,12 @@ from services.monitor.metrics import MonitorMetrics
 from services.monitor.outcome import Outcome, score
 from services.monitor.psi import PREDICTED_VALUE
 from services.monitor.report import render_report
-from shared.datasets import FeatureStats
 from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected, Event, PredictionsLogged, Target
 from shared.reference import (
     CategoryReference,
     ExpectedError,
     FeatureReference,
+    FeatureStats,
     Reference,
     histogram,
     regression_prediction_reference,

@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry
 from services.monitor.handlers import MonitorHandlers
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
-from shared.datasets import FeatureStats
 from shared.events import AnnotationSubmitted, DriftDetected, Event, FeatureValue, PredictionsLogged
 from shared.reference import (
     CategoryReference,
     ExpectedError,
     FeatureReference,
+    FeatureStats,
     PredictionReference,
     Reference,
     histogram,

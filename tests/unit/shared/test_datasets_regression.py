@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from services.ingest.core import LABEL_BINNING
 from shared.datasets import (
     LABEL,
     LABEL_EDGES_ROWS,
@@ -61,14 +60,9 @@ def repo(tmp_path: Path) -> DatasetRepository:
     return DatasetRepository(FileStore(tmp_path))
 
 
-def write(
-    repo: DatasetRepository, records: list[AcceptedRecord], known: int | None, binned: bool = True
-) -> DatasetManifest | None:
-    """A regression version, binned as ingest bins it (or, with ``binned=False``, as a writer that brings no rule)."""
-    binning = LABEL_BINNING if binned else None
-    return repo.write_version(
-        "p", SCHEMA, FEATURES, [], records, known, feature_types=TYPES, task="regression", label_binning=binning
-    )
+def write(repo: DatasetRepository, records: list[AcceptedRecord], known: int | None) -> DatasetManifest | None:
+    """A regression version, as ingest writes it."""
+    return repo.write_version("p", SCHEMA, FEATURES, [], records, known, feature_types=TYPES, task="regression")
 
 
 def test_a_regression_label_round_trips_through_parquet_as_float64(repo: DatasetRepository) -> None:
@@ -215,17 +209,3 @@ def test_the_histogram_quantile_interpolates_inside_its_bin() -> None:
     assert wide.quantile(1.0, -50.0, 200.0) == 200.0 and wide.quantile(0.0, -50.0, 200.0) == -50.0
     with pytest.raises(ValueError, match="counts for"):
         hist.add([1, 2])
-
-
-def test_a_writer_without_a_binning_gets_the_summary_but_no_histogram(repo: DatasetRepository) -> None:
-    small = write(repo, priced(0, 11, seed=1), None, binned=False)
-    assert small is not None and small.label_histogram is None
-    summary = small.label_summary()
-    assert summary is not None and summary["p50"] == float(np.median(labels_of(priced(0, 11, seed=1))))
-    large = write(repo, priced(11, LABEL_EDGES_ROWS, seed=2), 1, binned=False)
-    assert large is not None and large.label_histogram is None and large.label_sample == []
-    summary = large.label_summary()
-    assert summary is not None and set(summary) == {"count", "mean", "std", "min", "max"}, "no median to read"
-    assert large.announcement().label_summary == summary
-    binned = write(repo, priced(600, 20, seed=3), 2)  # ingest takes over: a histogram from here on
-    assert binned is not None and binned.label_histogram is not None and binned.label_histogram.rows == 20

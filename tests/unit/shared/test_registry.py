@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.datasets import FeatureStats
 from shared.errors import AlreadyExists, CorruptArtifact, InvalidInput, ModelNotFound, NotFound, StoreError
 from shared.events import GateVerdict
-from shared.reference import FeatureReference, PredictionReference, Reference, ReferenceHistogram
+from shared.reference import FeatureReference, FeatureStats, PredictionReference, Reference, ReferenceHistogram
 from shared.registry import (
     AliasChange,
     CodeVersion,
