@@ -3,6 +3,8 @@
 #   docker-compose   (`docker-compose -f docker-compose.yml config` validates without an engine)
 #   kubectl          (`kubectl kustomize deploy/k8s` renders offline; Debian package kubernetes-client)
 #   wrk              (the HTTP load generator of benchmarks/bench_inference.py)
+#   promtool         (`promtool check rules` / `test rules` on the shipped alerts; Debian package prometheus)
+#   chromium         (headless: the browser test of the monitor's landing page and report)
 # Runs apt-get update first. Uses sudo -n when not root. Never fails the caller: when it cannot
 # install, it says why and exits 0 (the tests then skip with a reason, or fail when
 # DRIFTLOOP_REQUIRE_DEPLOY_TOOLS is set).
@@ -12,9 +14,11 @@ missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-tools: docker-compose, kubectl and wrk already present"
+    echo "install-tools: docker-compose, kubectl, wrk, promtool and chromium already present"
     exit 0
 fi
 

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from services.console import emit_json, settings_from
+from services.console import DEFAULT_LOG_LEVEL, emit_json, route_stack_logs, settings_from
 from services.models_cli import add_models_parser
 from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig
 from shared import __version__
@@ -74,9 +74,8 @@ def _stack_config(args: argparse.Namespace) -> StackConfig:
             specs.append((str(path), Path(path).read_text()))
         except OSError as err:
             raise InvalidInput(f"cannot read spec {path}: {err.strerror}") from None
-    return StackConfig(
-        data_dir=args.data_dir, ports=ports, partitions=args.partitions, log_level=args.log_level, specs=specs
-    )
+    level = args.log_level or DEFAULT_LOG_LEVEL
+    return StackConfig(data_dir=args.data_dir, ports=ports, partitions=args.partitions, log_level=level, specs=specs)
 
 
 def _print_endpoints(console: Console, stack: LocalStack, endpoints: dict[str, object]) -> None:
@@ -107,6 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     stack = LocalStack(_stack_config(args))
     try:
+        route_stack_logs(console, stack.log_path, args.log_level)
         endpoints = stack.start()
         _print_endpoints(console, stack, endpoints)
         log.info("local stack up; Ctrl-C or SIGTERM stops it")
@@ -141,6 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _stack_config(args)
     config.service_env.setdefault("DRIFTLOOP_FLUSH_ROWS", "1000")  # several dataset versions to look at
     stack = LocalStack(config)
+    route_stack_logs(console, stack.log_path, args.log_level)
     with stack.running() as endpoints:
         _print_endpoints(console, stack, endpoints)
         return run_demo(stack, console, DemoPlan(rate=args.rate, scenario=SCENARIOS[args.scenario]))
@@ -158,6 +159,40 @@ def cmd_specs_apply(args: argparse.Namespace) -> int:
         spec, changed = apply_spec(store, text, source=str(path))
         state = "applied" if changed else "unchanged"
         console.print(f"{spec.name}: {state} ({len(spec.features)} features, {_label_text(spec)}) from {path}")
+    return 0
+
+
+def cmd_specs_init(args: argparse.Namespace) -> int:
+    """Infer a commented spec from a CSV or Parquet file; write it to stdout or --output."""
+    from services.publish import file_kind, read_sample
+    from services.spec_init import SAMPLE_ROWS, infer_spec, model_name
+
+    path: Path = args.data
+    if file_kind(path) == "jsonl":
+        raise InvalidInput(f"{path}: specs init reads a table: a .csv, .tsv, .parquet or .pq file")
+    name = args.name or model_name(path.stem.split(".")[0])
+    if name is None:
+        raise InvalidInput(f"no model name can be made from {path.name!r}: give one with --name")
+    if args.output is not None and args.output.exists() and not args.force:
+        raise InvalidInput(f"{args.output} exists; pass --force to overwrite it")
+    table, total = read_sample(path, args.sample_rows or SAMPLE_ROWS)
+    inferred = infer_spec(
+        table, args.label, name=name, source=path.name, id_column=args.id, total_rows=total, more_rows=total is None
+    )
+    console = Console(stderr=True)
+    if args.output is None:
+        sys.stdout.write(inferred.text)
+    else:
+        try:
+            args.output.write_text(inferred.text)
+        except OSError as err:
+            raise InvalidInput(f"cannot write {args.output}: {err.strerror}") from None
+    for left in inferred.left_out:
+        console.print(f"left out {left.column!r}: {left.reason}", markup=False, highlight=False)
+    where = args.output or "stdout"
+    console.print(f"{inferred.summary()}; written to {where}", markup=False, highlight=False)
+    if args.output is not None:
+        console.print(f"next: driftloop specs apply {args.output}", markup=False, highlight=False)
     return 0
 
 
@@ -313,16 +348,48 @@ def _top_categories(counts: dict[str, int], other_rows: int, quoted: bool = True
 
 
 def cmd_publish_annotations(args: argparse.Namespace) -> int:
-    """Publish a JSON-lines file of annotations to the annotations topic."""
-    from services.publish import publish_annotations
+    """Publish a JSON-lines, CSV or Parquet file of annotations to the annotations topic."""
+    from services.publish import TableColumns, file_kind, publish_annotations
 
     settings = settings_from(args)
+    spec = None
+    columns = None
+    if file_kind(args.file) != "jsonl":
+        if not args.model:
+            raise InvalidInput(f"publishing the table {args.file} needs --model: its spec names the features")
+        spec = SpecCatalog(build_store(settings)).get(args.model)
+        if spec is None:
+            raise InvalidInput(
+                f"no spec is applied for model {args.model!r}: `driftloop specs init {args.file} --label COLUMN "
+                "--output SPEC.yaml` writes one, `driftloop specs apply SPEC.yaml` applies it"
+            )
+        flags = {
+            "label": args.label,
+            "record_id": args.id,
+            "confidence": args.confidence,
+            "annotator": args.annotator,
+            "inference_id": args.inference_id,
+        }
+        given = {name: column for name, column in flags.items() if column is not None}
+        columns = TableColumns(**given, given=frozenset(given))
+    elif any(v is not None for v in (args.label, args.id, args.confidence, args.annotator, args.inference_id)):
+        raise InvalidInput(
+            "--label, --id, --confidence, --annotator and --inference-id map a CSV or Parquet file's columns"
+        )
     report = asyncio.run(
-        publish_annotations(KafkaOptions.from_settings(settings, "driftloop-publish"), args.file, args.model, args.raw)
+        publish_annotations(
+            KafkaOptions.from_settings(settings, "driftloop-publish"),
+            args.file,
+            args.model,
+            args.raw,
+            spec=spec,
+            columns=columns,
+        )
     )
     if args.json:
         emit_json(report)
-    return 0 if not report["invalid_lines"] else 1
+    invalid = report["invalid_rows"] if "invalid_rows" in report else report["invalid_lines"]
+    return 0 if not invalid else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -333,7 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"driftloop {__version__}")
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)"
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default INFO; up and demo then keep the libraries' lines in DATA_DIR/logs/driftloop.log "
+        "and show only their own events and warnings: give it to see every line on the terminal too)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -386,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     data_dir_help = "local stack directory (default: $DRIFTLOOP_DATA_DIR or ./.driftloop)"
-    specs = sub.add_parser("specs", help="apply and list model specs").add_subparsers(
+    specs = sub.add_parser("specs", help="infer, apply and list model specs").add_subparsers(
         dest="specs_command", required=True, metavar="ACTION"
     )
     apply = specs.add_parser(
@@ -398,6 +468,29 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("files", nargs="+", type=Path, metavar="FILE")
     apply.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
     apply.set_defaults(func=cmd_specs_apply)
+    init = specs.add_parser(
+        "init",
+        help="write a commented spec inferred from a CSV or Parquet file",
+        description="Read a sample of DATA (a .csv, .tsv, .parquet or .pq file; the first 100,000 rows of a big "
+        "one) and write a spec for it: each column's type (numeric, categorical, boolean), min 0 for columns "
+        "never negative, allow_missing where values are missing, declared categories where the set is small, the "
+        "label's kind (classes or a regression number) and defaults for training, triggers, gate, rollout and "
+        "monitoring. Every inferred choice is a comment beside it; the spec is valid as written (specs apply "
+        "accepts it). Columns that are not features (the record id, confidence, annotator, inference_id, "
+        "timestamps, identifiers) are listed as left out.",
+    )
+    init.add_argument("data", type=Path, metavar="DATA", help="the table: .csv, .tsv, .parquet or .pq")
+    init.add_argument("--label", required=True, metavar="COLUMN", help="the column holding the label")
+    init.add_argument(
+        "--id", metavar="COLUMN", help="the column holding each record's id (default: record_id, when present)"
+    )
+    init.add_argument("--name", help="the model name (default: from the file name)")
+    init.add_argument("--output", "-o", type=Path, metavar="FILE", help="write the spec here (default: stdout)")
+    init.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    init.add_argument(
+        "--sample-rows", type=int, default=None, metavar="N", help="rows read from a big file (default 100,000)"
+    )
+    init.set_defaults(func=cmd_specs_init)
     listing = specs.add_parser("list", help="list applied specs")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
@@ -423,14 +516,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pann = publish.add_parser(
         "annotations",
-        help="publish a JSON-lines file of annotations",
-        description="Publish one AnnotationSubmitted per line of FILE (JSON lines). Lines may omit "
-        "schema_version, event_id and occurred_at (filled in) and model (taken from --model). Lines that are "
-        "not valid annotations are reported with their line number and not sent, unless --raw.",
+        help="publish a JSON-lines, CSV or Parquet file of annotations",
+        description="Publish one AnnotationSubmitted per line of a JSON-lines FILE, or per row of a table "
+        "(.csv, .tsv, .parquet or .pq, streamed in batches). JSON lines may omit schema_version, event_id and "
+        "occurred_at (filled in) and model (taken from --model). A table needs --model: the model's applied spec "
+        "names its features, each read from the column of that name (cells converted to the feature's type; "
+        "empty cells and nulls are missing values); the label, record id, confidence, annotator and inference id "
+        "come from the columns the flags name; other columns are ignored and counted. Without a record id "
+        "column, each row's id is FILE's name and its row number, so publishing a file again is deduplicated by "
+        "ingest. Lines or rows that are not valid annotations are reported with their number and not sent "
+        "(exit code 1), unless --raw.",
     )
-    pann.add_argument("file", type=Path, metavar="FILE.jsonl")
-    pann.add_argument("--model", help="model name for lines that do not give one")
-    pann.add_argument("--raw", action="store_true", help="send every line verbatim; ingest judges them")
+    pann.add_argument("file", type=Path, metavar="FILE")
+    pann.add_argument("--model", help="model name (required for a table; for JSON lines, where a line gives none)")
+    pann.add_argument("--raw", action="store_true", help="send every JSON line verbatim; ingest judges them")
+    pann.add_argument("--label", metavar="COLUMN", help="table: the label's column (default: label)")
+    pann.add_argument(
+        "--id",
+        metavar="COLUMN",
+        help="table: the record id's column (default: record_id; without one, FILE's name and the row number)",
+    )
+    pann.add_argument("--confidence", metavar="COLUMN", help="table: the confidence's column (default: confidence)")
+    pann.add_argument("--annotator", metavar="COLUMN", help="table: the annotator's column (default: annotator)")
+    pann.add_argument(
+        "--inference-id",
+        metavar="COLUMN",
+        help="table: the column naming the prediction a label is ground truth for (default: inference_id)",
+    )
     pann.add_argument("--json", action="store_true", help="print the report as JSON")
     pann.add_argument("--data-dir", type=Path, default=_data_dir_default(), help=data_dir_help)
     pann.set_defaults(func=cmd_publish_annotations)
@@ -442,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``driftloop`` console script."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level or DEFAULT_LOG_LEVEL)
     try:
         code: int = args.func(args)
         return code

@@ -57,6 +57,8 @@ from shared.registry import Registry, headline
 from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
 
+log = logging.getLogger(__name__)
+
 Sample = tuple[dict[str, FeatureValue], Target]
 """One labelled event of a stream: features by name, and the label (a class, or a number)."""
 OperatorAction = Literal["promote", "canary"]
@@ -452,6 +454,9 @@ class Watcher:
         elif isinstance(event, DeploymentChanged):
             text = f"v{event.version} {event.action.replace('_', ' ')} by {event.actor}: {event.reason}"
             self.timeline.append(LoopEvent(seconds, index, event.action, event.version, text))
+        else:
+            return
+        log.info("event %d: %s", index, self.timeline[-1].text)  # one line above the progress bars
 
     def seen(self, kind: str, version: int | None = None) -> bool:
         return any(e.kind == kind and (version is None or e.version == version) for e in self.timeline)
@@ -740,7 +745,6 @@ async def run_loop(
 def run_demo(stack: LocalStack, console: Console, plan: DemoPlan | None = None) -> int:
     """Run the scenario on a started stack, print and store its summary; 0 when every check passes."""
     plan = plan or DemoPlan()
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the progress
     missing = [name for name in ("ingest", "trainer", "inference", "monitor") if name in stack.missing]
     if missing:
         console.print(f"[red]the loop needs every service; missing: {', '.join(missing)}[/red]")

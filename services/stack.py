@@ -5,6 +5,10 @@ production, pointed at the embedded broker and the FileStore through ``DRIFTLOOP
 variables. The stack records where everything listens in ``<data-dir>/endpoints.json`` so
 other commands find it, and on SIGTERM/SIGINT stops the services, then the broker, leaving
 no process behind.
+
+Logs live under ``<data-dir>/logs/``: one file per service (its stdout and stderr), the
+broker's ``kafka.log``, and ``driftloop.log`` for the process running the stack itself (the
+bus's and the libraries' lines that ``up`` and ``demo`` keep off the terminal).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from shared.store import FileStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = ("ingest", "trainer", "inference", "monitor")
+STACK_LOG = "driftloop.log"
+"""The log file, under ``<data-dir>/logs/``, of the process that runs the stack."""
 DEFAULT_PORTS = {"kafka": 9092, "inference": 8000, "ingest": 8001, "monitor": 8002, "trainer": 8003}
 
 
@@ -86,6 +92,8 @@ class LocalStack:
         self.data_dir = config.data_dir.resolve()
         self.store_root = self.data_dir / "store"
         self.log_dir = self.data_dir / "logs"
+        self.log_path = self.log_dir / STACK_LOG
+        """This process's own log (``services.console.route_stack_logs`` writes it)."""
         self.broker = EmbeddedBroker(port=config.ports["kafka"], log_path=self.log_dir / "kafka.log")
         self.children: list[ChildService] = []
 

@@ -527,6 +527,9 @@ class Subscriber(Generic[T]):
     co_partitioned
         Give one replica the same partition numbers of every topic (range assignment), so a
         model's messages on several topics (same key, same partition count) meet in one place.
+    on_dead_letter
+        Called with the source topic once a message's dead letter is written (a service's
+        dead-letter counter: what the ``DriftloopDeadLetters`` alert reads).
     """
 
     def __init__(
@@ -545,8 +548,10 @@ class Subscriber(Generic[T]):
         drain: Callable[[], Awaitable[None]] | None = None,
         after_poll: Callable[[], Awaitable[None]] | None = None,
         co_partitioned: bool = False,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         self.options = options
+        self._on_dead_letter = on_dead_letter
         self.group_id = group_id
         self.topics = list(topics)
         self._policy = MessagePolicy(handler, decode, max_attempts)
@@ -703,6 +708,8 @@ class Subscriber(Generic[T]):
         self.stats.dead_lettered += 1
         short = reason.split(":", 1)[0]
         self.stats.dead_letter_reasons[short] = self.stats.dead_letter_reasons.get(short, 0) + 1
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(delivery.topic)
         return Outcome.DONE
 
     def release(self) -> None:

@@ -60,11 +60,12 @@ class IngestService(BusService):
         store: ObjectStore = build_store(settings)
         if settings.crash_at == "after_shard":
             store = _CrashAfterShard(store)  # type: ignore[assignment]
+        metrics = IngestMetrics.create(self.registry)
         self.handlers = IngestHandlers(
             repo=DatasetRepository(store),
             catalog=SpecCatalog(store, refresh_s=settings.spec_refresh_s),
             publisher=self.publisher,
-            metrics=IngestMetrics.create(self.registry),
+            metrics=metrics,
             policy=FlushPolicy(max_rows=settings.flush_rows, max_age_s=settings.flush_interval_s),
             crash_at=settings.crash_at,
         )
@@ -78,6 +79,7 @@ class IngestService(BusService):
             max_records=settings.max_poll_records,
             drain=self.handlers.drain,
             after_poll=self.handlers.after_poll,
+            on_dead_letter=lambda topic: metrics.dead_letters.inc(),
         )
         self.handlers.release = self.subscriber.release
 

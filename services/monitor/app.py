@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import Field
 
 from services.monitor.handlers import MonitorHandlers
+from services.monitor.landing import render_landing
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.report import render_report
 from shared import __version__, topics
@@ -267,13 +268,17 @@ class MonitorService:
 
 
 def add_routes(service: MonitorService) -> Any:
-    """Health, metrics, ``/v1/models/{m}/status`` and ``/report/{m}``."""
+    """Health, metrics, the landing page ``/``, ``/v1/models/{m}/status`` and ``/report/{m}``."""
     from fastapi import FastAPI
 
     app = FastAPI(title="driftloop monitor", version=__version__)
     add_health_routes(app, service.registry, service.not_ready)
     add_error_handler(app)
     handlers = service.handlers
+
+    @app.get("/", response_class=HTMLResponse)
+    async def landing() -> Response:
+        return HTMLResponse(render_landing(await handlers.overview(), utc_now()))
 
     @app.get("/v1/models/{model}/status")
     async def model_status(model: str) -> Response:

@@ -511,8 +511,21 @@ class MonitorHandlers:
     async def status(self, model: str) -> dict[str, Any] | None:
         """``GET /v1/models/{m}/status``: versions, live metrics, drift state."""
         watch = await self.watch_of(model)
-        if watch is None:
-            return None
+        return None if watch is None else self._status_of(watch)
+
+    async def overview(self) -> list[dict[str, Any]]:
+        """The status of every model with a spec, by name (the landing page). A model this replica
+        does not watch is read from its checkpoint and not kept: its partition is another
+        replica's, and a watch kept here would be checkpointed over that replica's state."""
+        statuses = []
+        for model in sorted(await asyncio.to_thread(self.catalog.all)):
+            watch = self.models.get(model) or await asyncio.to_thread(self._load, model)
+            if watch is not None:
+                statuses.append(self._status_of(watch))
+        return statuses
+
+    def _status_of(self, watch: ModelWatch) -> dict[str, Any]:
+        model = watch.model
         regression = watch.spec.regression
         reference = watch.drift.reference
         expected = reference.expected_error if reference else None

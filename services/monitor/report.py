@@ -79,7 +79,10 @@ def _accuracy_svg(watch: ModelWatch, now: datetime) -> str:
     def y(v: float) -> float:
         return HEIGHT - PAD - v / top * (HEIGHT - 2 * PAD)
 
-    parts = [f'<svg width="{WIDTH}" height="{HEIGHT}" role="img" aria-label="{metric} over time">']
+    parts = [
+        f'<svg width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{metric} over time">'
+    ]
     for level in (top * k / 4 for k in range(5)):
         text = f"{level:.3g}" if regression else f"{level:.2f}"
         parts.append(f'<line x1="{PAD}" x2="{WIDTH - PAD}" y1="{y(level):.1f}" y2="{y(level):.1f}" stroke="#eee"/>')
@@ -114,7 +117,9 @@ def _histogram_svg(name: str, edges: list[float], reference: list[float], curren
     bins = len(reference)
     top = max([*reference, *current, 1e-9])
     bar = (w - 20) / bins / 2
-    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="{html.escape(name)} histogram">']
+    parts = [
+        f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{html.escape(name)} histogram">'
+    ]
     for i in range(bins):
         for j, (values, colour) in enumerate(((reference, "#9ecae1"), (current, "#fd8d3c"))):
             bh = values[i] / top * (h - 30)
@@ -134,7 +139,9 @@ def _bars_svg(name: str, labels: list[str], reference: list[float], current: lis
     w, h = max(360, 40 * bars + 20), 160
     top = max([*reference, *current, 1e-9])
     bar = (w - 20) / bars / 2
-    parts = [f'<svg width="{w}" height="{h}" role="img" aria-label="{html.escape(name)} categories">']
+    parts = [
+        f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{html.escape(name)} categories">'
+    ]
     for i, label in enumerate(labels):
         for j, (values, colour) in enumerate(((reference, "#9ecae1"), (current, "#fd8d3c"))):
             bh = values[i] / top * (h - 45)
@@ -302,12 +309,16 @@ def render_report(watch: ModelWatch, status: dict[str, Any], now: datetime) -> s
     predictions = f"<h2>Predictions: holdout vs live traffic</h2>\n{_predictions_html(watch)}\n" if regression else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+svg {{ max-width: 100%; height: auto; }}
+@media (max-width: 760px) {{ body {{ margin: 1em; }} table {{ display: block; overflow-x: auto; }} }}
 table {{ border-collapse: collapse; }} th, td {{ text-align: left; padding: 4px 12px; border-bottom: 1px solid #eee; }}
 .card {{ display: inline-block; margin: 0 16px 16px 0; vertical-align: top; }}
 .card h3 {{ margin: 0; font-size: 14px; }} .legend span {{ margin-right: 12px; font-size: 12px; }}
 </style></head><body>
+<p><a href="/">all models</a></p>
 <h1>{title}</h1>
 <p>Generated {html.escape(now.isoformat(timespec="seconds"))}.</p>
 {_status_html(status)}

@@ -156,8 +156,10 @@ async def test_invalid_records_are_rejected_with_their_rule_and_junk_goes_to_dlq
             AnnotationRejected.model_validate_json(v)
             for v in await read_keyed(options, topics.ANNOTATIONS_REJECTED, other.model, 1)
         ]
+        dead = service.registry.get_sample_value("driftloop_ingest_dead_letters_total")
     finally:
         await stop(service, task)
+    assert dead is not None and dead >= 1, "the dead-letter counter the DriftloopDeadLetters alert reads counts"
 
     by_rule = {r.reasons[0].rule: r for r in rejected}
     assert set(by_rule) == set(bad_cases) | {"schema"}
