@@ -1,4 +1,4 @@
-"""An inference service on a loopback port for a test, with an HTTP client to it."""
+"""An inference or monitor service on a loopback port for a test, with an HTTP client to it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from services.inference.app import InferenceService, InferenceSettings
+from services.monitor.app import MonitorService, MonitorSettings
 from shared.bus import KafkaOptions
 from shared.store import FileStore
 from tests.integration.topic_reading import wait_for
@@ -50,3 +51,34 @@ async def inference_service(
     finally:
         service.stop()
         await asyncio.wait_for(task, 30)
+
+
+@asynccontextmanager
+async def monitor_service(
+    options: KafkaOptions, store: FileStore, tmp_path: Path, group: str, **settings: Any
+) -> AsyncIterator[tuple[MonitorService, httpx.AsyncClient]]:
+    """Run the monitor service (consumer group ``group``) until the block ends, once it is ready;
+    ``settings`` override :class:`MonitorSettings` fields (checkpoints every 0.5 s by default)."""
+    config = MonitorSettings(
+        **{
+            "kafka_bootstrap": options.bootstrap,
+            "kafka_idempotence": False,
+            "store_kind": "file",
+            "store_root": store.root,
+            "port": 0,
+            "checkpoint_s": 0.5,
+            "monitor_group": group,
+            "data_dir": tmp_path,
+            **settings,
+        }
+    )
+    service = MonitorService(config)
+    task = asyncio.create_task(service.run())
+    try:
+        await wait_for(lambda: service.not_ready() is None, timeout=60)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+            yield service, client
+    finally:
+        if not task.done():
+            service.stop()
+            await asyncio.wait_for(task, 60)

@@ -23,13 +23,14 @@ import httpx
 import pytest
 
 from services.inference.runtime import load_version
-from services.monitor.app import MonitorService, MonitorSettings
+from services.monitor.app import MonitorService
 from shared.bus import KafkaOptions, Publisher
 from shared.events import DeploymentChanged
 from shared.registry import Registry
 from shared.spec import apply_spec
 from shared.store import FileStore
 from tests.deploy.deployment import require_tool
+from tests.integration.serving import monitor_service
 from tests.integration.test_inference import register, rows
 from tests.integration.test_monitor import SPEC, send, traffic
 from tests.integration.topic_reading import wait_for
@@ -153,23 +154,8 @@ def chromium(tmp_path: Path) -> Chromium:
 async def monitor(
     options: KafkaOptions, store: FileStore, unique: str, tmp_path: Path
 ) -> AsyncIterator[tuple[MonitorService, str]]:
-    settings = MonitorSettings(
-        kafka_bootstrap=options.bootstrap,
-        kafka_idempotence=False,
-        store_kind="file",
-        store_root=store.root,
-        port=0,
-        checkpoint_s=0.5,
-        monitor_group=f"landing-{unique}",
-        data_dir=tmp_path,
-    )
-    service = MonitorService(settings)
-    task = asyncio.create_task(service.run())
-    await wait_for(lambda: service.not_ready() is None, timeout=60)
-    yield service, f"http://127.0.0.1:{service.http.port}"
-    if not task.done():
-        service.stop()
-        await asyncio.wait_for(task, 60)
+    async with monitor_service(options, store, tmp_path, f"landing-{unique}") as (service, client):
+        yield service, str(client.base_url).rstrip("/")
 
 
 def promoted(model: str, version: int) -> DeploymentChanged:

@@ -21,6 +21,7 @@ from shared.events import AnnotationSubmitted, DeploymentChanged, DriftDetected,
 from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
+from tests.integration.serving import monitor_service
 from tests.integration.test_inference import register, rows
 from tests.integration.topic_reading import read_keyed, read_settled, wait_for
 
@@ -45,24 +46,8 @@ async def monitor(
     apply_spec(store, SPEC.format(name=model))
     version = register(store, model, rows(600, 0, flip=False), None, SPEC)
     Registry(store).set_alias(model, "production", version, "test", "first")
-    settings = MonitorSettings(
-        kafka_bootstrap=options.bootstrap,
-        kafka_idempotence=False,
-        store_kind="file",
-        store_root=store.root,
-        port=0,
-        checkpoint_s=0.5,
-        monitor_group=f"monitor-{unique}",
-        data_dir=tmp_path,
-    )
-    service = MonitorService(settings)
-    task = asyncio.create_task(service.run())
-    await wait_for(lambda: service.not_ready() is None, timeout=60)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+    async with monitor_service(options, store, tmp_path, f"monitor-{unique}") as (service, client):
         yield model, service, client
-    if not task.done():
-        service.stop()
-        await asyncio.wait_for(task, 60)
 
 
 def traffic(

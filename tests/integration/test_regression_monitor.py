@@ -9,7 +9,6 @@ truth from the broker.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ import pytest
 from services.demo import DELIVERY_CHANGE, Sample, delivery
 from services.inference.runtime import load_version
 from services.ingest.validation import check_record
-from services.monitor.app import MonitorService, MonitorSettings
+from services.monitor.app import MonitorService
 from services.trainer.runner import train
 from shared import topics
 from shared.bus import KafkaOptions, Publisher
@@ -32,6 +31,7 @@ from shared.features import onnx_feeds
 from shared.registry import Registry
 from shared.spec import ModelSpec, apply_spec, parse_spec
 from shared.store import FileStore
+from tests.integration.serving import monitor_service
 from tests.integration.topic_reading import read_keyed, read_settled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -81,24 +81,8 @@ async def monitor(
     spec, _ = apply_spec(store, delivery_text(model))
     first = register(store, spec, delivery(1500, 1), None)
     Registry(store).set_alias(model, "production", first, "test", "first")
-    settings = MonitorSettings(
-        kafka_bootstrap=options.bootstrap,
-        kafka_idempotence=False,
-        store_kind="file",
-        store_root=store.root,
-        port=0,
-        checkpoint_s=0.5,
-        monitor_group=f"monitor-{model}",
-        data_dir=tmp_path,
-    )
-    service = MonitorService(settings)
-    task = asyncio.create_task(service.run())
-    await wait_for(lambda: service.not_ready() is None, timeout=60)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10) as client:
+    async with monitor_service(options, store, tmp_path, f"monitor-{model}") as (service, client):
         yield spec, service, client
-    if not task.done():
-        service.stop()
-        await asyncio.wait_for(task, 60)
 
 
 def served(
