@@ -24,7 +24,7 @@ from rich.table import Table
 
 from services.console import DEFAULT_LOG_LEVEL, emit_json, route_stack_logs, settings_from
 from services.models_cli import add_models_parser
-from services.stack import DEFAULT_PORTS, SERVICE_NAMES, LocalStack, StackConfig
+from services.stack import DEFAULT_PORTS, MLFLOW_SYNC, SERVICE_NAMES, LocalStack, StackConfig
 from shared import __version__
 from shared.bus import KafkaOptions
 from shared.config import build_store
@@ -50,14 +50,15 @@ def _add_stack_flags(parser: argparse.ArgumentParser, data_dir: Path, fixed_port
         default=data_dir,
         help=f"directory for the FileStore, logs and endpoints.json (default: {data_dir})",
     )
-    for name in ("kafka", "inference", "ingest", "monitor", "trainer"):
+    for name in DEFAULT_PORTS:
         default = DEFAULT_PORTS[name] if fixed_ports else 0
+        what = "broker" if name == "kafka" else "service (run when DRIFTLOOP_MLFLOW_TRACKING_URI is set)"
         parser.add_argument(
             f"--{name}-port",
             type=int,
             default=default,
             metavar="PORT",
-            help=f"port of the {name} {'broker' if name == 'kafka' else 'service'} "
+            help=f"port of the {name} {what if name == MLFLOW_SYNC else what.split(' (')[0]} "
             f"(default {default or 'any free port'}; 0 picks a free one)",
         )
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
@@ -67,7 +68,7 @@ def _add_stack_flags(parser: argparse.ArgumentParser, data_dir: Path, fixed_port
 
 
 def _stack_config(args: argparse.Namespace) -> StackConfig:
-    ports = {name: getattr(args, f"{name}_port") for name in DEFAULT_PORTS}
+    ports = {name: getattr(args, f"{name.replace('-', '_')}_port") for name in DEFAULT_PORTS}
     specs = []
     for path in args.spec:
         try:
@@ -128,7 +129,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run one service in the foreground against the configured Kafka and store."""
-    app = importlib.import_module(f"services.{args.service}.app")
+    app = importlib.import_module(f"services.{args.service.replace('-', '_')}.app")
     code: int = app.main()
     return code
 
@@ -424,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DRIFTLOOP_STORE_ACCESS_KEY, DRIFTLOOP_STORE_SECRET_KEY, DRIFTLOOP_STORE_BUCKET, DRIFTLOOP_PORT, "
         "DRIFTLOOP_LOG_LEVEL. SIGTERM stops it gracefully.",
     )
-    serve.add_argument("service", choices=SERVICE_NAMES)
+    serve.add_argument("service", choices=(*SERVICE_NAMES, MLFLOW_SYNC))
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(

@@ -39,9 +39,19 @@ from shared.store import FileStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = ("ingest", "trainer", "inference", "monitor")
+MLFLOW_SYNC = "mlflow-sync"
+"""The optional mirror of runs, versions and aliases to MLflow: started by :meth:`LocalStack.start`
+when ``DRIFTLOOP_MLFLOW_TRACKING_URI`` is set (in the environment or the stack's ``service_env``)."""
 STACK_LOG = "driftloop.log"
 """The log file, under ``<data-dir>/logs/``, of the process that runs the stack."""
-DEFAULT_PORTS = {"kafka": 9092, "inference": 8000, "ingest": 8001, "monitor": 8002, "trainer": 8003}
+DEFAULT_PORTS = {
+    "kafka": 9092,
+    "inference": 8000,
+    "ingest": 8001,
+    "monitor": 8002,
+    "trainer": 8003,
+    MLFLOW_SYNC: 8004,
+}
 
 
 def pid_alive(pid: int) -> bool:
@@ -129,13 +139,20 @@ class LocalStack:
         self.broker.start()
         options = KafkaOptions(bootstrap=self.broker.bootstrap, client_id="driftloop-up", idempotence=False)
         asyncio.run(ensure_topics(options, all_topics_with_dlq(), partitions=self.config.partitions))
-        for name in SERVICE_NAMES:
+        for name in self.service_names():
             self.children.append(self._spawn(name))
         endpoints = self.endpoints()
         tmp = self.endpoints_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(endpoints, indent=2))
         os.replace(tmp, self.endpoints_path)
         return endpoints
+
+    def service_names(self) -> tuple[str, ...]:
+        """The services this stack runs: the four, and the MLflow mirror when a tracking URI is set."""
+        uri = self.config.service_env.get(
+            "DRIFTLOOP_MLFLOW_TRACKING_URI", os.environ.get("DRIFTLOOP_MLFLOW_TRACKING_URI")
+        )
+        return (*SERVICE_NAMES, MLFLOW_SYNC) if uri else SERVICE_NAMES
 
     def endpoints(self) -> dict[str, Any]:
         """Where everything listens, as written to ``endpoints.json``."""
@@ -151,7 +168,7 @@ class LocalStack:
         }
 
     def _spawn(self, name: str) -> ChildService:
-        port = self.config.ports[name]
+        port = self.config.ports.get(name, 0)  # 0: any free port
         env = dict(os.environ)
         env.update(
             {

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -77,6 +78,26 @@ class DriftloopSettings(BaseSettings):
     admin_token: SecretStr | None = Field(
         default=None, description="When set, promote and rollback from the CLI require it (--token)."
     )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking server, http(s)://host:port, that training runs, registered versions and the "
+            "production / canary aliases are mirrored to (`driftloop serve mlflow-sync`). Unset: no MLflow. "
+            "The loop never waits on it: while it is down, the mirror keeps its place on Kafka and catches up."
+        ),
+    )
+
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _mlflow_is_http(cls, value: str | None) -> str | None:
+        """MLflow is reached over its REST API, so only an http(s) server URI will do (not a local path)."""
+        if value is None or not value.strip():
+            return None
+        uri = value.strip().rstrip("/")
+        parsed = urlsplit(uri)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"{uri!r} is not an MLflow server: use http(s)://host:port of a running `mlflow server`")
+        return uri
 
     @model_validator(mode="after")
     def _minio_needs_credentials(self) -> DriftloopSettings:

@@ -26,6 +26,7 @@ PURE = [
     "services/monitor/landing.py",
     "services/monitor/outcome.py",
     "services/spec_init.py",
+    "services/mlflow_sync/core.py",
     "services/inference/protocol.py",
     "services/inference/binary.py",
     "services/trainer/core.py",
