@@ -13,6 +13,7 @@ import httpx
 from services.inference.app import InferenceService, InferenceSettings
 from services.monitor.app import MonitorService, MonitorSettings
 from shared.bus import KafkaOptions
+from shared.service import BusService
 from shared.store import FileStore
 from tests.integration.topic_reading import wait_for
 
@@ -82,3 +83,18 @@ async def monitor_service(
         if not task.done():
             service.stop()
             await asyncio.wait_for(task, 60)
+
+
+async def consuming(service: BusService) -> asyncio.Task[None]:
+    """Start ``service`` in a task; return it once the service's consumer has joined its group."""
+    task = asyncio.create_task(service.run())
+    async with asyncio.timeout(20):
+        while not service.subscriber.started.is_set():
+            await asyncio.sleep(0.02)
+    return task
+
+
+async def stop_service(service: BusService, task: asyncio.Task[None], timeout: float = 60) -> None:
+    """Stop a service started by :func:`consuming` and wait for it to end."""
+    service.stop()
+    await asyncio.wait_for(task, timeout)

@@ -20,6 +20,8 @@ from shared.datasets import DatasetRepository
 from shared.events import AnnotationRejected, AnnotationSubmitted, DatasetVersionCreated, DeadLetter, encode_event
 from shared.spec import apply_spec
 from shared.store import FileStore
+from tests.integration.serving import consuming as running
+from tests.integration.serving import stop_service as stop
 from tests.integration.topic_reading import read_keyed
 
 pytestmark = pytest.mark.integration
@@ -57,19 +59,6 @@ def records(model: str, n: int, seed: int = 1, start: int = 0) -> list[Annotatio
         )
         for i in range(start, start + n)
     ]
-
-
-async def running(service: IngestService) -> asyncio.Task[None]:
-    task = asyncio.create_task(service.run())
-    async with asyncio.timeout(20):
-        while not service.subscriber.started.is_set():
-            await asyncio.sleep(0.02)
-    return task
-
-
-async def stop(service: IngestService, task: asyncio.Task[None]) -> None:
-    service.stop()
-    await asyncio.wait_for(task, 20)
 
 
 async def wait_rows(repo: DatasetRepository, model: str, rows: int, timeout: float = 30) -> None:

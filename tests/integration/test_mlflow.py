@@ -41,10 +41,11 @@ from shared.bus import KafkaOptions, Publisher
 from shared.datasets import AcceptedRecord, DatasetRepository
 from shared.events import DatasetVersionCreated, DeploymentChanged, DriftDetected, TrainingCompleted
 from shared.registry import Registry
-from shared.service import BusService
 from shared.spec import apply_spec
 from shared.store import FileStore
 from tests.deploy.deployment import REQUIRE_TOOLS_VAR, tools_required
+from tests.integration.serving import consuming as start
+from tests.integration.serving import stop_service as stop
 from tests.integration.topic_reading import read_keyed, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -260,19 +261,6 @@ def mirror_for(options: KafkaOptions, store: FileStore, group: str, uri: str) ->
             mlflow_timeout_s=5.0,
         )
     )
-
-
-async def start(service: BusService) -> asyncio.Task[None]:
-    task = asyncio.create_task(service.run())
-    async with asyncio.timeout(20):
-        while not service.subscriber.started.is_set():
-            await asyncio.sleep(0.02)
-    return task
-
-
-async def stop(service: BusService, task: asyncio.Task[None]) -> None:
-    service.stop()
-    await asyncio.wait_for(task, 30)
 
 
 def aliases_now(server: MlflowServer, model: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ from shared.events import DatasetVersionCreated, DeploymentChanged, DriftDetecte
 from shared.registry import Registry
 from shared.spec import apply_spec, parse_spec
 from shared.store import FileStore
+from tests.integration.serving import consuming as start
+from tests.integration.serving import stop_service as stop
 from tests.integration.topic_reading import read_keyed, wait_for
 
 pytestmark = pytest.mark.integration
@@ -66,19 +68,6 @@ def settings_for(options: KafkaOptions, store: FileStore, group: str) -> Trainer
         tick_s=0.1,
         spec_refresh_s=0.2,
     )
-
-
-async def start(service: TrainerService) -> asyncio.Task[None]:
-    task = asyncio.create_task(service.run())
-    async with asyncio.timeout(20):
-        while not service.subscriber.started.is_set():
-            await asyncio.sleep(0.02)
-    return task
-
-
-async def stop(service: TrainerService, task: asyncio.Task[None]) -> None:
-    service.stop()
-    await asyncio.wait_for(task, 60)
 
 
 async def test_first_data_trains_registers_and_promotes_then_gate_keeps_the_champion(
