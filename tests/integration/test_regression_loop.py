@@ -60,8 +60,12 @@ def test_a_regression_table_runs_the_whole_loop(tmp_path: Path) -> None:
     with stack.running():
         bootstrap, result, served, timeline = asyncio.run(run_loop(stack, Console(quiet=True), plan))
         url = stack.endpoints()["services"]["inference"]
-        v1 = httpx.post(f"{url}/v1/models/{model}:predict", json={"instances": [row, {**row, "weight_kg": None}]})
-        v2 = httpx.post(f"{url}/v2/models/{model}/infer", json={"inputs": v2_inputs(DELIVERY_CHANGE, row)})
+        # one inference id for both: a canary may serve beside the champion, and routing is per id
+        same = {"X-Inference-Id": "protocols-agree"}
+        instances = {"instances": [row, {**row, "weight_kg": None}]}
+        v1 = httpx.post(f"{url}/v1/models/{model}:predict", json=instances, headers=same)
+        inputs = {"inputs": v2_inputs(DELIVERY_CHANGE, row)}
+        v2 = httpx.post(f"{url}/v2/models/{model}/infer", json=inputs, headers=same)
         metadata = httpx.get(f"{url}/v2/models/{model}").json()
 
     assert v1.status_code == 200, v1.text
@@ -70,6 +74,7 @@ def test_a_regression_table_runs_the_whole_loop(tmp_path: Path) -> None:
     assert v2.status_code == 200, v2.text
     (output,) = v2.json()["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == ("prediction", "FP64", [1])
+    assert v1.json()["model_version"] == v2.json()["model_version"], "one inference id, one version"
     assert abs(output["data"][0] - predictions[0]["prediction"]) < 1e-9, "V1 and V2 answer alike"
     assert [(o["name"], o["datatype"]) for o in metadata["outputs"]] == [("prediction", "FP64")]
 
