@@ -232,11 +232,3 @@ async def test_landing_page_and_report_in_a_browser(
     assert phone["label"] == '"Model"', "each field of a card is labelled"
     laptop = json.loads(await chromium.layout(f"{base}/", LAPTOP, measure))
     assert laptop["overflow"] <= 0 and laptop["row"] == "table-row" and laptop["label"] == "none"
-
-
-async def test_an_empty_monitor_says_how_to_add_a_model(
-    chromium: Chromium, monitor: tuple[MonitorService, str]
-) -> None:
-    _, base = monitor
-    dom = await chromium.dom(f"{base}/", PHONE)
-    assert "No models yet" in dom and "driftloop specs apply model.yaml" in dom
