@@ -108,11 +108,14 @@ def ground_truth(
     ]
 
 
-async def send(publisher: Publisher, event: PredictionsLogged, labels: list[AnnotationSubmitted]) -> None:
-    for start in range(0, len(event.inference_ids), 200):  # predictions in messages of 200 rows
+async def send(
+    publisher: Publisher, event: PredictionsLogged, labels: list[AnnotationSubmitted], rows: int = 200
+) -> None:
+    """The predictions in messages of ``rows`` rows (as inference batches them), then the labels."""
+    for start in range(0, len(event.inference_ids), rows):
         part = event.model_dump()
         for column in ("inference_ids", "features", "labels", "probabilities", "latency_ms", "predicted_at"):
-            part[column] = part[column][start : start + 200]
+            part[column] = part[column][start : start + rows]
         part["event_id"] = uuid.uuid4()
         await publisher.publish(PredictionsLogged.model_validate(part))
     await publisher.publish_many(labels)

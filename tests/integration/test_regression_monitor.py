@@ -32,6 +32,7 @@ from shared.registry import Registry
 from shared.spec import ModelSpec, apply_spec, parse_spec
 from shared.store import FileStore
 from tests.integration.serving import monitor_service
+from tests.integration.test_monitor import send
 from tests.integration.topic_reading import read_keyed, read_settled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -121,16 +122,6 @@ def truth(spec: ModelSpec, samples: list[Sample], ids: list[str], t0: datetime) 
     ]
 
 
-async def send(publisher: Publisher, event: PredictionsLogged, labels: list[AnnotationSubmitted]) -> None:
-    for start in range(0, len(event.inference_ids), 250):  # predictions in messages of 250 rows
-        part = event.model_dump()
-        for column in ("inference_ids", "features", "labels", "probabilities", "latency_ms", "predicted_at"):
-            part[column] = part[column][start : start + 250]
-        part["event_id"] = uuid.uuid4()
-        await publisher.publish(PredictionsLogged.model_validate(part))
-    await publisher.publish_many(labels)
-
-
 def announce(spec: ModelSpec, action: str, version: int, previous: int) -> DeploymentChanged:
     return DeploymentChanged(
         model=spec.name,
@@ -161,7 +152,8 @@ async def test_a_worse_regression_canary_is_rolled_back_on_live_mae(
     for version, variant, seed in ((1, "champion", 3), (worse, "canary", 4)):
         samples = delivery(300, seed)
         ids = [f"{variant}-{i}" for i in range(len(samples))]
-        await send(publisher, served(store, spec, version, variant, samples, ids, now), truth(spec, samples, ids, now))
+        labels = truth(spec, samples, ids, now)
+        await send(publisher, served(store, spec, version, variant, samples, ids, now), labels, rows=250)
     changes = [
         decode_as(DeploymentChanged, v) for v in await read_keyed(options, topics.DEPLOYMENTS, spec.name, 2, timeout=60)
     ]
@@ -195,8 +187,8 @@ async def test_a_covariate_shift_that_keeps_the_error_raises_data_drift_and_no_r
     samples = delivery(1200, 6, shifted=True)  # harbour and west deliveries, most of them express
     ids = [f"shifted-{i}" for i in range(len(samples))]
     labels = truth(spec, samples, ids, now)
-    await send(publisher, served(store, spec, 1, "shadow", samples, ids, now), [])  # the previous champion
-    await send(publisher, served(store, spec, second, "champion", samples, ids, now), labels)
+    await send(publisher, served(store, spec, 1, "shadow", samples, ids, now), [], rows=250)  # the previous champion
+    await send(publisher, served(store, spec, second, "champion", samples, ids, now), labels, rows=250)
 
     found = [decode_as(DriftDetected, v) for v in await read_keyed(options, topics.DRIFT, spec.name, 1, timeout=60)]
     assert found[0].kind == "data" and found[0].feature in ("region", "express"), found
