@@ -389,6 +389,9 @@ async def test_with_mlflow_stopped_the_loop_goes_on_and_the_run_appears_when_it_
 
         await asyncio.to_thread(mlflow_server.start)
         await wait_for(lambda: aliases_now(mlflow_server, model) == {"production": "1"}, timeout=45)
+        # both events committed: the deployment's (which mirrors the version) may land before the
+        # run's own, which is then still in its retry backoff
+        await wait_for(lambda: mirror.subscriber.stats.handled >= 2, timeout=45)
         await wait_for(lambda: mirror.not_ready() is None, timeout=10)
     finally:
         for service, task in zip((mirror, trainer), reversed(tasks), strict=True):
