@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Generic, TypeVar
@@ -564,6 +564,10 @@ class Subscriber(Generic[T]):
         self._consumer: AIOKafkaConsumer | None = None
         self._pending: dict[TopicPartition, int] = {}
         self._handled: dict[TopicPartition, int] = {}
+        self._released: dict[TopicPartition, int] = {}
+        self._read: dict[TopicPartition, int] = {}
+        self.lag = 0
+        """Messages past this replica's position on its partitions, at the last poll."""
         self._drain = drain
         self._after_poll = after_poll
         self._assignors: tuple[type, ...] = (
@@ -651,10 +655,12 @@ class Subscriber(Generic[T]):
                             consumer.seek(tp, record.offset)
                             retry_delay = max(retry_delay, self._backoff.next_delay())
                             break
+                        self._read[tp] = record.offset + 1
                         if self._drain is None:
                             self._pending[tp] = record.offset + 1
                         else:
                             self._handled[tp] = record.offset + 1
+                self._measure_lag(consumer)
                 if self._after_poll is not None:
                     try:
                         await self._after_poll()
@@ -712,10 +718,38 @@ class Subscriber(Generic[T]):
             self._on_dead_letter(delivery.topic)
         return Outcome.DONE
 
-    def release(self) -> None:
-        """Mark every message handled so far as durable, hence committable (deferred mode)."""
-        self._pending.update(self._handled)
-        self._handled.clear()
+    def release(self, holding: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Mark every message handled so far as durable, hence committable (deferred mode) --
+        except, per ``(topic, partition)`` in ``holding``, the messages from that offset on,
+        which the application still buffers (ingest flushes each model on its own)."""
+        if not holding:
+            self._pending.update(self._handled)
+            self._handled.clear()
+            return
+        for tp, handled in list(self._handled.items()):
+            held = holding.get((tp.topic, tp.partition))
+            if held is None or held >= handled:
+                self._pending[tp] = handled
+                del self._handled[tp]
+            elif held > self._released.get(tp, -1):
+                self._pending[tp] = held
+        for tp, offset in self._pending.items():
+            self._released[tp] = max(offset, self._released.get(tp, -1))
+
+    @property
+    def behind(self) -> bool:
+        """True when the last poll left messages on the broker: the consumer has a backlog."""
+        return self.lag > 0
+
+    def _measure_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Messages on the broker past what this replica has read, by the last fetch's high watermarks."""
+        lag = 0
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            read = self._read.get(tp)
+            if high is not None and read is not None:
+                lag += max(0, high - read)
+        self.lag = lag
 
     async def _drain_and_commit(self, only: set[TopicPartition] | None = None) -> None:
         if self._drain is not None:
@@ -744,4 +778,6 @@ class Subscriber(Generic[T]):
         for tp in revoked:
             self._pending.pop(tp, None)
             self._handled.pop(tp, None)
+            self._released.pop(tp, None)
+            self._read.pop(tp, None)
         self._policy.forget(lambda topic, partition: TopicPartition(topic, partition) in revoked)

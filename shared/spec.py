@@ -141,6 +141,9 @@ class ValidationSpec(_Section):
     min_confidence: Fraction = 0.0
     max_rejection_rate: Fraction = 0.2
     label_shift_alert: Fraction = 0.2
+    min_batch_rows: Annotated[int, Field(ge=1)] = 100
+    """Records a batch needs before its label shift and rejection rate are judged; smaller
+    flushes are carried into the next one's checks (a few rows' label mix says nothing)."""
 
 
 class WindowSpec(_Section):

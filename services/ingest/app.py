@@ -28,8 +28,21 @@ class IngestSettings(ServiceSettings):
 
     port: int = Field(default=8001, ge=0, le=65535, description="HTTP port for health and metrics.")
     group_id: str = Field(default="driftloop-ingest", description="Consumer group of the ingest replicas.")
-    flush_rows: int = Field(default=5000, ge=1, description="Flush when this many accepted rows are buffered.")
-    flush_interval_s: float = Field(default=5.0, gt=0, description="Flush when the oldest buffered row is this old.")
+    flush_rows: int = Field(
+        default=5000, ge=1, description="Flush a model's buffer when it holds this many accepted rows (per model)."
+    )
+    flush_interval_s: float = Field(
+        default=5.0, gt=0, description="Flush a model's buffer when its oldest row is this old (per model)."
+    )
+    flush_interval_behind_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="While the consumer has a backlog (a bulk load), a model's oldest row may wait this long, so "
+        "each model's versions are cut by flush_rows rather than by how fast the shared topic is read.",
+    )
+    max_buffered_rows: int = Field(
+        default=200_000, ge=1, description="Bound on rows buffered over all models; beyond it the largest flush first."
+    )
     max_poll_records: int = Field(default=2000, ge=1, description="Records fetched per poll.")
     spec_refresh_s: float = Field(default=2.0, gt=0, description="How often specs are re-read from the store.")
     crash_at: Literal["after_shard", "after_manifest", "after_publish"] | None = Field(
@@ -66,7 +79,12 @@ class IngestService(BusService):
             catalog=SpecCatalog(store, refresh_s=settings.spec_refresh_s),
             publisher=self.publisher,
             metrics=metrics,
-            policy=FlushPolicy(max_rows=settings.flush_rows, max_age_s=settings.flush_interval_s),
+            policy=FlushPolicy(
+                max_rows=settings.flush_rows,
+                max_age_s=settings.flush_interval_s,
+                max_age_behind_s=settings.flush_interval_behind_s,
+                max_buffered_rows=settings.max_buffered_rows,
+            ),
             crash_at=settings.crash_at,
         )
         self.subscriber = Subscriber(
@@ -82,6 +100,7 @@ class IngestService(BusService):
             on_dead_letter=lambda topic: metrics.dead_letters.inc(),
         )
         self.handlers.release = self.subscriber.release
+        self.handlers.behind = lambda: self.subscriber.behind
 
 
 def main() -> int:

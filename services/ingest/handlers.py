@@ -1,11 +1,13 @@
-"""Ingest's use-cases: an annotation arrived; the buffer is due; a partition is taken away.
+"""Ingest's use-cases: an annotation arrived; a model's buffer is due; a partition is taken away.
 
-Accepted records are buffered; rejections are queued to ``annotations.rejected`` at once
-(each bounded to the bus's message size: a huge payload is kept in part, and says so).
-A flush confirms the queued rejections, writes one dataset version per model (shard, then
-manifest), publishes ``DatasetVersionCreated``, and only then releases the consumed offsets
-for commit. A crash anywhere before the release makes Kafka redeliver the window, and the
-record ids already stored are skipped, so every accepted record is stored exactly once.
+Accepted records are buffered per model; rejections are queued to ``annotations.rejected`` at
+once (each bounded to the bus's message size: a huge payload is kept in part, and says so).
+Each model's window is flushed on its own thresholds (:class:`~services.ingest.core.FlushPolicy`):
+the flush confirms the queued rejections, writes the model's dataset version (shard, then
+manifest), publishes ``DatasetVersionCreated``, and only then releases the consumed offsets for
+commit -- up to the first offset another model's window still holds on each partition. A crash
+anywhere before the release makes Kafka redeliver from there, and the record ids already stored
+are skipped, so every accepted record is stored exactly once.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka.structs import RecordMetadata
 
-from services.ingest.core import FlushPolicy, ModelWindow, batch_checks
+from services.ingest.core import FlushPolicy, ModelWindow, batch_checks, held_offsets
 from services.ingest.metrics import IngestMetrics
 from services.ingest.validation import RecordValidator, SchemaRejection, unknown_model
 from shared import topics
@@ -71,9 +73,13 @@ class IngestHandlers:
         self.crash_at = crash_at
         self.clock = clock
         self.windows: dict[str, ModelWindow] = {}
+        self.carried: dict[str, ModelWindow] = {}
+        """Per model, recent flushed batches too small for the batch checks, judged with the next."""
         self.cursors: dict[str, DatasetCursor] = {}
-        self.release: Callable[[], None] = lambda: None
-        self._oldest: float | None = None
+        self.release: Callable[[Mapping[tuple[str, int], int] | None], None] = _release_nothing
+        """The subscriber's ``release``: everything handled is durable except from ``holding`` on."""
+        self.behind: Callable[[], bool] = _never
+        """True while the consumer has a backlog (the subscriber's lag), for the flush policy."""
         self._unconfirmed: list[asyncio.Future[RecordMetadata]] = []
         self._lock = asyncio.Lock()
         self._validators: dict[str, RecordValidator] = {}
@@ -86,9 +92,7 @@ class IngestHandlers:
     def _window(self, model: str) -> ModelWindow:
         window = self.windows.get(model)
         if window is None:
-            window = self.windows[model] = ModelWindow()
-        if self._oldest is None:
-            self._oldest = self.clock()
+            window = self.windows[model] = ModelWindow(opened_at=self.clock())
         return window
 
     async def on_annotation(self, message: AnnotationSubmitted | SchemaRejection, delivery: Delivery) -> None:
@@ -113,10 +117,12 @@ class IngestHandlers:
             return
         assert spec is not None  # the record was validated against it
         if window.records and window.spec is not spec and _schema_changed(window.spec, spec):
-            await self.flush()  # the waiting records are stored under the schema they were checked against
+            del self.windows[model]  # the waiting records are stored under the schema they were checked against
+            await self._flush([model], {model: window})
             window = self._window(model)
         window.spec = spec
         window.accept(result)
+        window.hold(delivery.topic, delivery.partition, delivery.offset)
 
     def _validator(self, spec: ModelSpec) -> RecordValidator:
         validator = self._validators.get(spec.name)
@@ -152,33 +158,39 @@ class IngestHandlers:
         return DatasetCursor(version=version, ids=self.repo.record_ids(manifest.shards))
 
     async def after_poll(self) -> None:
-        """Flush when the buffer is big or old enough; refresh specs now and then."""
+        """Flush the models whose windows are due; refresh specs now and then."""
         if self.catalog.due():
             await asyncio.to_thread(self.catalog.refresh)
-        rows = self.buffered_rows
-        self.metrics.buffered_rows.set(rows)
-        if self.policy.due(rows, self._oldest, self.clock()) or (self._unconfirmed and rows == 0):
-            await self.flush()
+        self.metrics.buffered_rows.set(self.buffered_rows)
+        due = self.policy.due_windows(self.windows, self.clock(), self.behind())
+        if due or self._unconfirmed:
+            await self.flush(due)
 
     async def drain(self) -> None:
         """Make everything consumed so far durable (before a rebalance or shutdown)."""
         await self.flush()
 
-    async def flush(self) -> None:
-        """Write every buffered window as a dataset version, then release the offsets."""
+    async def flush(self, models: list[str] | None = None) -> None:
+        """Write the windows of ``models`` (every model when None) as dataset versions, then
+        release the offsets below what the other windows still hold."""
+        await self._flush(list(self.windows) if models is None else models)
+
+    async def _flush(self, models: list[str], taken: dict[str, ModelWindow] | None = None) -> None:
         async with self._lock:
             if self._unconfirmed:
                 await confirm(self._unconfirmed)
                 self._unconfirmed.clear()
-            for model in list(self.windows):
-                window = self.windows[model]
+            for model in models:
+                window = (taken or {}).get(model) or self.windows.get(model)
+                if window is None:
+                    continue
                 with self.metrics.flush_seconds.time():
                     await self._flush_model(model, window)
                 self.metrics.accepted.labels(model).inc(len(window.records))
-                del self.windows[model]
-            self._oldest = None
-            self.metrics.buffered_rows.set(0)
-            self.release()
+                if taken is None or model not in taken:
+                    del self.windows[model]
+            self.metrics.buffered_rows.set(self.buffered_rows)
+            self.release(held_offsets(self.windows.values()) if self.windows else None)
 
     async def _flush_model(self, model: str, window: ModelWindow) -> None:
         # Records are stored under the spec they were validated against, even if it changed or
@@ -194,12 +206,14 @@ class IngestHandlers:
                     previous = await asyncio.to_thread(self.repo.manifest, model, cursor.version)
                 except NotFound:
                     previous = None
+            checked = self._checked(model, window)
             checks = batch_checks(
-                window,
+                checked,
                 previous.label_counts if previous else {},
                 spec.validation.label_shift_alert,
                 spec.validation.max_rejection_rate,
                 previous.label_histogram if previous is not None and previous.regression else None,
+                spec.validation.min_batch_rows,
             )
             manifest = await asyncio.to_thread(
                 self.repo.write_version,
@@ -225,9 +239,27 @@ class IngestHandlers:
                 if self.crash_at == "after_publish":
                     crash_here("after_publish")
                 self._record_checks(model, manifest)
+            self._carry(model, checked, spec.validation.min_batch_rows)
         elif spec is not None:
-            checks = batch_checks(window, {}, spec.validation.label_shift_alert, spec.validation.max_rejection_rate)
+            checked = self._checked(model, window)
+            v = spec.validation
+            checks = batch_checks(checked, {}, v.label_shift_alert, v.max_rejection_rate, None, v.min_batch_rows)
             self._record_rejections(model, checks["rejections"])
+            self._carry(model, checked, v.min_batch_rows)
+
+    def _checked(self, model: str, window: ModelWindow) -> ModelWindow:
+        """What the batch checks judge: ``window``, after any batches carried because they were small."""
+        carried = self.carried.get(model)
+        if carried is None or (window.spec is not None and _schema_changed(carried.spec, window.spec)):
+            return window  # a new schema (a new lineage) starts its checks afresh
+        return carried.merged(window)
+
+    def _carry(self, model: str, checked: ModelWindow, min_rows: int) -> None:
+        """Keep a batch too small for its checks for the next flush's; forget a judged one."""
+        if checked.checkable(min_rows):
+            self.carried.pop(model, None)
+        else:
+            self.carried[model] = checked
 
     async def _announce(self, manifest: DatasetManifest) -> None:
         await self.publisher.publish(manifest.announcement())
@@ -284,6 +316,14 @@ class IngestHandlers:
                 100 * float(rejections.get("limit", 0.0)),  # type: ignore[arg-type]
                 rejections.get("by_rule"),
             )
+
+
+def _never() -> bool:
+    return False
+
+
+def _release_nothing(holding: Mapping[tuple[str, int], int] | None) -> None:
+    return None
 
 
 def _schema_changed(before: ModelSpec | None, now: ModelSpec) -> bool:

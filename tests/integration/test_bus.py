@@ -289,6 +289,55 @@ async def test_deferred_commit_waits_for_release(kafka: KafkaOptions, publisher:
     assert durable == [f"r-{i}" for i in range(10)], "the unreleased records come back, the released ones do not"
 
 
+async def test_a_release_holding_an_offset_commits_below_it_and_the_lag_says_how_far_behind(
+    kafka: KafkaOptions, publisher: Publisher, unique: str
+) -> None:
+    """Ingest flushes each model on its own: what another model still buffers is not committed."""
+    topic = f"holding-{unique}"
+    await ensure_topics(kafka, [topic], partitions=1)
+    await send_all(publisher, topic, [annotation(i) for i in range(10)])
+    lags: list[int] = []
+    seen: list[str] = []
+    sub: Subscriber[AnnotationSubmitted]
+
+    async def handle(event: AnnotationSubmitted, delivery: Delivery) -> None:
+        seen.append(event.record_id)
+        if len(seen) == 6:
+            sub.stop()
+
+    async def after_poll() -> None:
+        lags.append(sub.lag)
+        sub.release({(topic, 0): 2})  # offsets 0-1 flushed; from offset 2 on, something is still buffered
+
+    async def crash_drain() -> None:  # nothing more becomes durable
+        return None
+
+    sub = Subscriber(
+        kafka,
+        f"g-{unique}",
+        [topic],
+        handle,
+        publisher,
+        decoder,
+        max_records=1,
+        drain=crash_drain,
+        after_poll=after_poll,
+    )
+    await asyncio.wait_for(sub.run(), 20)
+    assert lags[0] == 9, "one read of ten: nine behind"
+    assert lags[-1] < lags[0]
+
+    again: list[str] = []
+
+    async def drain_all() -> None:
+        sub2.release()
+
+    sub2 = Subscriber(kafka, f"g-{unique}", [topic], collector_to(again), publisher, decoder, drain=drain_all)
+    await consume_until(sub2, lambda: len(again) >= 8)
+    assert again == [f"r-{i}" for i in range(2, 10)], "redelivered from the held offset, not from the last handled"
+    assert sub2.lag == 0 and not sub2.behind
+
+
 def collector_to(target: list[str]) -> Callable[[AnnotationSubmitted, Delivery], Awaitable[None]]:
     async def handle(event: AnnotationSubmitted, delivery: Delivery) -> None:
         target.append(event.record_id)

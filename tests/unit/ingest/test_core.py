@@ -35,7 +35,7 @@ def test_label_shift_is_flagged_beyond_threshold() -> None:
     window = ModelWindow()
     for i in range(50):
         window.accept(accepted(i, "bad" if i < 45 else "good"))
-    checks = batch_checks(window, {"good": 500, "bad": 500}, label_shift_alert=0.2, max_rejection_rate=0.5)
+    checks = batch_checks(window, {"good": 500, "bad": 500}, label_shift_alert=0.2, max_rejection_rate=0.5, min_rows=50)
     assert checks["label_shift"]["distance"] == 0.4
     assert checks["label_shift"]["flagged"] is True
     assert checks["label_shift"]["batch_label_counts"] == {"bad": 45, "good": 5}
@@ -56,7 +56,7 @@ def test_rejection_rate_alarm() -> None:
         window.reject(["range", "label"])
     window.reject(["range"])
     window.duplicates = 3
-    checks = batch_checks(window, {}, label_shift_alert=0.2, max_rejection_rate=0.3)
+    checks = batch_checks(window, {}, label_shift_alert=0.2, max_rejection_rate=0.3, min_rows=20)
     rejections = checks["rejections"]
     assert rejections["rate"] == round(11 / 26, 6)
     assert rejections["flagged"] is True
@@ -142,5 +142,8 @@ def test_the_classification_check_keeps_its_shape() -> None:
     for i in range(200):
         window.accept(accepted(i, "bad" if i % 2 else "good"))
     checks = batch_checks(window, {"good": 500, "bad": 500}, 0.2, 0.5, dataset_histogram())
-    assert set(checks["label_shift"]) == {"distance", "threshold", "batch_label_counts", "flagged"}
+    assert set(checks["label_shift"]) == {
+        *("distance", "threshold", "batch_label_counts", "flagged"),
+        *("batch_rows", "batches", "min_rows", "deferred"),
+    }
     assert checks["label_shift"]["distance"] == 0.0

@@ -16,7 +16,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,11 +110,13 @@ class Ingest:
             clock=clock,
         )
         self.releases = 0
+        self.held: dict[tuple[str, int], int] = {}
         self.handlers.release = self._release
         self._offset = 0
 
-    def _release(self) -> None:
+    def _release(self, holding: Mapping[tuple[str, int], int] | None = None) -> None:
         self.releases += 1
+        self.held = dict(holding or {})
 
     async def send(self, *messages: AnnotationSubmitted) -> None:
         for message in messages:
@@ -431,19 +433,52 @@ async def test_the_manifest_records_the_windows_rejections_and_a_high_rate_raise
     store: FileStore,
 ) -> None:
     ingest = Ingest(store)
-    await ingest.send(*(annotation(i) for i in range(5)))
-    await ingest.send(*(annotation(i, label="perhaps") for i in range(100, 120)))
+    await ingest.send(*(annotation(i) for i in range(30)))
+    await ingest.send(*(annotation(i, label="perhaps") for i in range(100, 190)))
     await ingest.handlers.flush()
 
     rejections = DatasetRepository(store).manifest(MODEL).checks["rejections"]
-    assert rejections["accepted"] == 5 and rejections["rejected"] == 20 and rejections["rate"] == 0.8
-    assert rejections["by_rule"] == {"label": 20} and rejections["flagged"] is True
+    assert rejections["accepted"] == 30 and rejections["rejected"] == 90 and rejections["rate"] == 0.75
+    assert rejections["by_rule"] == {"label": 90} and rejections["flagged"] is True
     assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 1
-    assert ingest.metric("driftloop_ingest_rejection_rate_ratio", model=MODEL) == 0.8
+    assert ingest.metric("driftloop_ingest_rejection_rate_ratio", model=MODEL) == 0.75
 
-    await ingest.send(*(annotation(i) for i in range(200, 230)))
+    await ingest.send(*(annotation(i) for i in range(200, 330)))
     await ingest.handlers.flush()
     assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 0, "a clean window clears it"
+
+
+async def test_batches_below_min_batch_rows_are_judged_together_with_the_next(store: FileStore) -> None:
+    ingest = Ingest(store)
+    repo = DatasetRepository(store)
+    await ingest.send(*(annotation(i) for i in range(200)))  # the dataset to compare with
+    await ingest.handlers.flush()
+    # 30 rows, all "yes", 20 rejections: a total shift and a 40 % rejection rate, on 50 records
+    await ingest.send(*(annotation(2 * i + 1001) for i in range(30)))
+    await ingest.send(*(annotation(i, label="perhaps") for i in range(500, 520)))
+    await ingest.handlers.flush()
+    small = repo.manifest(MODEL).checks
+    assert small["label_shift"]["deferred"] is True and small["label_shift"]["flagged"] is False
+    assert small["rejections"]["deferred"] is True and small["rejections"]["flagged"] is False
+    assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 0
+    assert ingest.metric("driftloop_ingest_label_shift_flags_total", model=MODEL) in (None, 0.0)
+
+    # the next batch brings the carried one over the minimum: both are judged as one window
+    await ingest.send(*(annotation(2 * i + 2001) for i in range(40)))
+    await ingest.send(*(annotation(i, label="perhaps") for i in range(600, 630)))
+    await ingest.handlers.flush()
+    judged = repo.manifest(MODEL).checks
+    assert judged["label_shift"]["batches"] == 2 and judged["label_shift"]["batch_rows"] == 70
+    assert judged["label_shift"]["batch_label_counts"] == {"yes": 70}
+    assert judged["label_shift"]["flagged"] is True and judged["label_shift"]["deferred"] is False
+    assert judged["rejections"]["rejected"] == 50 and judged["rejections"]["accepted"] == 70
+    assert judged["rejections"]["flagged"] is True
+    assert ingest.metric("driftloop_ingest_rejection_alarm", model=MODEL) == 1
+
+    await ingest.send(*(annotation(i) for i in range(3000, 3150)))  # judged alone, and clean
+    await ingest.handlers.flush()
+    clean = repo.manifest(MODEL).checks
+    assert clean["label_shift"]["batches"] == 1 and clean["rejections"]["flagged"] is False
 
 
 async def test_records_buffered_when_their_spec_is_deleted_are_not_lost(store: FileStore) -> None:
@@ -674,3 +709,55 @@ async def test_a_spec_switching_to_regression_starts_a_new_lineage(store: FileSt
     assert repo.load(MODEL).y.tolist() == [7.0] and repo.load(MODEL, 1).y.tolist() == ["yes", "no"]
     [rejection] = ingest.publisher.rejections()
     assert [(r.field, r.rule) for r in rejection.reasons] == [("label", "label")]
+
+
+async def test_each_model_flushes_on_its_own_rows_and_offsets_stay_held_below_a_waiting_window(
+    store: FileStore,
+) -> None:
+    apply_spec(store, SPEC.format(name="fraud"))
+    ingest = Ingest(store, FlushPolicy(max_rows=5, max_age_s=3600.0))
+    repo = DatasetRepository(store)
+    await ingest.send(annotation(1, model="fraud"), annotation(2, model="fraud"))  # offsets 0, 1
+    await ingest.send(*(annotation(i) for i in range(10, 15)))  # offsets 2-6: MODEL's window is full
+    await ingest.handlers.after_poll()
+
+    assert repo.manifest(MODEL).rows_total == 5, "MODEL flushed on its own five rows"
+    assert repo.latest_version("fraud") is None, "fraud's two rows wait for fraud's own threshold"
+    assert ingest.releases == 1 and ingest.held == {(topics.ANNOTATIONS, 0): 0}, "commit stops at fraud's first row"
+
+    await ingest.send(*(annotation(i, model="fraud") for i in range(3, 6)))
+    await ingest.handlers.after_poll()
+    assert repo.manifest("fraud").rows_total == 5 and ingest.releases == 2 and ingest.held == {}
+
+
+async def test_while_the_consumer_is_behind_a_window_waits_for_its_rows_up_to_the_longer_age(
+    store: FileStore,
+) -> None:
+    clock = FakeClock()
+    ingest = Ingest(store, FlushPolicy(max_rows=100, max_age_s=5.0, max_age_behind_s=60.0), clock)
+    behind = True
+    ingest.handlers.behind = lambda: behind
+    await ingest.send(*(annotation(i) for i in range(10)))
+    clock.now += 30.0
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).latest_version(MODEL) is None, "a backlog: the rows are still coming"
+
+    behind = False
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).manifest(MODEL).rows_total == 10, "caught up: the age applies"
+
+    behind = True
+    await ingest.send(annotation(20))
+    clock.now += 60.0
+    await ingest.handlers.after_poll()
+    assert DatasetRepository(store).manifest(MODEL).rows_total == 11, "never longer than the backlog age"
+
+
+async def test_the_buffer_bound_over_all_models_flushes_the_largest_window_first(store: FileStore) -> None:
+    apply_spec(store, SPEC.format(name="fraud"))
+    ingest = Ingest(store, FlushPolicy(max_rows=100, max_age_s=3600.0, max_buffered_rows=6))
+    await ingest.send(*(annotation(i) for i in range(5)), *(annotation(i, model="fraud") for i in range(50, 52)))
+    await ingest.handlers.after_poll()
+    repo = DatasetRepository(store)
+    assert repo.manifest(MODEL).rows_total == 5 and repo.latest_version("fraud") is None
+    assert ingest.handlers.buffered_rows == 2
