@@ -476,6 +476,8 @@ class SubscriberStats:
     """Counters a service exports as metrics."""
 
     handled: int = 0
+    passed: int = 0
+    """Messages passed over unread: not ``wanted`` by the consumer."""
     dead_lettered: int = 0
     retries: int = 0
     commits: int = 0
@@ -530,6 +532,11 @@ class Subscriber(Generic[T]):
     on_dead_letter
         Called with the source topic once a message's dead letter is written (a service's
         dead-letter counter: what the ``DriftloopDeadLetters`` alert reads).
+    wanted
+        ``wanted(value)``: False for a message this consumer has no use for, which is then
+        passed over as handled without being decoded (a consumer that needs few of a topic's
+        messages, as the monitor's ground-truth filter of ``annotations``, must not pay for the
+        rest). It sees raw bytes, so it must be cheap; :attr:`SubscriberStats.passed` counts.
     """
 
     def __init__(
@@ -549,9 +556,11 @@ class Subscriber(Generic[T]):
         after_poll: Callable[[], Awaitable[None]] | None = None,
         co_partitioned: bool = False,
         on_dead_letter: Callable[[str], None] | None = None,
+        wanted: Callable[[bytes | None], bool] | None = None,
     ) -> None:
         self.options = options
         self._on_dead_letter = on_dead_letter
+        self._wanted = wanted
         self.group_id = group_id
         self.topics = list(topics)
         self._policy = MessagePolicy(handler, decode, max_attempts)
@@ -646,20 +655,9 @@ class Subscriber(Generic[T]):
                     continue
                 retry_delay = 0.0
                 for tp, records in batch.items():
-                    for record in records:
-                        if self._stopping.is_set():
-                            consumer.seek(tp, record.offset)
-                            break
-                        outcome = await self._handle(tp, record)
-                        if outcome is Outcome.RETRY:
-                            consumer.seek(tp, record.offset)
-                            retry_delay = max(retry_delay, self._backoff.next_delay())
-                            break
-                        self._read[tp] = record.offset + 1
-                        if self._drain is None:
-                            self._pending[tp] = record.offset + 1
-                        else:
-                            self._handled[tp] = record.offset + 1
+                    done = await self._handle_all(consumer, tp, records)
+                    if done is None:
+                        retry_delay = max(retry_delay, self._backoff.next_delay())
                 self._measure_lag(consumer)
                 if self._after_poll is not None:
                     try:
@@ -684,6 +682,41 @@ class Subscriber(Generic[T]):
             self._consumer = None
             await consumer.stop()
             log.info("consumer %s closed", self.group_id)
+
+    async def _handle_all(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> int | None:
+        """Handle one partition's records in order; the offset handled up to, or None to retry.
+
+        Records the consumer does not ``want`` are passed over in one sweep: only the offset
+        moves for them. A stop or a retry seeks back to the record it happened at.
+        """
+        wanted = self._wanted
+        todo = records if wanted is None else [r for r in records if wanted(r.value)]
+        self.stats.passed += len(records) - len(todo)
+        upto: int | None = records[-1].offset + 1
+        for record in todo:
+            if self._stopping.is_set():
+                consumer.seek(tp, record.offset)
+                upto = record.offset
+                break
+            if await self._handle(tp, record) is Outcome.RETRY:
+                consumer.seek(tp, record.offset)
+                self._mark(tp, record.offset)
+                return None
+        if upto is not None:
+            self._mark(tp, upto)
+        return upto
+
+    def _mark(self, tp: TopicPartition, offset: int) -> None:
+        """Everything of ``tp`` below ``offset`` is read and handled."""
+        if offset <= self._read.get(tp, -1):
+            return
+        self._read[tp] = offset
+        if self._drain is None:
+            self._pending[tp] = offset
+        else:
+            self._handled[tp] = offset
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> Outcome:
         delivery = Delivery(
@@ -735,6 +768,23 @@ class Subscriber(Generic[T]):
                 self._pending[tp] = held
         for tp, offset in self._pending.items():
             self._released[tp] = max(offset, self._released.get(tp, -1))
+
+    async def rewind(self) -> None:
+        """Read again everything handled but not released (deferred mode): the application
+        lost what it buffered (a send the broker refused) and needs the messages once more."""
+        consumer = self._consumer
+        self._handled.clear()
+        self._read.clear()
+        if consumer is None:
+            return
+        for tp in consumer.assignment():
+            offset = self._pending.get(tp)
+            if offset is None:
+                offset = await consumer.committed(tp)
+            if offset is None:
+                await consumer.seek_to_beginning(tp)  # nothing committed: from the start, as on joining
+            else:
+                consumer.seek(tp, offset)
 
     @property
     def behind(self) -> bool:

@@ -499,13 +499,16 @@ ContractT = TypeVar("ContractT", bound=Contract)
 EVENT_FOR_TOPIC: dict[str, type[Event]] = {
     topics.ANNOTATIONS: AnnotationSubmitted,
     topics.ANNOTATIONS_REJECTED: AnnotationRejected,
+    topics.ANNOTATIONS_GROUND_TRUTH: AnnotationSubmitted,  # forwarded annotations, as they were
     topics.DATASETS: DatasetVersionCreated,
     topics.DRIFT: DriftDetected,
     topics.TRAINING_COMPLETED: TrainingCompleted,
     topics.DEPLOYMENTS: DeploymentChanged,
     topics.PREDICTIONS: PredictionsLogged,
 }
-TOPIC_FOR_EVENT: dict[type[Event], str] = {cls: topic for topic, cls in EVENT_FOR_TOPIC.items()}
+TOPIC_FOR_EVENT: dict[type[Event], str] = {
+    cls: topic for topic, cls in reversed(EVENT_FOR_TOPIC.items())
+}  # the first topic of a class is where its events are published (an annotation's is ``annotations``)
 
 
 def topic_of(event: Event) -> str:

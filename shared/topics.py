@@ -7,6 +7,9 @@ from __future__ import annotations
 
 ANNOTATIONS = "annotations"
 ANNOTATIONS_REJECTED = "annotations.rejected"
+ANNOTATIONS_GROUND_TRUTH = "annotations.ground-truth"
+"""The monitor's own: the annotations of ``annotations`` that carry an ``inference_id``, forwarded
+as they are and keyed by model (:mod:`services.monitor.ground_truth`), so its join reads only those."""
 DATASETS = "datasets"
 DRIFT = "drift"
 TRAINING_COMPLETED = "training.completed"
@@ -16,6 +19,7 @@ PREDICTIONS = "predictions"
 ALL = (
     ANNOTATIONS,
     ANNOTATIONS_REJECTED,
+    ANNOTATIONS_GROUND_TRUTH,
     DATASETS,
     DRIFT,
     TRAINING_COMPLETED,

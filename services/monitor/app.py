@@ -1,9 +1,12 @@
 """Composition root of the monitor: a faust-streaming app, the publisher, HTTP.
 
-faust consumes ``predictions``, ``annotations``, ``deployments`` and ``training.completed``
-in one consumer group (its assignor keeps the co-partitioned topics together, so a model's
-predictions, labels and deployments land on the same replica) and keeps the prediction/label
-join in a Table whose changelog follows the partition on a rebalance. Records are decoded
+faust consumes ``predictions``, ``annotations.ground-truth``, ``deployments`` and
+``training.completed`` in one consumer group (its assignor keeps the co-partitioned topics
+together, so a model's predictions, labels and deployments land on the same replica) and keeps
+the prediction/label join in a Table whose changelog follows the partition on a rebalance.
+``annotations`` itself is read by a lean filter beside faust that forwards only the records
+with an ``inference_id`` (:mod:`services.monitor.ground_truth`): a bulk load of training data
+costs the monitor next to nothing. Records are decoded
 with the shared event models at the agent boundary, by the same policy as the bus's
 subscribers (:class:`shared.bus.MessagePolicy`): a transient failure is retried in place, only
 what can never be handled goes to ``<topic>.dlq`` with the reason. Everything else is in
@@ -22,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import faust
-import orjson
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
+from services.monitor.ground_truth import GroundTruthFilter, decode_ground_truth
 from services.monitor.handlers import MonitorHandlers
 from services.monitor.landing import render_landing
 from services.monitor.metrics import MonitorMetrics
@@ -45,7 +48,7 @@ from shared.bus import (
 )
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.errors import BrokerUnavailable, ModelNotFound
-from shared.events import AnnotationSubmitted, decode_as, utc_now
+from shared.events import utc_now
 from shared.http import HttpServer, add_error_handler, add_health_routes
 from shared.lifecycle import configure_logging, run_forever, run_until_signalled
 from shared.registry import Registry
@@ -53,7 +56,8 @@ from shared.spec import SpecCatalog
 
 log = logging.getLogger("driftloop.monitor")
 
-CONSUMED = (topics.PREDICTIONS, topics.ANNOTATIONS, topics.DEPLOYMENTS, topics.TRAINING_COMPLETED)
+CONSUMED = (topics.PREDICTIONS, topics.ANNOTATIONS_GROUND_TRUTH, topics.DEPLOYMENTS, topics.TRAINING_COMPLETED)
+"""What faust consumes; ``annotations`` is read by the ground-truth filter."""
 
 
 class MonitorSettings(ServiceSettings):
@@ -92,22 +96,6 @@ class MonitorSettings(ServiceSettings):
     )
 
 
-def decode_ground_truth(topic: str, data: bytes) -> AnnotationSubmitted | None:
-    """An annotation the monitor can join -- ground truth for a prediction -- or None.
-
-    Most of ``annotations`` can be training data without an ``inference_id`` (a bulk load of
-    labelled history): the monitor has nothing to do with those, so they are recognised from
-    the parsed JSON (orjson, a few microseconds) and skipped before the full validation, which
-    costs ten times as much. Anything else is decoded as every consumer does (what does not
-    decode is a dead letter).
-    """
-    with contextlib.suppress(orjson.JSONDecodeError):
-        body = orjson.loads(data)
-        if isinstance(body, dict) and body.get("inference_id") is None and "model" in body:
-            return None
-    return decode_as(AnnotationSubmitted, data)
-
-
 class MonitorService:
     """The monitor wired up: faust app, handlers, publisher, HTTP."""
 
@@ -117,6 +105,7 @@ class MonitorService:
         self.metrics = MonitorMetrics.create(self.registry)
         self.options = KafkaOptions.from_settings(settings, client_id="driftloop-monitor")
         self.publisher = Publisher(self.options)
+        self.ground_truth = GroundTruthFilter(self.options, self.publisher, f"{settings.monitor_group}-ground-truth")
         store = build_store(settings)
         batching: dict[str, Any] = (
             {"producer_max_batch_size": settings.changelog_batch} if settings.changelog_batch else {}
@@ -160,7 +149,7 @@ class MonitorService:
         handlers = self.handlers
         routes: dict[str, Callable[[Any], Awaitable[None]]] = {
             topics.PREDICTIONS: handlers.on_predictions,
-            topics.ANNOTATIONS: handlers.on_annotation,
+            topics.ANNOTATIONS_GROUND_TRUTH: handlers.on_annotation,
             topics.DEPLOYMENTS: handlers.on_deployment,
             topics.TRAINING_COMPLETED: handlers.on_training,
         }
@@ -173,7 +162,7 @@ class MonitorService:
             if event is not None:
                 await handle(event)
 
-        decode = decode_ground_truth if name == topics.ANNOTATIONS else None
+        decode = decode_ground_truth if name == topics.ANNOTATIONS_GROUND_TRUTH else None
         policy: MessagePolicy[Any] = MessagePolicy(run, decode)
 
         async def agent(stream: Any) -> None:
@@ -228,6 +217,8 @@ class MonitorService:
             return "stopping"
         if not self._started.is_set():
             return "not consuming yet"
+        if not self.ground_truth.subscriber.started.is_set():
+            return "not reading annotations yet"
         return None if self._settled() else "recovering the join table after a start or rebalance"
 
     async def consume(self) -> None:
@@ -236,12 +227,15 @@ class MonitorService:
             await self.publisher.start(self._stopping)
         except BrokerUnavailable:
             return
+        filtering: asyncio.Task[None] | None = None
         try:
             with contextlib.suppress(BrokerUnavailable):
+                read = (*CONSUMED, topics.ANNOTATIONS)
                 await ensure_topics(
-                    self.options, [*CONSUMED, *map(topics.dlq, CONSUMED)], partitions=self.settings.kafka_partitions
+                    self.options, [*read, *map(topics.dlq, read)], partitions=self.settings.kafka_partitions
                 )
             await self.faust.start()
+            filtering = asyncio.create_task(self.ground_truth.run())
             self._started.set()
             while not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
@@ -251,6 +245,10 @@ class MonitorService:
                 except Exception as err:  # the store may be briefly away: the next round retries
                     log.warning("checkpointing monitor state failed: %s", err)
         finally:
+            self.ground_truth.stop()
+            if filtering is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(filtering, 30)
             with contextlib.suppress(Exception):
                 await self.faust.stop()
             with contextlib.suppress(Exception):

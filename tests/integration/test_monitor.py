@@ -412,7 +412,7 @@ async def test_a_store_outage_delays_a_canary_but_never_loses_it(
     ]
     assert change.action == "promoted" and change.version == candidate, "judged once"
     assert Registry(store).alias(model, "canary") is None and not watch.decisions
-    for topic in (topics.DEPLOYMENTS, topics.ANNOTATIONS, topics.PREDICTIONS):
+    for topic in (topics.DEPLOYMENTS, topics.ANNOTATIONS_GROUND_TRUTH, topics.PREDICTIONS):
         assert await read_settled(options, topics.dlq(topic), model, settle_s=1.0) == [], topic
     metrics = (await service_metrics(service)).splitlines()
     assert any(line.startswith("driftloop_monitor_handler_retries_total") for line in metrics)
