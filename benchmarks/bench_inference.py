@@ -21,7 +21,10 @@ one-row V2 requests (one tensor per feature: BYTES, BOOL, FP32) at 8 connections
 both and also binary and as KServe V1 to the inference service. Targets: at least 80% of its
 bare route's throughput, p99 <= 5 ms.
 
-    .venv/bin/python benchmarks/bench_inference.py [SECONDS] [--only forest|mixed]
+A wide model (issue #23: the forest's shape on 300 features) is served beside its own bare route:
+1- and 32-row V2 requests at 8 connections, JSON and binary.
+
+    .venv/bin/python benchmarks/bench_inference.py [SECONDS] [--only forest|mixed|wide]
 """
 
 from __future__ import annotations
@@ -389,6 +392,42 @@ def bench_mixed(ports: dict[str, int], seconds: int, root: Path, row: dict[str, 
     )
 
 
+WIDE_FEATURES = 300
+WIDE_CONNECTIONS = 8
+
+
+def register_wide(store: FileStore) -> bytes:
+    """A wide model (issue #23): the forest's shape on 300 features, registered as ``wide`` v1."""
+    X, y = make_classification(5000, WIDE_FEATURES, n_informative=30, random_state=0)
+    onnx, _ = register_model(
+        store, "RandomForestClassifier", {"n_estimators": 100, "max_depth": 10}, X, y, model="wide"
+    )
+    return onnx
+
+
+def bench_wide(ports: dict[str, int], seconds: int, root: Path, rng: np.random.Generator) -> None:
+    """The 300-feature model: 1 and 32 rows at 8 connections, JSON and binary, against its bare route."""
+    print(
+        f"\nwide: RandomForest 100 trees depth 10, {WIDE_FEATURES} features, V2 requests, "
+        f"{WIDE_CONNECTIONS} connections, wrk {seconds}s per row"
+    )
+    print(f"{'server':<28} {'rows':>4} {'req/s':>8} {'p50':>9} {'p99':>9} {'vs bare':>8}")
+    for rows in (1, 32):
+        X = rng.normal(size=(rows, WIDE_FEATURES))
+        runs = [
+            ("bare route (ceiling)", ports["bare"], v2_json(X)),
+            ("driftloop inference", ports["service"], v2_json(X)),
+            ("driftloop, binary", ports["service"], v2_binary(X)),
+        ]
+        ceiling = 0.0
+        for name, port, body in runs:
+            url = f"http://127.0.0.1:{port}/v2/models/wide/infer"
+            rate, p50, p99 = median_run(url, body, WIDE_CONNECTIONS, seconds, root)
+            ceiling = ceiling or rate
+            vs_bare = f"{rate / ceiling:.0%}" if name != "bare route (ceiling)" else ""
+            print(f"{name:<28} {rows:>4} {rate:>8.0f} {p50:>9} {p99:>9} {vs_bare:>8}")
+
+
 def bench_forest(
     ports: dict[str, int], seconds: int, root: Path, rows_of: dict[int, np.ndarray], floor: dict[int, float]
 ) -> None:
@@ -443,10 +482,12 @@ def main(seconds: int, only: str | None = None) -> None:
         (root / "model.onnx").write_bytes(onnx)
         mixed = register_mixed(store, np.random.default_rng(2))
         (root / "mixed.onnx").write_bytes(mixed)
+        (root / "wide.onnx").write_bytes(register_wide(store))
         row = mixed_row(np.random.default_rng(3))
         floor = {rows: raw_onnxruntime(onnx, rows, rng) for rows in rows_of}
         mixed_floor = raw_mixed(mixed, row)
         port, quiet_port, bare_port, mixed_bare_port = free_port(), free_port(), free_port(), free_port()
+        wide_bare_port = free_port()
         env = {
             **os.environ,
             "DRIFTLOOP_KAFKA_BOOTSTRAP": broker.bootstrap,
@@ -461,18 +502,21 @@ def main(seconds: int, only: str | None = None) -> None:
             start_service(env, quiet_port, log_predictions=False),
             start_bare(env, bare_port, root / "model.onnx"),
             start_bare(env, mixed_bare_port, root / "mixed.onnx"),
+            start_bare(env, wide_bare_port, root / "wide.onnx"),
         ]
         try:
-            for each in (port, quiet_port, bare_port, mixed_bare_port):
+            for each in (port, quiet_port, bare_port, mixed_bare_port, wide_bare_port):
                 wait_http(f"http://127.0.0.1:{each}/openapi.json")
             for each in (port, quiet_port):
-                for model in ("bench", "mixed"):
+                for model in ("bench", "mixed", "wide"):
                     wait_http(f"http://127.0.0.1:{each}/v2/models/{model}/ready")
             ports = {"service": port, "quiet": quiet_port, "bare": bare_port}
             if only in (None, "forest"):
                 bench_forest(ports, seconds, root, rows_of, floor)
             if only in (None, "mixed"):
                 bench_mixed({**ports, "bare": mixed_bare_port}, seconds, root, row, mixed_floor)
+            if only in (None, "wide"):
+                bench_wide({**ports, "bare": wide_bare_port}, seconds, root, np.random.default_rng(4))
             metrics = f"http://127.0.0.1:{port}/metrics"
             time.sleep(1.0)  # the last batch
             print(
@@ -490,6 +534,6 @@ def main(seconds: int, only: str | None = None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("seconds", nargs="?", type=int, default=4, help="seconds per wrk run (default 4)")
-    parser.add_argument("--only", choices=("forest", "mixed"), help="run one of the two models only")
+    parser.add_argument("--only", choices=("forest", "mixed", "wide"), help="run one of the three models only")
     arguments = parser.parse_args()
     main(arguments.seconds, arguments.only)

@@ -185,6 +185,10 @@ def _flatten(data: Any, where: str) -> list[Any]:
     return data
 
 
+_NUMBERS = frozenset({float, int})
+_NUMBERS_OR_NULL = frozenset({float, int, type(None)})
+
+
 def _json_values(flat: list[Any], datatype: str, where: str, nulls: bool = False) -> NDArray[Any]:
     """JSON ``data`` of one numeric tensor as an array, each value checked against the datatype
     (``nulls``: ``null`` is a missing value, NaN)."""
@@ -212,6 +216,9 @@ def _json_values(flat: list[Any], datatype: str, where: str, nulls: bool = False
             if not info.min <= value <= info.max:
                 raise InvalidInput(f"{where}: {value} is out of range for {datatype} ({info.min} to {info.max})")
     else:
+        kinds = set(map(type, flat))  # one pass in C: a wide tensor's values are checked at once
+        if kinds <= _NUMBERS or (nulls and kinds <= _NUMBERS_OR_NULL):
+            return np.array(flat, dtype=np.float64)  # null becomes NaN
         for value in flat:
             if (isinstance(value, bool) or not isinstance(value, int | float)) and not (nulls and value is None):
                 raise InvalidInput(f"{where}: {datatype} data must be numbers, got {value!r}")

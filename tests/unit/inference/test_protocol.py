@@ -197,3 +197,19 @@ def test_a_request_too_wide_for_one_message_is_split_across_several() -> None:
         assert isinstance(event, PredictionsLogged)
         ids += event.inference_ids
     assert ids == ["small", *(f"big:{i}" for i in range(1000))]
+
+
+def test_a_wide_json_tensor_is_read_whole_and_a_bad_value_in_it_is_still_named() -> None:
+    features = tuple(f"f{i}" for i in range(300))
+    schema = InputSchema(features=features, optional=frozenset({"f7"}))
+    X = np.random.default_rng(0).normal(size=(32, 300)).round(4)
+    data: list[Any] = X.tolist()
+    data[3][5] = 2  # an integer is a number
+    body = {"inputs": [{"name": "input", "shape": [32, 300], "datatype": "FP32", "data": data}]}
+    decoded = decode_v2(body, schema).inputs
+    X[3, 5] = 2.0
+    assert isinstance(decoded, np.ndarray) and np.array_equal(decoded, X.astype(np.float32))
+    for bad, message in ((True, "got True"), ("1.5", "got '1.5'"), (None, "got None")):
+        data[10][200] = bad
+        with pytest.raises(InvalidInput, match=f"FP32 data must be numbers, {message}"):
+            decode_v2(body, schema)
