@@ -66,6 +66,9 @@ from shared.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
+FeatureRow = tuple[FeatureValue, ...] | NDArray[np.float64]
+"""A record's features in spec order: values in their dataset form, or a row of float64 (all numeric)."""
+
 RECORD_ID = "_record_id"
 OCCURRED_AT = "_occurred_at"
 LABEL = "_label"
@@ -110,6 +113,9 @@ class AcceptedRecord:
 
     ``features`` follow the spec's order, each in its type's dataset form: a float (numeric),
     the category's text (categorical) or a bool (boolean); None where the value is missing.
+    A record of an all-numeric spec may instead carry a row of a float64 matrix, NaN where a
+    value is missing (ingest's columnar validation hands out rows of its batch's matrix): the
+    shard stacks such rows back with one copy, instead of converting every value again.
     """
 
     record_id: str
@@ -119,7 +125,7 @@ class AcceptedRecord:
     confidence: float
     annotator: str | None
     inference_id: str | None
-    features: tuple[FeatureValue, ...]
+    features: FeatureRow
 
 
 class LabelHistogram(BaseModel):
@@ -406,7 +412,7 @@ def _feature_columns(records: Sequence[AcceptedRecord], n_features: int) -> list
     """Typed features column by column, each a tuple of the records' values in row order."""
     if not records:
         return [()] * n_features
-    columns = list(zip(*(r.features for r in records), strict=True))
+    columns: list[tuple[FeatureValue, ...]] = list(zip(*(r.features for r in records), strict=True))
     if len(columns) != n_features:
         raise ValueError(f"records have {len(columns)} features, the dataset {n_features}")
     return columns
@@ -439,15 +445,6 @@ def _float_arrow(column: NDArray[np.float64]) -> pa.Array:
     return pa.array(column, type=pa.float64(), mask=missing if missing.any() else None)
 
 
-def _arrow_column(values: Sequence[FeatureValue], kind: str) -> pa.Array:
-    """One feature's values as the Arrow array of its type; None is null."""
-    if kind == NUMERIC:
-        return _float_arrow(_float_column(values))
-    if kind == CATEGORICAL:
-        values = _category_texts(values)
-    return pa.array(values, type=_ARROW_TYPES[kind])
-
-
 def _regression_labels(records: Sequence[AcceptedRecord]) -> NDArray[np.float64]:
     """The records' labels as float64 (ingest's validation sends floats; an int is a number too)."""
     labels = np.empty(len(records), dtype=np.float64)
@@ -459,6 +456,33 @@ def _regression_labels(records: Sequence[AcceptedRecord]) -> NDArray[np.float64]
     if not np.isfinite(labels).all():
         raise ValueError("a regression label must be a finite number")
     return labels
+
+
+FeatureColumn = NDArray[np.float64] | Sequence[FeatureValue]
+"""One feature's values over a shard's rows: float64 with NaN for missing (numeric), else the values."""
+
+
+def _feature_data(
+    records: Sequence[AcceptedRecord], feature_names: Sequence[str], types: Sequence[str]
+) -> list[FeatureColumn]:
+    """Each feature's column, built once for both a shard's bytes and its summary.
+
+    All-numeric records become one float matrix, transposed so that each column is contiguous
+    (Arrow and the statistics then read it without a gather); a typed record set is split
+    column by column, categories as their text.
+    """
+    if all(kind == NUMERIC for kind in types):
+        columns = np.ascontiguousarray(_feature_matrix(records, len(feature_names)).T)
+        return list(columns)
+    data: list[FeatureColumn] = []
+    for values, kind in zip(_feature_columns(records, len(feature_names)), types, strict=True):
+        if kind == NUMERIC:
+            data.append(_float_column(values))
+        elif kind == CATEGORICAL:
+            data.append(_category_texts(values))
+        else:
+            data.append(values)
+    return data
 
 
 def encode_shard(
@@ -474,6 +498,23 @@ def encode_shard(
     text, or a float64 for a regression ``task``.
     """
     types = _types_of(feature_names, feature_types)
+    return _encode(records, feature_names, types, task, _feature_data(records, feature_names, types))
+
+
+def _encode(
+    records: Sequence[AcceptedRecord],
+    feature_names: Sequence[str],
+    types: Sequence[FeatureType],
+    task: TaskKind,
+    features: Sequence[FeatureColumn],
+) -> bytes:
+    """:func:`encode_shard` on columns already built (:func:`_feature_data`).
+
+    Numeric feature columns are written without a dictionary: measured values rarely repeat,
+    so pyarrow's dictionary attempt cost most of the write and made pages larger, not smaller
+    (300 float columns of 20,000 rows: 0.28 s and 57 MB with it, 0.07 s and 46 MB without).
+    Strings, flags and the record's own columns keep it. Readers see the same schema and values.
+    """
     schema = _arrow_schema(feature_names, types, task)
     label = (
         pa.array(_regression_labels(records), type=pa.float64())
@@ -488,15 +529,17 @@ def encode_shard(
         pa.array([r.annotator for r in records], type=pa.string()),
         pa.array([r.inference_id for r in records], type=pa.string()),
     ]
-    if all(kind == NUMERIC for kind in types):
-        matrix = _feature_matrix(records, len(feature_names))
-        arrays.extend(_float_arrow(matrix[:, i]) for i in range(len(feature_names)))
-    else:
-        columns = _feature_columns(records, len(feature_names))
-        arrays.extend(_arrow_column(column, kind) for column, kind in zip(columns, types, strict=True))
+    for values, kind in zip(features, types, strict=True):
+        if kind == NUMERIC:
+            arrays.append(_float_arrow(np.asarray(values, dtype=np.float64)))
+        else:
+            arrays.append(pa.array(values, type=_ARROW_TYPES[kind]))
     table = pa.Table.from_arrays(arrays, schema=schema)
+    dictionary = [*META_COLUMNS, *(n for n, kind in zip(feature_names, types, strict=True) if kind != NUMERIC)]
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", write_statistics=False, store_schema=False)
+    pq.write_table(
+        table, sink, compression="zstd", write_statistics=False, store_schema=False, use_dictionary=dictionary
+    )
     return sink.getvalue()
 
 
@@ -524,32 +567,39 @@ def shard_info(
     Labels are counted per class, or for a regression ``task`` summarised (``label_stats``).
     """
     types = _types_of(feature_names, feature_types)
+    return _info(model, records, feature_names, data, types, task, _feature_data(records, feature_names, types))
+
+
+def _info(
+    model: str,
+    records: Sequence[AcceptedRecord],
+    feature_names: Sequence[str],
+    data: bytes,
+    types: Sequence[FeatureType],
+    task: TaskKind,
+    features: Sequence[FeatureColumn],
+) -> ShardInfo:
+    """:func:`shard_info` on columns already built (:func:`_feature_data`)."""
     sha = hashlib.sha256(data).hexdigest()
     stats: dict[str, FeatureStats] = {}
     categories: dict[str, dict[str, int]] = {}
     other: dict[str, int] = {}
     missing: dict[str, int] = {}
-    if all(kind == NUMERIC for kind in types):
-        matrix = _feature_matrix(records, len(feature_names))
-        numeric: list[tuple[str, NDArray[np.float64]]] = [(n, matrix[:, i]) for i, n in enumerate(feature_names)]
-    else:
-        numeric = []
-        for name, kind, values in zip(feature_names, types, _feature_columns(records, len(feature_names)), strict=True):
-            if kind == NUMERIC:
-                numeric.append((name, _float_column(values)))
-                continue
-            counts = Counter(_category_texts(values) if kind == CATEGORICAL else values)
-            missing[name] = counts.pop(None, 0)
-            keyed: Counter[str] = Counter()
-            for value, n in counts.items():
-                keyed[str(category_key(value, kind))] += n
-            categories[name], rest = _capped(keyed)
-            if rest:
-                other[name] = rest
-    for name, column in numeric:
-        finite = np.isfinite(column)
-        stats[name] = FeatureStats.of(column[finite])
-        missing[name] = int(np.isnan(column).sum())
+    for name, kind, values in zip(feature_names, types, features, strict=True):
+        if kind == NUMERIC:
+            column = np.asarray(values, dtype=np.float64)
+            finite = np.isfinite(column)
+            stats[name] = FeatureStats.of(column[finite])
+            missing[name] = int(np.isnan(column).sum())
+            continue
+        counts = Counter(values)
+        missing[name] = counts.pop(None, 0)
+        keyed: Counter[str] = Counter()
+        for value, n in counts.items():
+            keyed[str(category_key(value, kind))] += n
+        categories[name], rest = _capped(keyed)
+        if rest:
+            other[name] = rest
     times = [r.occurred_at for r in records]
     return ShardInfo(
         key=shard_key(model, sha),
@@ -709,8 +759,9 @@ class DatasetRepository:
             else:
                 parent_shards = list(parent.shards) if parent else []
                 lineage = parent
-            data = encode_shard(pending, feature_names, types, task)
-            info = shard_info(model, pending, feature_names, data, types, task)
+            features = _feature_data(pending, feature_names, types)
+            data = _encode(pending, feature_names, types, task, features)
+            info = _info(model, pending, feature_names, data, types, task, features)
             if not self.store.exists(info.key):
                 self.store.put(info.key, data)
             labels = next_label_histogram(lineage, _regression_labels(pending)) if task == REGRESSION else None

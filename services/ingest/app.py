@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from services.ingest.core import FlushPolicy
-from services.ingest.handlers import IngestHandlers, crash_here
+from services.ingest.handlers import IngestHandlers, crash_here, keep_bytes
 from services.ingest.metrics import IngestMetrics
-from services.ingest.validation import parse_annotation
 from shared import topics
 from shared.bus import Subscriber
 from shared.config import ServiceSettings, build_store, load_settings
@@ -86,6 +85,7 @@ class IngestService(BusService):
                 max_buffered_rows=settings.max_buffered_rows,
             ),
             crash_at=settings.crash_at,
+            max_kept=2 * settings.max_poll_records,  # one poll's messages waiting, and the next poll's
         )
         self.subscriber = Subscriber(
             self.options,
@@ -93,7 +93,7 @@ class IngestService(BusService):
             [topics.ANNOTATIONS],
             self.handlers.on_annotation,
             self.publisher,
-            parse_annotation,
+            keep_bytes,
             max_records=settings.max_poll_records,
             drain=self.handlers.drain,
             after_poll=self.handlers.after_poll,

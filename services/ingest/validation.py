@@ -1,5 +1,10 @@
 """Per-record validation of annotations against the model's spec. Pure: no I/O.
 
+This is the reference statement of the rules and the path that says why a record fails.
+Ingest runs a poll's records through :mod:`services.ingest.columnar` first, which checks them
+as arrays and only ever accepts what this module accepts; every record it does not accept is
+decided here, so rejections and their reasons are always this module's.
+
 Every failed rule becomes a :class:`RejectionReason` (field, rule, message); a record is
 accepted only when none failed. Rules:
 
@@ -113,6 +118,8 @@ class RecordValidator:
     comparisons over values that are all floats (the common case, and what the benchmark
     times); everything else (typed specs, missing values) goes through one loop over the
     compiled rules. Only a record that fails is looked at again, rule by rule, to say why.
+    ``lows`` / ``highs``, ``min_confidence`` and :meth:`label_of` are shared with the columnar
+    validator, so both compare with the same bounds and read labels alike.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -120,8 +127,8 @@ class RecordValidator:
         self._names = tuple(spec.feature_names)
         # Bounds default to the largest finite floats, so one chained comparison also refuses
         # infinities (NaN fails every comparison).
-        self._lows = tuple(-sys.float_info.max if f.min is None else f.min for f in spec.features)
-        self._highs = tuple(sys.float_info.max if f.max is None else f.max for f in spec.features)
+        self.lows = tuple(-sys.float_info.max if f.min is None else f.min for f in spec.features)
+        self.highs = tuple(sys.float_info.max if f.max is None else f.max for f in spec.features)
         self._numeric_only = not spec.typed
         self._rules = tuple(
             _FeatureRule(
@@ -131,28 +138,23 @@ class RecordValidator:
                 high=high,
                 allowed=None if f.values is None else frozenset(f.values),
             )
-            for f, low, high in zip(spec.features, self._lows, self._highs, strict=True)
+            for f, low, high in zip(spec.features, self.lows, self.highs, strict=True)
         )
         self._declared = frozenset(self._names)
         self._labels = {str(v): v for v in spec.label.values}
         self._regression = spec.regression
         self._label_low = -sys.float_info.max if spec.label.min is None else spec.label.min
         self._label_high = sys.float_info.max if spec.label.max is None else spec.label.max
-        self._min_confidence = spec.validation.min_confidence
+        self.min_confidence = spec.validation.min_confidence
 
     def check(self, event: AnnotationSubmitted) -> AcceptedRecord | list[RejectionReason]:
         """The stored form of a valid record, or every rule it fails."""
         features = event.features
         values = [features.get(name) for name in self._names]
-        label: Target | None
-        if self._regression:
-            label = self._number(event.label)
-        else:
-            raw = event.label
-            label = self._labels.get(str(int(raw) if raw.__class__ is bool else raw))
+        label = self.label_of(event.label)
         if (
             label is None
-            or event.confidence < self._min_confidence
+            or event.confidence < self.min_confidence
             or len(features) > len(values)
             or not self._declared.issuperset(features)
         ):
@@ -161,7 +163,7 @@ class RecordValidator:
         if (
             self._numeric_only
             and set(map(type, values)) == _FLOATS
-            and all(low <= v <= high for v, low, high in zip(values, self._lows, self._highs, strict=True))  # type: ignore[operator]
+            and all(low <= v <= high for v, low, high in zip(values, self.lows, self.highs, strict=True))  # type: ignore[operator]
         ):
             stored = tuple(values)
         else:
@@ -177,6 +179,13 @@ class RecordValidator:
             event.inference_id,
             stored,
         )
+
+    def label_of(self, raw: Target) -> Target | None:
+        """The label as stored (the spec's own class, or a float), or None when
+        :func:`label_reason` has a reason: a JSON boolean is the class 1 / 0, never a number."""
+        if self._regression:
+            return self._number(raw)
+        return self._labels.get(str(int(raw) if raw.__class__ is bool else raw))
 
     def _number(self, label: Target) -> float | None:
         """A regression label as a float, or None when :func:`label_reason` has a reason.
@@ -240,8 +249,8 @@ class RecordValidator:
         reason = label_reason(spec, event.label)
         if reason is not None:
             reasons.append(reason)
-        if event.confidence < self._min_confidence:
-            message = f"confidence {event.confidence} is below {self._min_confidence}"
+        if event.confidence < self.min_confidence:
+            message = f"confidence {event.confidence} is below {self.min_confidence}"
             reasons.append(RejectionReason(field="confidence", rule="min_confidence", message=message))
         return reasons
 

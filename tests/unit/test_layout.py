@@ -31,6 +31,7 @@ PURE = [
     "services/inference/binary.py",
     "services/trainer/core.py",
     "services/ingest/core.py",
+    "services/ingest/columnar.py",
     "shared/reference.py",
 ]
 MAX_MONITOR_LINES = 620

@@ -26,9 +26,8 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from services.ingest.core import FlushPolicy
-from services.ingest.handlers import IngestHandlers
+from services.ingest.handlers import AdmissionDeferred, IngestHandlers
 from services.ingest.metrics import IngestMetrics
-from services.ingest.validation import parse_annotation
 from shared import topics
 from shared.bus import Delivery
 from shared.datasets import DatasetRepository
@@ -39,6 +38,7 @@ from shared.events import (
     AnnotationSubmitted,
     DatasetVersionCreated,
     Event,
+    SourcePosition,
     encode_event,
 )
 from shared.spec import SpecCatalog, apply_spec, parse_spec, spec_key
@@ -59,13 +59,23 @@ class RecordingPublisher:
 
     events: list[Event] = field(default_factory=list)
     enqueued: list[tuple[str, bytes, bytes | None]] = field(default_factory=list)
+    dead_letters: list[tuple[SourcePosition, bytes | None, str]] = field(default_factory=list)
     acknowledge: bool = True
+    reachable: bool = True
+    """False: the broker cannot be reached, and every send raises at once."""
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     async def publish(self, event: Event, headers: Any = None) -> None:
         self.events.append(event)
 
+    async def dead_letter(self, position: SourcePosition, key: bytes | None, value: bytes | None, reason: str) -> None:
+        if not self.reachable:
+            raise BrokerUnavailable("broker unreachable")
+        self.dead_letters.append((position, value, reason))
+
     async def enqueue(self, topic: str, value: bytes, key: bytes | None = None) -> asyncio.Future[None]:
+        if not self.reachable:
+            raise BrokerUnavailable("broker unreachable")
         self.enqueued.append((topic, value, key))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.acknowledge:
@@ -96,18 +106,24 @@ class Ingest:
     """One ingest replica on a store: its handlers, publisher, metrics and released offsets."""
 
     def __init__(
-        self, store: FileStore, policy: FlushPolicy | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        store: FileStore,
+        policy: FlushPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        catalog: SpecCatalog | None = None,
+        max_kept: int = 10_000,
     ) -> None:
         self.store = store
         self.publisher = RecordingPublisher()
         self.registry = CollectorRegistry()
         self.handlers = IngestHandlers(
             repo=DatasetRepository(store),
-            catalog=SpecCatalog(store, refresh_s=60.0),
+            catalog=catalog or SpecCatalog(store, refresh_s=60.0),
             publisher=self.publisher,  # type: ignore[arg-type]
             metrics=IngestMetrics.create(self.registry),
             policy=policy or FlushPolicy(max_rows=10_000, max_age_s=3600.0),
             clock=clock,
+            max_kept=max_kept,
         )
         self.releases = 0
         self.held: dict[tuple[str, int], int] = {}
@@ -123,10 +139,20 @@ class Ingest:
             await self.send_bytes(encode_event(message), message.model)
 
     async def send_bytes(self, value: bytes, key: str = MODEL) -> None:
-        """Deliver raw bytes as the subscriber would: decoded by ingest's own decoder."""
-        delivery = Delivery(topics.ANNOTATIONS, 0, self._offset, key.encode(), value, 0)
+        """Deliver raw bytes as the subscriber would, as a poll of one message."""
+        await self.keep_bytes(value, key)
+        await self.handlers.validate_kept()
+
+    async def keep(self, *messages: AnnotationSubmitted) -> None:
+        """Deliver messages as one poll would, before its after-poll step validates them together."""
+        for message in messages:
+            await self.keep_bytes(encode_event(message), message.model)
+
+    async def keep_bytes(self, value: bytes, key: str = MODEL, partition: int = 0) -> Delivery:
+        delivery = Delivery(topics.ANNOTATIONS, partition, self._offset, key.encode(), value, 0)
         self._offset += 1
-        await self.handlers.on_annotation(parse_annotation(topics.ANNOTATIONS, value), delivery)
+        await self.handlers.on_annotation(value, delivery)
+        return delivery
 
     def metric(self, name: str, **labels: str) -> float | None:
         return self.registry.get_sample_value(name, labels)
@@ -761,3 +787,143 @@ async def test_the_buffer_bound_over_all_models_flushes_the_largest_window_first
     repo = DatasetRepository(store)
     assert repo.manifest(MODEL).rows_total == 5 and repo.latest_version("fraud") is None
     assert ingest.handlers.buffered_rows == 2
+
+
+# --- a poll's messages, validated together ------------------------------------------------------
+
+
+def poll_of_every_kind() -> list[bytes]:
+    """A poll as senders make them: valid records, a resend, bad values, a schema violation, junk."""
+    return [
+        encode_event(annotation(1)),
+        encode_event(annotation(2, features={"a": 2.0, "b": 500.0, "c": 0.5})),  # b above max
+        encode_event(annotation(3, label="perhaps", confidence=0.1)),
+        b'{"model": "credit", "record_id": 4, "features": {}, "label": "no"}',
+        b"{not json",
+        encode_event(annotation(1, features={"a": 99.0, "b": 1.0, "c": 0.0})),  # a resend of r1
+        encode_event(annotation(5, model="nobody")),
+        json.dumps({**json.loads(encode_event(annotation(6))), "features": {"a": 1, "b": True, "c": None}}).encode(),
+        json.dumps({**json.loads(encode_event(annotation(7))), "features": {"b": 7, "a": 7.5}}).encode(),
+        encode_event(annotation(8)),
+        b'{"model": "nobody", "record_id": "n", "features": {"a": [1]}, "label": "no"}',
+    ]
+
+
+def outcome(ingest: Ingest) -> tuple[Any, ...]:
+    rejected = [
+        (r.source.offset, r.model, [(x.field, x.rule, x.message) for x in r.reasons])
+        for r in ingest.publisher.rejections()
+    ]
+    dead = [(p.offset, reason) for p, _, reason in ingest.publisher.dead_letters]
+    window = ingest.handlers.windows[MODEL]
+    stored = [
+        (r.record_id, r.label, [None if v is None or v != v else float(v) for v in r.features]) for r in window.records
+    ]
+    return rejected, dead, stored, window.duplicates, window.rejected, dict(window.rejected_by_rule)
+
+
+async def test_a_polls_messages_validated_together_get_the_verdicts_each_would_get_alone(store: FileStore) -> None:
+    alone, together = Ingest(store), Ingest(store)
+    for value in poll_of_every_kind():
+        await alone.send_bytes(value)
+    for value in poll_of_every_kind():
+        await together.keep_bytes(value)
+    assert together.handlers.buffered_rows == 0, "kept, not yet validated"
+    await together.handlers.after_poll()
+
+    assert outcome(together) == outcome(alone)
+    rejected, dead, stored, duplicates, _, by_rule = outcome(together)
+    assert [record_id for record_id, _, _ in stored] == ["r1", "r7", "r8"], "arrival order, first copy kept"
+    assert stored[1][2][:2] == [7.5, 7.0] and stored[1][2][2] is None, "spec order; an integer is its float"
+    assert [offset for offset, _, _ in rejected] == [1, 2, 3, 6, 7, 10] and duplicates == 1
+    assert {rule for _, rule, _ in rejected[-1][2]} == {"schema"}, "the schema is judged before the model"
+    assert by_rule == {"range": 1, "label": 1, "min_confidence": 1, "schema": 1, "type": 1}
+    assert dead == [(4, dead[0][1])] and dead[0][1].startswith("not JSON")
+    assert together.metric("driftloop_ingest_dead_letters_total") == 1
+
+
+async def test_a_record_id_sent_twice_in_one_poll_is_stored_once(store: FileStore) -> None:
+    ingest = Ingest(store)
+    first = annotation(1)
+    await ingest.keep(first, first.model_copy(update={"features": {"a": 99.0, "b": 1.0, "c": 0.0}}), annotation(2))
+    await ingest.handlers.validate_kept()
+    await ingest.handlers.flush()
+
+    data = DatasetRepository(store).load(MODEL)
+    assert data.record_ids.tolist() == ["r1", "r2"] and data.X[0][0] == 1.0
+    assert ingest.metric("driftloop_ingest_duplicate_records_total", model=MODEL) == 1
+
+
+class StaleCatalog(SpecCatalog):
+    """A catalog that looks at the store again only for a model it does not know (as the real one
+    does once half a second has passed): a spec changed in the store stays unseen until then."""
+
+    def due(self, model: str | None = None) -> bool:
+        return model is not None and self.cached(model) is None
+
+
+async def test_a_spec_change_in_the_middle_of_a_poll_stores_each_record_under_its_own_spec(store: FileStore) -> None:
+    catalog = StaleCatalog(store)
+    ingest = Ingest(store, catalog=catalog)
+    await ingest.send(annotation(0))  # the catalog reads the specs
+    reordered = SPEC.format(name=MODEL).replace("{name: a}, {name: b, min: 0, max: 100}", "{name: b}, {name: a}")
+    apply_spec(store, reordered)
+    apply_spec(store, SPEC.format(name="fraud"))
+    await ingest.keep(annotation(1, features={"a": 1.0, "b": 2.0, "c": 3.0}))  # checked against the old spec
+    await ingest.keep(annotation(9, model="fraud"))  # unknown: the catalog is read again
+    later = await ingest.keep_bytes(encode_event(annotation(2, features={"a": 4.0, "b": 5.0, "c": 6.0})), partition=1)
+    await ingest.handlers.validate_kept()
+
+    repo = DatasetRepository(store)
+    first = repo.manifest(MODEL, 1)
+    assert first.features == ["a", "b", "c"] and first.rows_added == 2, "the old spec's records, flushed first"
+    assert ingest.held == {(topics.ANNOTATIONS, 0): 2, (topics.ANNOTATIONS, 1): later.offset}, (
+        "the flush in the middle of the poll holds what is not admitted yet"
+    )
+    await ingest.handlers.flush()
+    second = repo.manifest(MODEL, 2)
+    assert second.features == ["b", "a", "c"] and second.rows_added == 1
+    assert repo.load(MODEL, 2).X[0].tolist() == [5.0, 4.0, 6.0]
+
+
+async def test_a_transient_failure_in_the_middle_of_a_poll_keeps_the_rest_and_holds_their_offsets(
+    store: FileStore,
+) -> None:
+    ingest = Ingest(store)
+    await ingest.keep(annotation(1), annotation(2, label="perhaps"), annotation(3))
+    ingest.publisher.reachable = False  # the rejection of r2 cannot be queued
+    with pytest.raises(BrokerUnavailable):
+        await ingest.handlers.after_poll()
+    assert ingest.handlers.buffered_rows == 1 and len(ingest.handlers.kept) == 2, "r1 admitted, r2 and r3 kept"
+    await ingest.handlers.flush()
+    assert ingest.held == {(topics.ANNOTATIONS, 0): 1}, "r1 is stored; the kept messages hold the rest"
+
+    ingest.publisher.reachable = True
+    await ingest.handlers.after_poll()
+    await ingest.handlers.flush()
+    assert ingest.handlers.kept == [] and len(ingest.publisher.rejections()) == 1
+    assert DatasetRepository(store).load(MODEL).record_ids.tolist() == ["r1", "r3"]
+    assert ingest.held == {}
+
+
+async def test_while_kept_messages_cannot_be_admitted_new_ones_are_deferred(store: FileStore) -> None:
+    ingest = Ingest(store, max_kept=2)
+    await ingest.keep(annotation(1), annotation(2))
+    with pytest.raises(AdmissionDeferred):  # transient to the bus: it reads the message again later
+        await ingest.keep(annotation(3))
+    await ingest.handlers.validate_kept()
+    await ingest.keep(annotation(3))
+    assert len(ingest.handlers.kept) == 1
+
+
+async def test_a_dead_letter_that_cannot_be_written_yet_is_tried_again(store: FileStore) -> None:
+    ingest = Ingest(store)
+    await ingest.keep_bytes(b"[1, 2]")
+    ingest.publisher.reachable = False
+    with pytest.raises(BrokerUnavailable):
+        await ingest.handlers.validate_kept()
+    ingest.publisher.reachable = True
+    await ingest.handlers.validate_kept()
+    [(position, value, reason)] = ingest.publisher.dead_letters
+    assert (position.offset, value, reason) == (0, b"[1, 2]", "expected a JSON object")
+    assert ingest.metric("driftloop_ingest_dead_letters_total") == 1
