@@ -16,7 +16,8 @@ errors, PSI windows of 1,000, 200 confirmation samples).
   ``ConceptDriftStream(width=1)`` means, which River 0.26 cannot generate past position ~177
   (``math.exp`` overflows in its sigmoid). Target < 1,000; a change not confirmed within
   ``--after`` samples counts as missed (FAIL).
-* **Throughput**: predictions/s of one ``ModelDrift`` on 20-feature rows (River's Hyperplane),
+* **Throughput**: predictions/s of one ``ModelDrift`` on 20-feature rows (River's Hyperplane;
+  ``--features 20,100,300`` for wider ones),
   per message (``observe_predictions`` on batches of ``--batch`` rows, as ``handlers.py`` calls
   it for each ``PredictionsLogged``), without and with the outcome stream
   (one ``observe_outcome`` per prediction). Best of ``--repeats``. Target >= 20,000/s.
@@ -215,13 +216,13 @@ def quality(case: Case, stable: int, seeds: int, before: int, after: int) -> Qua
 # --- throughput ------------------------------------------------------------------------------
 
 
-def throughput(rows: int, batch: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Predictions/s on 20-feature rows per message, without and with outcomes
+def throughput(rows: int, batch: int, repeats: int, width: int = 20) -> dict[str, tuple[float, float]]:
+    """Predictions/s on ``width``-feature rows per message, without and with outcomes
     (wall clock, and per CPU second of this process -- steadier on a shared machine)."""
     case = Case(
-        "Hyperplane-20",
+        f"Hyperplane-{width}",
         "",
-        lambda seed: synth.Hyperplane(seed=seed, n_features=20, n_drift_features=0, noise_percentage=0.05),
+        lambda seed: synth.Hyperplane(seed=seed, n_features=width, n_drift_features=0, noise_percentage=0.05),
         lambda seed: None,
         lambda: make_pipeline(StandardScaler(), LogisticRegression()),
     )
@@ -281,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1000, help="rows per observe_predictions call")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per path (best reported)")
     parser.add_argument(
+        "--features",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[20],
+        help="features of the throughput rows: one count, or several (20,100,300)",
+    )
+    parser.add_argument(
         "--only", nargs="*", choices=list(dict.fromkeys(c.name for c in CASES)), help="generators to run"
     )
     args = parser.parse_args(argv)
@@ -318,10 +325,13 @@ def main(argv: list[str] | None = None) -> None:
         f"the published concept alarm (< {MAX_DELAY:,}; 'missed' = none within --after)"
     )
     print()
-    print(f"throughput: one ModelDrift, 20 features (Hyperplane), {args.rows:,} rows, best of {args.repeats}")
-    print(f"  {'path':<62} {'wall /s':>10} {'CPU /s':>10}  (target {MIN_RATE:,} predictions/s, wall)")
-    for label, (wall, cpu) in throughput(args.rows, args.batch, args.repeats).items():
-        print(f"  {label:<62} {wall:>10,.0f} {cpu:>10,.0f} {verdict(wall >= MIN_RATE):>5}")
+    for width in args.features:
+        print(f"throughput: one ModelDrift, {width} features (Hyperplane), {args.rows:,} rows, best of {args.repeats}")
+        target = f"(target {MIN_RATE:,} predictions/s, wall)" if width == 20 else ""
+        print(f"  {'path':<62} {'wall /s':>10} {'CPU /s':>10}  {target}")
+        for label, (wall, cpu) in throughput(args.rows, args.batch, args.repeats, width).items():
+            shown = verdict(wall >= MIN_RATE) if width == 20 else ""
+            print(f"  {label:<62} {wall:>10,.0f} {cpu:>10,.0f} {shown:>5}")
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

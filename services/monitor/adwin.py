@@ -13,26 +13,48 @@ binary-segmentation estimate on the buffer)`` -- ADWIN's width alone over-estima
 fires quickly after a large change (it drops whole buckets, e.g. width 866 for a change 18
 samples back), and an over-estimate would let the trainer mix old-regime rows into a "since
 change" window; the split maximising the standardised mean difference corrects that.
+
+**Blocks.** With ``block = k > 1`` ADWIN is fed the *sums* of consecutive blocks of ``k``
+samples instead of the samples, for a feature's mean-shift test at 1/k of the updates (the
+monitor's data detectors, :func:`~services.monitor.detectors.data_detector`: River's per-sample
+update was most of the monitor's cost per feature value). Sums, not means: ADWIN's cut bound
+``sqrt(2/m var ln(2/d')) + 2/(3m) ln(2/d')`` has a range term that does not scale with the
+values, so on block means (``m/k`` points of variance ``var/k``) the variance term is unchanged
+but the range term is ``k`` times larger -- a 0.5-sigma shift needed about three times the
+samples at ``k = 16``. On block sums both terms, divided by ``k``, are exactly the per-sample
+bound at the per-sample harmonic size, so the test keeps its power and its false-alarm rate;
+what changes is resolution -- a cut is tested only at block boundaries, and a change is seen
+up to ``k`` samples later. Everything exposed stays in samples and in the values' units
+(``samples``, ``width``, ``change_samples``, ``reference_samples``; statistics, thresholds and
+``reference_mean`` divided by ``k``); the parameters (``clock``, ``min_window_length``,
+``grace_period``, ``max_window``) count blocks, as River sees them. A block's sum is
+:func:`block_sums`, one sequential sum whatever the batch around it, and the samples of the
+unfinished block are part of the checkpoint, so blocks are exact under checkpoint / restore and
+under any split of a stream into batches.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
 from river import drift
 
 from services.monitor.signals import (
     BatchSignals,
+    Detector,
     DriftSignal,
     check_state_header,
     finite_or_none,
     pack_floats,
     state_header,
     unpack_floats,
+    update_many,
 )
 
 _ADWIN: Any = drift.ADWIN
@@ -49,6 +71,19 @@ def _mean_shift_bound(n_old: int, n_new: int, variance: float, delta: float, n_t
     m = 1.0 / (1.0 / n_old + 1.0 / n_new)
     dd = math.log(2.0 * math.log(max(n_total, 3)) / delta)
     return math.sqrt(2.0 / m * max(variance, 0.0) * dd) + 2.0 / (3.0 * m) * dd
+
+
+def block_sums(values: NDArray[np.float64], block: int) -> NDArray[np.float64]:
+    """Sums of consecutive blocks of ``block`` values (``len(values)`` a multiple of ``block``).
+
+    Each is the plain left-to-right sum of its block (``np.add.accumulate`` is sequential by
+    definition, unlike ``sum``'s pairwise reduction), so a block sums to the same float however
+    the stream around it was cut into batches.
+
+    >>> block_sums(np.array([1.0, 2.0, 3.0, 4.0]), 2).tolist()
+    [3.0, 7.0]
+    """
+    return np.add.accumulate(values.reshape(-1, block), axis=1)[:, -1]
 
 
 def _best_split(values: array[float], most: int) -> int:
@@ -82,10 +117,11 @@ class AdwinDetector:
     """River's ADWIN (Rust) with a bounded replay buffer for exact JSON checkpoints.
 
     Parameters are River's (``delta``, ``clock``, ``max_buckets``, ``min_window_length``,
-    ``grace_period``) plus ``max_window``, the cap on the window and on the replay buffer
-    (see the module docstring). Between drifts, every ``clock`` samples the statistic is the
-    mean difference between the older and the newer half of the window, against ADWIN's bound
-    for that split -- the same quantity ADWIN tests, at one split, cheaply.
+    ``grace_period``) plus ``max_window``, the cap on the window and on the replay buffer, and
+    ``block``, the samples summed into each value ADWIN sees (see the module docstring; the
+    other counts are of those values). Between drifts, every ``clock`` values the statistic is
+    the mean difference between the older and the newer half of the window, against ADWIN's
+    bound for that split -- the same quantity ADWIN tests, at one split, cheaply.
 
     >>> import random
     >>> rng = random.Random(7)
@@ -105,16 +141,22 @@ class AdwinDetector:
         min_window_length: int = 5,
         grace_period: int = 10,
         max_window: int = 8192,
+        block: int = 1,
     ) -> None:
         if max_window < 4 * clock:
             raise ValueError(f"max_window {max_window} must be at least 4 x clock ({4 * clock})")
+        if block < 1:
+            raise ValueError(f"block {block} must be at least 1")
         self.delta = delta
         self.clock = clock
         self.max_buckets = max_buckets
         self.min_window_length = min_window_length
         self.grace_period = grace_period
         self.max_window = max_window
+        self.block = block
         self._samples = 0
+        self._units = 0  # values fed to ADWIN in this detector's lifetime (block sums, or samples)
+        self._pending: list[float] = []  # the samples of the unfinished block
         self._window: array[float] = array("d")
         self._cumulative: array[float] = array("d")  # running sums: O(1) statistics between drifts
         self._total = 0.0
@@ -151,7 +193,7 @@ class AdwinDetector:
         return bool(self._river.drift_detected)
 
     def _params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "delta": self.delta,
             "clock": self.clock,
             "max_buckets": self.max_buckets,
@@ -159,6 +201,9 @@ class AdwinDetector:
             "grace_period": self.grace_period,
             "max_window": self.max_window,
         }
+        if self.block > 1:  # a per-sample detector's state reads as it did before blocks
+            params["block"] = self.block
+        return params
 
     @property
     def samples(self) -> int:
@@ -167,15 +212,26 @@ class AdwinDetector:
 
     @property
     def width(self) -> int:
-        """Samples in ADWIN's current window (equal to the replay buffer's length)."""
-        return len(self._window)
+        """Samples in ADWIN's current window and the unfinished block (the replay buffer's, in samples)."""
+        return len(self._window) * self.block + len(self._pending)
+
+    def _signal(self) -> DriftSignal:
+        return DriftSignal(False, self._statistic, self._threshold, self._samples)
 
     def update(self, x: float) -> DriftSignal:
         """Feed one value; on a drift the River object is replaced by a fresh one (as River would)."""
         value = float(x)
-        self._samples = samples = self._samples + 1
+        self._samples += 1
+        if self.block > 1:
+            pending = self._pending
+            pending.append(value)
+            if len(pending) < self.block:
+                return self._signal()
+            value = float(block_sums(np.asarray(pending, dtype=np.float64), self.block)[0])
+            pending.clear()
+        self._units = units = self._units + 1
         window = self._window
-        window.append(value)  # the buffer and its running sums, inline: this runs for every feature value
+        window.append(value)  # the buffer and its running sums, inline: this runs for every value
         self._total = total = self._total + value
         self._cumulative.append(total)
         self._squares += value * value
@@ -183,45 +239,93 @@ class AdwinDetector:
             return self._on_drift()
         if len(window) >= self.max_window:
             self._rebase()
-        if samples % self.clock == 0:
+        if units % self.clock == 0:
             self._refresh_statistic()
-        return DriftSignal(False, self._statistic, self._threshold, samples)
+        return self._signal()
 
-    def update_many(self, values: Sequence[float]) -> BatchSignals:
+    def update_many(self, values: Sequence[float] | NDArray[np.float64]) -> BatchSignals:
         """Feed many values; the same drifts, statistics and state as :meth:`update` one by one.
 
-        Cheaper because the per-sample work is only River's Rust update: the window arrays grow
-        a chunk at a time and the statistic is refreshed at the clock ticks, where ``update``
-        would refresh it (chunks end at ticks, at rebases and after a drift).
+        Cheaper because the per-value work is only River's Rust update: blocks are summed with
+        numpy, the window arrays grow a chunk at a time (chunks end at rebases and after a
+        drift), and the statistic is computed once per chunk, at its last clock tick -- the
+        refresh :meth:`update` would have made last.
+        """
+        n = len(values)
+        if n == 0:
+            return BatchSignals([], None)
+        if self.block == 1:
+            return self._sums(values.tolist() if isinstance(values, np.ndarray) else values, [], n)
+        array_ = np.asarray(values, dtype=np.float64)
+        whole = self._finishing(n)
+        if whole <= 0:
+            return self._sums([], array_.tolist(), n)
+        joined = np.concatenate([np.asarray(self._pending, dtype=np.float64), array_[:whole]])
+        return self._sums(block_sums(joined, self.block).tolist(), array_[whole:].tolist(), n)
+
+    def _finishing(self, n: int) -> int:
+        """How many of ``n`` new samples finish a block (with the unfinished one); <= 0 for none."""
+        held = len(self._pending)
+        return (held + n) // self.block * self.block - held
+
+    def _sums(self, units: Sequence[float], pending: list[float], n: int) -> BatchSignals:
+        """The rest of :meth:`update_many` once its ``n`` samples are summed: ``units``, the sums
+        of the blocks they finish (the samples themselves with ``block == 1``), and ``pending``,
+        the samples of the new unfinished block."""
+        before = self._samples
+        offset = before - len(self._pending)  # the sample ending unit u (0-based) is offset + (u + 1) * block
+        block = self.block
+        if block > 1:
+            self._pending = pending if units else self._pending + pending
+        drifts = [((u + 1) * block - 1 + offset - before, signal) for u, signal in self._feed(units, offset)]
+        self._samples = before + n
+        if drifts and drifts[-1][0] == n - 1:
+            return BatchSignals(drifts, drifts[-1][1])
+        return BatchSignals(drifts, self._signal())
+
+    def _feed(self, units: Sequence[float], offset: int) -> list[tuple[int, DriftSignal]]:
+        """``units`` through ADWIN: each drift with the index of the unit that caused it.
+
+        ``offset``: the lifetime sample count before ``units[0]``'s first sample, so that a drift's
+        signal counts the samples through the one that finished its unit.
         """
         drifts: list[tuple[int, DriftSignal]] = []
-        n = len(values)
+        block, clock = self.block, self.clock
+        n = len(units)
         i = 0
         while i < n:
-            to_tick = self.clock - self._samples % self.clock
-            to_rebase = self.max_window - len(self._window)  # >= 1: a full window rebased at once
-            end = min(n, i + min(to_tick, to_rebase))
+            end = min(n, i + self.max_window - len(self._window))  # >= 1: a full window rebased at once
             step = self._step
             hit = -1
             for j in range(i, end):
-                if step(values[j]):
+                if step(units[j]):
                     hit = j
                     break
             stop = end if hit < 0 else hit + 1
-            self._samples += stop - i
-            self._extend(values[i:stop])
+            first = self._units + 1  # the lifetime number of units[i]
+            self._units += stop - i
+            self._samples = offset + stop * block
             if hit >= 0:
+                self._extend(units[i:stop])
                 drifts.append((hit, self._on_drift()))
+                i = stop
+                continue
+            tick = self._units - self._units % clock  # the last tick so far; in this chunk if >= first
+            rebase = len(self._window) + stop - i >= self.max_window
+            if rebase and tick == self._units:  # a tick on the rebasing unit: refreshed after the rebase
+                self._extend(units[i:stop])
+                self._rebase()
+                self._refresh_statistic()
             else:
-                if len(self._window) >= self.max_window:
+                at = tick - first if tick >= first else -1
+                length = len(self._window) + at + 1
+                squares = self._extend(units[i:stop], at)
+                if at >= 0:
+                    self._refresh_statistic(length, squares)
+                if rebase:
                     self._rebase()
-                if self._samples % self.clock == 0:
-                    self._refresh_statistic()
             i = stop
-        last = None if n == 0 else DriftSignal(False, self._statistic, self._threshold, self._samples)
-        if drifts and drifts[-1][0] == n - 1:
-            last = drifts[-1][1]
-        return BatchSignals(drifts, last)
+        return drifts
 
     def _on_drift(self) -> DriftSignal:
         window = self._window
@@ -232,8 +336,9 @@ class AdwinDetector:
         mean_old = math.fsum(old) / len(old) if len(old) else 0.0
         mean_new = math.fsum(new) / len(new)
         variance = _variance(window)
-        statistic = abs(mean_new - mean_old)
-        threshold = _mean_shift_bound(len(old), len(new), variance, self.delta, n)
+        block = self.block
+        statistic = abs(mean_new - mean_old) / block
+        threshold = _mean_shift_bound(len(old), len(new), variance, self.delta, n) / block
         self._restart()
         self._clear()
         self._statistic, self._threshold = 0.0, math.inf
@@ -242,39 +347,52 @@ class AdwinDetector:
             statistic,
             threshold,
             self._samples,
-            change_samples=change,
-            reference_mean=mean_old,
-            reference_samples=len(old),
+            change_samples=change * block,
+            reference_mean=mean_old / block,
+            reference_samples=len(old) * block,
         )
 
-    def _refresh_statistic(self) -> None:
-        n = len(self._window)
+    def _refresh_statistic(self, n: int | None = None, squares: float | None = None) -> None:
+        """The statistic of the window's first ``n`` values (all of them by default), whose
+        running sum of squares was ``squares``, in the values' units (divided by ``block``)."""
+        if n is None or squares is None:
+            n, squares = len(self._window), self._squares
         if n < 2 * self.min_window_length:
             self._statistic, self._threshold = 0.0, math.inf
             return
         half = n // 2
-        total = self._cumulative[-1]
+        total = self._cumulative[n - 1]
         older_sum = self._cumulative[half - 1]
         older = older_sum / half
         newer = (total - older_sum) / (n - half)
-        variance = max(0.0, (self._squares - total * total / n) / (n - 1))
-        self._statistic = abs(newer - older)
-        self._threshold = _mean_shift_bound(half, n - half, variance, self.delta, n)
+        variance = max(0.0, (squares - total * total / n) / (n - 1))
+        self._statistic = abs(newer - older) / self.block
+        self._threshold = _mean_shift_bound(half, n - half, variance, self.delta, n) / self.block
 
-    def _extend(self, values: Sequence[float]) -> None:
+    def _extend(self, values: Sequence[float], mark: int = -1) -> float:
         """Append ``values`` to the buffer and its running sums (the same float additions, in the
-        same order, as :meth:`update` makes one at a time)."""
+        same order, as :meth:`update` makes one at a time); returns the running sum of squares
+        through ``values[mark]`` (the final one when ``mark`` is -1)."""
         if len(values) == 0:
-            return
+            return self._squares
         self._window.extend(values)
         sums = accumulate(values, initial=self._total)
         next(sums)  # the initial value itself
         self._cumulative.extend(sums)
         self._total = self._cumulative[-1]
         squares = self._squares
-        for value in values:
+        if mark < 0:
+            for value in values:
+                squares += value * value
+            self._squares = squares
+            return squares
+        for value in values[: mark + 1]:
+            squares += value * value
+        marked = squares
+        for value in values[mark + 1 :]:
             squares += value * value
         self._squares = squares
+        return marked
 
     def _clear(self) -> None:
         self._window = array("d")
@@ -302,9 +420,12 @@ class AdwinDetector:
         self._extend(values[start:])
 
     def to_state(self) -> dict[str, Any]:
-        """Parameters, lifetime count, the replay buffer (base64 float64) and the cached statistic."""
+        """Parameters, lifetime count, the replay buffer (base64 float64), the unfinished block's
+        samples (with ``block > 1``) and the cached statistic."""
         state = state_header(self.name, self._params(), self._samples)
         state["window"] = pack_floats(self._window)
+        if self.block > 1:
+            state["pending"] = pack_floats(self._pending)
         state["statistic"] = self._statistic
         state["threshold"] = finite_or_none(self._threshold)
         return state
@@ -315,11 +436,46 @@ class AdwinDetector:
         check_state_header(state, cls.name, same_river=False)
         detector = cls(**state["params"])
         detector._replay(unpack_floats(state["window"]))
+        detector._pending = unpack_floats(state["pending"]).tolist() if detector.block > 1 else []
         detector._samples = int(state["samples"])
+        # Every sample before the unfinished block went into a block (the clock's phase).
+        detector._units = (detector._samples - len(detector._pending)) // detector.block
         detector._statistic = float(state["statistic"])
         threshold = state["threshold"]
         detector._threshold = math.inf if threshold is None else float(threshold)
         return detector
+
+
+def update_columns(detectors: Sequence[AdwinDetector], matrix: NDArray[np.float64]) -> list[BatchSignals]:
+    """Column ``j`` of ``matrix`` (samples x detectors) through ``detectors[j]``: the signals and
+    states of :meth:`AdwinDetector.update_many` per column, with the blocks of all the columns
+    whose unfinished blocks line up (the same block size, as many samples held -- all of them,
+    for a model's features without missing values) summed in one numpy call: per column, what is
+    left is River's update of its few block sums.
+    """
+    n = matrix.shape[0]
+    results: list[BatchSignals | None] = [None] * len(detectors)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, detector in enumerate(detectors):
+        groups.setdefault((detector.block, len(detector._pending)), []).append(j)
+    for (block, held), members in groups.items():
+        if block == 1 or n == 0:
+            for j in members:
+                results[j] = detectors[j].update_many(matrix[:, j])
+            continue
+        columns = matrix[:, members]
+        whole = detectors[members[0]]._finishing(n)
+        if whole <= 0:
+            for j, column in zip(members, columns.T.tolist(), strict=True):
+                results[j] = detectors[j]._sums([], column, n)
+            continue
+        pending = np.asarray([detectors[j]._pending for j in members], dtype=np.float64).reshape(len(members), held)
+        joined = np.concatenate([pending, columns[:whole].T], axis=1)  # a row per detector
+        sums = np.add.accumulate(joined.reshape(len(members), -1, block), axis=2)[:, :, -1]  # as block_sums
+        rest = columns[whole:].T.tolist()
+        for j, units, left in zip(members, sums.tolist(), rest, strict=True):
+            results[j] = detectors[j]._sums(units, left, n)
+    return [r for r in results if r is not None]
 
 
 def _variance(values: array[float]) -> float:
@@ -328,3 +484,40 @@ def _variance(values: array[float]) -> float:
         return 0.0
     mean = math.fsum(values) / n
     return math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+
+
+def update_features(
+    detectors: Mapping[str, Detector], columns: Mapping[str, NDArray[np.float64]], start: int, end: int
+) -> dict[str, tuple[BatchSignals, NDArray[np.float64], list[int] | None]]:
+    """Rows ``start:end`` of each feature's column through its detector (missing values
+    skipped): per feature, the signals, the values fed and their rows (None: every row).
+
+    The block ADWINs of the features whose rows are all present go through
+    :func:`update_columns` together -- their blocks summed in one
+    numpy call, the per-feature work only River's update of the block sums; the others one
+    column at a time. The detectors are independent, so the order does not matter.
+    """
+    batches: dict[str, tuple[BatchSignals, NDArray[np.float64], list[int] | None]] = {}
+    together: list[tuple[str, AdwinDetector, NDArray[np.float64]]] = []
+    for name, detector in detectors.items():
+        column = columns.get(name)
+        if column is None:
+            continue
+        segment = column[start:end]
+        finite = np.isfinite(segment)
+        if finite.all():
+            if isinstance(detector, AdwinDetector) and detector.block > 1:
+                together.append((name, detector, segment))
+                continue
+            rows: list[int] | None = None
+            values = segment
+        else:
+            rows = np.flatnonzero(finite).tolist()
+            values = segment[finite]
+        batches[name] = (update_many(detector, values), values, rows)
+    if together:
+        matrix = np.column_stack([segment for _, _, segment in together])
+        signals = update_columns([detector for _, detector, _ in together], matrix)
+        for (name, _, segment), batch in zip(together, signals, strict=True):
+            batches[name] = (batch, segment, None)
+    return batches

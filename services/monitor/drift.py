@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from services.monitor.adwin import update_features
 from services.monitor.alarms import (
     ERROR_RISE_UNIT,
     MIN_PSI_SAMPLES,
@@ -50,7 +51,7 @@ from services.monitor.detectors import concept_detector, data_detector, detector
 from services.monitor.drift_settings import DriftSettings
 from services.monitor.psi import PredictionWindow, PredictionWindowState, PsiWindowState, WindowedPsi
 from services.monitor.sample_times import SampleTimes
-from services.monitor.signals import Detector, DriftSignal, update_many
+from services.monitor.signals import Detector, DriftSignal
 from services.monitor.state import State
 from shared.events import FeatureValue, Target, epoch
 from shared.reference import ExpectedError, Reference
@@ -271,26 +272,19 @@ class ModelDrift:
         policy = self.policy
         newer = epochs[start:end]
         outcomes: list[Outcome] = []
+        batches = update_features(self._data, columns, start, end)
         for order, (name, detector) in enumerate(self._data.items()):
-            column = columns.get(name)
-            if column is None:
+            found = batches.get(name)
+            if found is None:
                 continue
-            segment = column[start:end]
-            finite = np.isfinite(segment)
-            if finite.all():
-                rows: list[int] | None = None
-                values: list[float] = segment.tolist()
-            else:
-                rows = np.flatnonzero(finite).tolist()
-                values = segment[finite].tolist()
-            batch = update_many(detector, values)
+            batch, values, rows = found
             if batch.last is not None:
                 update.statistics[("data", name)] = batch.last.statistic
             drifts = dict(batch.drifts)
             if not drifts and not policy.pending("data", name):
                 continue
             last_drift = max(drifts, default=-1)
-            for k, value in enumerate(values):
+            for k, value in enumerate(values.tolist()):
                 pending = policy.pending("data", name)
                 if not pending and k > last_drift:
                     break

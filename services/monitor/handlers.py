@@ -46,6 +46,8 @@ from shared.store import ObjectStore
 
 log = logging.getLogger("driftloop.monitor")
 
+_NUMBER_TYPES = frozenset({float, int, type(None)})  # a column whose numbers are kept as recent values
+
 ACTOR = "monitor"
 
 
@@ -222,15 +224,16 @@ class MonitorHandlers:
     def _remember_values(watch: ModelWatch, event: PredictionsLogged, rows: list[int]) -> None:
         """Recent values of every feature, for the report's live histograms and category bars:
         numbers of the numeric features, categories of the others (a feature without a categorical
-        reference is numeric unless its values are text or flags)."""
-        categorical = watch.drift.categorical
-        kept = rows[-RECENT_VALUES:]
-        for k, name in enumerate(event.feature_names):
-            values = [event.features[i][k] for i in kept]
+        reference is numeric unless its values are text or flags). One transposition (in C) and a
+        set of types per column: a test per cell was a third of the time at 300 features."""
+        categorical, kept, features = watch.drift.categorical, rows[-RECENT_VALUES:], event.features
+        columns = zip(*(features if len(kept) == len(features) else [features[i] for i in kept]), strict=True)
+        for name, values in zip(event.feature_names, columns, strict=False):
             buckets = categorical.get(name)
-            if buckets is None and not any(isinstance(v, str | bool) for v in values):
+            kinds = set(map(type, values))
+            if buckets is None and kinds <= _NUMBER_TYPES:
                 recent = watch.recent.setdefault(name, deque(maxlen=RECENT_VALUES))
-                recent.extend(v for v in values if isinstance(v, int | float) and not isinstance(v, bool))
+                recent.extend(values if type(None) not in kinds else [v for v in values if v is not None])
                 continue
             boolean = buckets is not None and buckets.boolean
             keys = (category_of(v, boolean) for v in values)

@@ -104,6 +104,13 @@ class PsiWindowState(State):
 class WindowedPsi:
     """Per-feature PSI over tumbling windows of ``window`` rows.
 
+    The open window's counts are one integer array over every feature's bins, and a batch of
+    rows is binned for all features at once: a value's bin is the number of the feature's inner
+    edges at or below it (what :func:`~shared.reference.column_counts` searches for, one feature
+    at a time; the edges are padded with +inf to a rectangle), and one ``bincount`` adds them
+    up. Binning feature by feature cost about as much as the feature detectors at 300 features.
+    :attr:`state` writes the counts out as the checkpoint holds them.
+
     >>> ref = ReferenceHistogram(edges=[0.0, 1.0, 2.0], proportions=[0.5, 0.5])
     >>> w = WindowedPsi({"x": ref}, window=4)
     >>> w.add_columns({"x": np.array([0.5, 1.5])}, rows=2) is None
@@ -119,22 +126,41 @@ class WindowedPsi:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.references = dict(references)
-        self.state = (
-            PsiWindowState(window=window, counts=_fresh_counts(self.references))
-            if state is None
-            else PsiWindowState(window=state.window, rows=state.rows, counts=_kept_counts(state.counts, references))
+        self._state = (
+            PsiWindowState(window=window) if state is None else PsiWindowState(window=state.window, rows=state.rows)
         )
-        self._inner = [(name, ref.inner) for name, ref in self.references.items()]
+        self._names = list(self.references)
+        inner = [ref.inner for ref in self.references.values()]
+        if max((len(edges) for edges in inner), default=0) > np.iinfo(np.int16).max:
+            raise ValueError("a reference histogram has too many bins")
+        self._bins = [len(ref.proportions) for ref in self.references.values()]
+        self._starts = np.concatenate([[0], np.cumsum(self._bins)]).astype(np.int64)
+        width = max((len(edges) for edges in inner), default=0)
+        self._edges = np.full((len(inner), width), np.inf)
+        for j, edges in enumerate(inner):
+            self._edges[j, : len(edges)] = edges
+        self._counts = np.zeros(int(self._starts[-1]), dtype=np.int64)
+        if state is not None:
+            for j, counts in enumerate(_kept_counts(state.counts, self.references).values()):
+                self._counts[self._starts[j] : self._starts[j + 1]] = counts
+
+    @property
+    def state(self) -> PsiWindowState:
+        """The open window as checkpointed (its counts written out per feature)."""
+        self._state.counts = {
+            name: self._counts[self._starts[j] : self._starts[j + 1]].tolist() for j, name in enumerate(self._names)
+        }
+        return self._state
 
     @property
     def window(self) -> int:
         """Rows per window."""
-        return self.state.window
+        return self._state.window
 
     @property
     def remaining(self) -> int:
         """Rows until the open window closes (at least 1)."""
-        return self.state.window - self.state.rows
+        return self._state.window - self._state.rows
 
     def add_columns(self, columns: Mapping[str, NDArray[np.float64]], rows: int) -> dict[str, float] | None:
         """Count ``rows`` rows at once, one float column per feature (NaN = missing; a feature
@@ -142,17 +168,29 @@ class WindowedPsi:
         (``rows <= remaining``): the caller splits a batch where windows close."""
         if not 0 < rows <= self.remaining:
             raise ValueError(f"{rows} rows do not fit the {self.remaining} left in the window")
-        _add_column_counts(self.state.counts, self._inner, columns)
-        self.state.rows += rows
-        if self.state.rows < self.state.window:
+        present = [j for j, name in enumerate(self._names) if name in columns]
+        if present:
+            matrix = np.column_stack([columns[self._names[j]] for j in present])
+            index = np.zeros(matrix.shape, dtype=np.int16)
+            for edge in self._edges[present].T:  # one pass per edge rank over the whole batch
+                index += matrix >= edge
+            bins = index + self._starts[present]
+            finite = np.isfinite(matrix)
+            counted = bins.ravel() if finite.all() else bins[finite]
+            self._counts += np.bincount(counted, minlength=self._counts.size)
+        self._state.rows += rows
+        if self._state.rows < self._state.window:
             return None
         return self._close()
 
     def _close(self) -> dict[str, float]:
-        counts = self.state.counts
-        result = {name: psi_from_counts(ref.proportions, counts[name]) for name, ref in self.references.items()}
-        self.state.rows = 0
-        self.state.counts = _fresh_counts(self.references)
+        counts = self._counts
+        result = {
+            name: psi_from_counts(ref.proportions, counts[self._starts[j] : self._starts[j + 1]].tolist())
+            for j, (name, ref) in enumerate(self.references.items())
+        }
+        self._state.rows = 0
+        self._counts = np.zeros_like(counts)
         return result
 
 

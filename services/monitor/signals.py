@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from importlib.metadata import version as _package_version
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
+from numpy.typing import NDArray
+
 STATE_VERSION = 1
 """Bumped whenever a wrapper's ``to_state`` layout changes."""
 
@@ -85,7 +88,7 @@ class Detector(Protocol):
         ...
 
 
-def update_many(detector: Detector, values: Sequence[float]) -> BatchSignals:
+def update_many(detector: Detector, values: Sequence[float] | NDArray[np.float64]) -> BatchSignals:
     """Feed ``values`` in order: the detector's own ``update_many`` when it has one (ADWIN),
     else :meth:`Detector.update` one by one -- the same signals either way."""
     batch = getattr(detector, "update_many", None)
@@ -94,7 +97,7 @@ def update_many(detector: Detector, values: Sequence[float]) -> BatchSignals:
         return result
     drifts: list[tuple[int, DriftSignal]] = []
     last: DriftSignal | None = None
-    for i, value in enumerate(values):
+    for i, value in enumerate(values.tolist() if isinstance(values, np.ndarray) else values):
         last = detector.update(value)
         if last.drifted:
             drifts.append((i, last))
