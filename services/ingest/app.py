@@ -8,10 +8,10 @@ from typing import Literal
 from pydantic import Field
 
 from services.ingest.core import FlushPolicy
-from services.ingest.handlers import IngestHandlers, crash_here, keep_bytes
+from services.ingest.handlers import IngestHandlers, crash_here
 from services.ingest.metrics import IngestMetrics
 from shared import topics
-from shared.bus import Subscriber
+from shared.bus import Subscriber, raw_value
 from shared.config import ServiceSettings, build_store, load_settings
 from shared.datasets import DatasetRepository
 from shared.lifecycle import configure_logging, run_forever
@@ -93,7 +93,7 @@ class IngestService(BusService):
             [topics.ANNOTATIONS],
             self.handlers.on_annotation,
             self.publisher,
-            keep_bytes,
+            raw_value,  # decoded with the poll's batch, after it
             max_records=settings.max_poll_records,
             drain=self.handlers.drain,
             after_poll=self.handlers.after_poll,

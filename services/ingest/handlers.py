@@ -55,11 +55,6 @@ class AdmissionDeferred(TimeoutError):
     failure to the bus, which waits and reads the message again later."""
 
 
-def keep_bytes(topic: str, data: bytes) -> bytes:
-    """The subscriber's decoder for ``annotations``: decoding waits for the poll's batch."""
-    return data
-
-
 def crash_here(point: str) -> None:
     """Die like a killed process: no cleanup, no commit."""
     log.error("crash injected at %s", point)

@@ -32,7 +32,7 @@ import orjson
 from aiokafka.structs import RecordMetadata
 
 from shared import topics
-from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber, confirm
+from shared.bus import Delivery, KafkaOptions, Publisher, Subscriber, confirm, raw_value
 from shared.events import AnnotationSubmitted, decode_as
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class GroundTruthFilter:
             [topics.ANNOTATIONS],
             self._forward,
             publisher,
-            _raw,
+            raw_value,
             max_records=max_records,
             drain=self._confirm,
             after_poll=self._confirm,
@@ -158,7 +158,3 @@ class GroundTruthFilter:
     def stop(self) -> None:
         """Finish the poll in hand, confirm, commit and close."""
         self.subscriber.stop()
-
-
-def _raw(topic: str, data: bytes) -> bytes:
-    return data
